@@ -1,0 +1,86 @@
+"""Runner manifests (SPEC §2): capabilities are not grants; permissions are an upper bound."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .agents import RunnerIdStr
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    streaming: bool = False
+    tool_calling: bool = False
+    knowledge_retrieval: bool = False
+    multimodal_input: bool = False
+    skill_authoring: bool = False
+    interrupt: bool = False
+    steering: bool = False
+
+
+class Permissions(BaseModel):
+    """The most a runner may ever get. ``state``/``steering`` gate the host-owned APIs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[Literal["invoke", "stream", "rerank"]] = Field(default_factory=list)
+    tools: list[Literal["detail", "call"]] = Field(default_factory=list)
+    knowledge_bases: list[Literal["list", "retrieve"]] = Field(default_factory=list)
+    history: list[Literal["page", "search"]] = Field(default_factory=list)
+    events: list[Literal["get", "page"]] = Field(default_factory=list)
+    artifacts: list[Literal["metadata", "read"]] = Field(default_factory=list)
+    storage: list[Literal["plugin", "workspace"]] = Field(default_factory=list)
+    files: list[Literal["config", "knowledge"]] = Field(default_factory=list)
+    state: list[Literal["read", "write"]] = Field(default_factory=list)
+    steering: list[Literal["pull"]] = Field(default_factory=list)
+    run_ledger: list[Literal["get", "list", "events_page", "cancel"]] = Field(default_factory=list)
+    harness_gateway: bool = False
+
+
+class ConfigField(BaseModel):
+    """One item of a runner's config form."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str
+    label: dict[str, str] = Field(default_factory=dict)
+    description: dict[str, str] | None = None
+    required: bool = False
+    default: Any = None
+    options: list[dict[str, Any]] | None = None
+
+
+class RunnerManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: RunnerIdStr
+    label: str
+    description: str = ""
+    version: str = "0.0.0"
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    permissions: Permissions = Field(default_factory=Permissions)
+    config_schema: list[ConfigField] = Field(default_factory=list)
+
+
+class RunnerDescriptor(BaseModel):
+    """Registry view of a runner (``GET /v1/runners``)."""
+
+    id: str
+    label: str
+    description: str
+    capabilities: Capabilities
+    permissions: Permissions
+    config_schema: list[ConfigField]
+    version: str
+    source: Literal["builtin", "entry_point"] = "builtin"
+
+    @classmethod
+    def from_manifest(cls, manifest: RunnerManifest, source: str = "builtin") -> "RunnerDescriptor":
+        return cls(
+            id=manifest.id, label=manifest.label, description=manifest.description,
+            capabilities=manifest.capabilities, permissions=manifest.permissions,
+            config_schema=manifest.config_schema, version=manifest.version, source=source,
+        )
