@@ -1,0 +1,284 @@
+"""Helpers shared by every repository: time, argument checks, JSON values,
+dialect-aware ``INSERT … ON CONFLICT`` and keyset pagination.
+
+Repositories speak SQLAlchemy Core against the mapped tables and never keep
+ORM instances, so a unit of work holding several repositories can never read a
+stale identity-map object after another repository's UPDATE.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy import ColumnElement, Select, Table, func, literal_column, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from protocol.cursor import decode_cursor, encode_cursor
+from protocol.errors import invalid_argument, payload_too_large
+
+#: Largest page any pager returns (SPEC §6: ``limit ≤ 100``).
+MAX_PAGE = 100
+#: Largest JSON value accepted for state / kv (SPEC §7: ``≤ 256 KiB``).
+MAX_JSON_BYTES = 256 * 1024
+#: Bind parameters per statement; both Postgres (32767) and SQLite (32766) allow more.
+MAX_BIND_PARAMS = 30_000
+#: Text-search configuration of every Postgres full-text expression (language neutral).
+TS_CONFIG = "simple"
+
+_TS_CONFIG_SQL = literal_column(f"'{TS_CONFIG}'::regconfig")
+_TERM = re.compile(r"\w+", re.UNICODE)
+_MARKER_RESERVE = 32  # len("…[truncated N chars]") for N < 10**13
+
+
+# -- time ---------------------------------------------------------------------
+def now() -> float:
+    """Timestamps are stored as float epoch seconds (UTC) everywhere."""
+    return time.time()
+
+
+def epoch(value: float | None) -> int | None:
+    """API models carry int epoch seconds."""
+    return None if value is None else int(value)
+
+
+# -- argument checks ------------------------------------------------------------
+def check_limit(limit: int, maximum: int = MAX_PAGE, *, field: str = "limit") -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
+        raise invalid_argument(f"{field} must be an integer in 1..{maximum}", **{field: repr(limit)[:32]})
+    return limit
+
+
+def check_text(value: Any, field: str, *, max_len: int = 256) -> str:
+    """A required, non-empty string of at most ``max_len`` characters."""
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise invalid_argument(f"{field} must be a non-empty string of at most {max_len} characters",
+                               field=field)
+    return value
+
+
+def check_optional_text(value: Any, field: str, *, max_len: int = 256) -> str | None:
+    return None if value is None else check_text(value, field, max_len=max_len)
+
+
+def check_non_negative(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise invalid_argument(f"{field} must be a non-negative number", field=field)
+    return float(value)
+
+
+def encode_json(value: Any, *, field: str = "value", max_bytes: int | None = MAX_JSON_BYTES) -> str:
+    """Encode ``value`` as compact JSON or raise.
+
+    Non-JSON values (sets, objects, NaN, circular data) → ``invalid_argument``;
+    an encoding over ``max_bytes`` UTF-8 bytes → ``payload_too_large``.
+    """
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(f"{field} is not JSON-serialisable: {exc}"[:200], field=field) from None
+    if max_bytes is not None:
+        size = len(encoded.encode("utf-8"))
+        if size > max_bytes:
+            raise payload_too_large(f"{field} is {size} bytes encoded; the limit is {max_bytes}",
+                                    field=field, size=size, limit=max_bytes)
+    return encoded
+
+
+def json_value(value: Any, *, field: str = "value", max_bytes: int | None = MAX_JSON_BYTES) -> Any:
+    """Validate like :func:`encode_json` and return the value as it will read back
+    (tuples become lists, non-string keys become strings)."""
+    return json.loads(encode_json(value, field=field, max_bytes=max_bytes))
+
+
+def cap_text(text: str | None, cap: int) -> tuple[str | None, int | None]:
+    """Cap ``text`` to at most ``cap`` characters including the truncation marker.
+
+    Returns ``(stored_text, original_length)``; ``original_length`` is ``None``
+    when nothing was cut. A cut text ends with ``…[truncated N chars]``.
+    """
+    if text is None or len(text) <= cap:
+        return text, None
+    keep = max(cap - _MARKER_RESERVE, 0)
+    return f"{text[:keep]}…[truncated {len(text) - keep} chars]", len(text)
+
+
+def search_terms(query: Any, *, max_terms: int = 32) -> list[str]:
+    """Lower-cased word terms of a free-text query; none → ``invalid_argument``."""
+    if not isinstance(query, str) or len(query) > 2000:
+        raise invalid_argument("query must be a string of at most 2000 characters")
+    terms = list(dict.fromkeys(t.lower() for t in _TERM.findall(query)))[:max_terms]
+    if not terms:
+        raise invalid_argument("query has no searchable terms")
+    return terms
+
+
+def like_contains(term: str) -> str:
+    """A ``LIKE`` pattern (escape char ``\\``) matching ``term`` anywhere."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def short_hash(*parts: str | None) -> str:
+    """Short, separator-safe fingerprint used to bind cursors to their scope."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def merge_json(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive merge: nested dicts merge, any other patch value replaces."""
+    merged = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_json(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# -- dialect-aware INSERT -----------------------------------------------------
+def dialect_name(session: AsyncSession) -> str:
+    bind = session.bind if session.bind is not None else session.get_bind()
+    return bind.dialect.name
+
+
+def insert_for(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's ``INSERT`` construct, which supports ``on_conflict_do_*``."""
+    name = dialect_name(session)
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {name!r}")
+
+
+async def insert_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    conflict_where: ColumnElement[bool] | None = None,
+    update: Callable[[Any], Mapping[str, Any]] | None = None,
+    returning: Sequence[Any] = (),
+) -> tuple[int, list[Row[Any]]]:
+    """Insert ``rows`` with one multi-row ``INSERT`` per chunk (idempotent).
+
+    On a conflict over ``conflict`` (a unique index, partial when
+    ``conflict_where`` is given) the row is skipped, or updated with
+    ``update(excluded)`` when given. Every row must carry the same keys.
+    Returns ``(affected_row_count, returned_rows)``.
+    """
+    if not rows:
+        return 0, []
+    per_stmt = max(1, MAX_BIND_PARAMS // max(1, len(rows[0])))
+    affected, returned = 0, []
+    for start in range(0, len(rows), per_stmt):
+        stmt = insert_for(session, table).values(list(rows[start:start + per_stmt]))
+        if update is None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
+        else:
+            stmt = stmt.on_conflict_do_update(index_elements=list(conflict), index_where=conflict_where,
+                                              set_=dict(update(stmt.excluded)))
+        if returning:
+            result = await session.execute(stmt.returning(*returning))
+            batch = list(result.all())
+            affected += len(batch)
+            returned.extend(batch)
+        else:
+            affected += (await session.execute(stmt)).rowcount or 0
+    return affected, returned
+
+
+def ts_vector(*columns: Any) -> ColumnElement[Any]:
+    """``to_tsvector('simple', coalesce(a, '') || ' ' || coalesce(b, ''))`` built from
+    literals only, so it matches the GIN expression indexes of the migration."""
+    parts = [func.coalesce(column, literal_column("''")) for column in columns]
+    doc = parts[0]
+    for part in parts[1:]:
+        doc = doc.op("||")(literal_column("' '")).op("||")(part)
+    return func.to_tsvector(_TS_CONFIG_SQL, doc)
+
+
+def ts_query(terms: Iterable[str]) -> ColumnElement[Any]:
+    """OR query over ``terms`` (already ``\\w+`` words, so no tsquery operators leak in)."""
+    return func.to_tsquery(_TS_CONFIG_SQL, " | ".join(terms))
+
+
+# -- keyset pagination ----------------------------------------------------------
+@dataclass(frozen=True)
+class Keyset:
+    """Opaque cursor codec and keyset query for one pager.
+
+    ``kind`` tags the cursor (a cursor of another pager is ``invalid_argument``);
+    ``fields`` name the cursor fields holding the ordering key, whose Python
+    types are ``types``. ``scope`` values (e.g. the conversation) are bound into
+    the cursor as a short hash and checked on decode.
+    """
+
+    kind: str
+    fields: tuple[str, ...]
+    types: tuple[type, ...]
+
+    def encode(self, key: Sequence[Any], *scope: str | None) -> str:
+        extra = {"s": short_hash(*scope)} if scope else {}
+        return encode_cursor(self.kind, **dict(zip(self.fields, key)), **extra)
+
+    def decode(self, cursor: str | None, *scope: str | None) -> tuple[Any, ...] | None:
+        if cursor is None:
+            return None
+        data = decode_cursor(cursor, self.kind)
+        if scope and data.get("s") != short_hash(*scope):
+            raise invalid_argument(f"cursor was issued for another {self.kind} scope", kind=self.kind)
+        key = []
+        for name, typ in zip(self.fields, self.types):
+            value = data.get(name)
+            numeric = typ in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (numeric and value >= 0) and not (typ is str and isinstance(value, str)):
+                raise invalid_argument("malformed cursor", kind=self.kind)
+            if typ is int and not isinstance(value, int):
+                raise invalid_argument("malformed cursor", kind=self.kind)
+            key.append(value)
+        return tuple(key)
+
+
+async def fetch_keyset(
+    session: AsyncSession,
+    query: Select[Any],
+    order: Sequence[Any],
+    *,
+    before: tuple[Any, ...] | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+    backward: bool,
+) -> tuple[list[Row[Any]], bool]:
+    """Run ``query`` as one keyset page over the ``order`` columns.
+
+    Rows strictly between ``after`` and ``before`` (either may be ``None``),
+    the ``limit`` nearest to ``before`` when ``backward`` (descending) else the
+    ``limit`` nearest to ``after`` (ascending). Returns ``(rows, has_more)``.
+    """
+    key = tuple_(*order) if len(order) > 1 else order[0]
+
+    def bound(values: tuple[Any, ...]) -> Any:
+        return tuple_(*values) if len(values) > 1 else values[0]
+
+    if before is not None:
+        query = query.where(key < bound(before))
+    if after is not None:
+        query = query.where(key > bound(after))
+    query = query.order_by(*[c.desc() if backward else c.asc() for c in order]).limit(limit + 1)
+    rows = list((await session.execute(query)).all())
+    return rows[:limit], len(rows) > limit
+
+
+__all__ = [
+    "MAX_JSON_BYTES", "MAX_PAGE", "TS_CONFIG", "Keyset", "cap_text", "check_limit",
+    "check_non_negative", "check_optional_text", "check_text", "dialect_name", "encode_json",
+    "epoch", "fetch_keyset", "insert_for", "insert_rows", "json_value", "like_contains",
+    "merge_json", "now", "search_terms", "short_hash", "ts_query", "ts_vector",
+]
