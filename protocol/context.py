@@ -20,7 +20,7 @@ class _Wire(BaseModel):
 
 class Trigger(_Wire):
     type: str
-    source: str = "api"
+    source: Literal["platform", "webui", "api", "scheduler", "system", "host_adapter"] = "api"
     timestamp: int | None = None
 
 
@@ -78,7 +78,7 @@ class ModelResource(_Wire):
     model_id: str
     model_type: str | None = None
     provider: str | None = None
-    operations: list[Literal["invoke", "stream", "rerank"]] = Field(default_factory=list)
+    operations: list[Literal["invoke", "stream", "rerank", "count_tokens"]] = Field(default_factory=list)
 
 
 class ToolResource(_Wire):
@@ -170,6 +170,7 @@ class StateSnapshot(_Wire):
 
 class RuntimeContext(_Wire):
     host_version: str | None = None
+    langbot_version: str | None = None  # the LangBot-protocol name of host_version
     trace_id: str | None = None
     deadline_at: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -42,6 +42,10 @@ class EventSubject(Strict):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class ImageUrl(BaseModel):
+    url: str
+
+
 class ContentPart(BaseModel):
     """One content element (text / image_url / image_base64 / file_url / file_base64)."""
 
@@ -49,6 +53,16 @@ class ContentPart(BaseModel):
 
     type: str = Field(max_length=32)
     text: str | None = None
+    image_url: ImageUrl | None = None
+    image_base64: str | None = None
+    file_url: str | None = None
+    file_base64: str | None = None
+    file_name: str | None = None
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _bare_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
 
 class AttachmentRef(BaseModel):

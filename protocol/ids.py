@@ -7,7 +7,7 @@ from typing import NamedTuple
 from .errors import invalid_argument
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
-_RUNNER_ID = re.compile(rf"^plugin:({_SEGMENT})/({_SEGMENT})/({_SEGMENT})$")
+_RUNNER_ID = re.compile(rf"plugin:({_SEGMENT})/({_SEGMENT})/({_SEGMENT})")
 
 
 class RunnerId(NamedTuple):
@@ -26,7 +26,7 @@ class RunnerId(NamedTuple):
 def parse_runner_id(value: str) -> RunnerId:
     if not isinstance(value, str):
         raise invalid_argument("runner id must be a string")
-    match = _RUNNER_ID.match(value)
+    match = _RUNNER_ID.fullmatch(value)
     if match is None:
         raise invalid_argument(
             f"invalid runner id {value[:80]!r}: expected 'plugin:<author>/<name>/<runner>'",

@@ -6,15 +6,19 @@ terminal latch — so the RunActor only relays what it says is accepted.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .agents import StateScope
+from .events import ContentPart
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +44,50 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str = "function"
+    function: FunctionCall
+    provider_specific_fields: dict[str, Any] | None = None
+
+
 class ChatMessage(BaseModel):
+    """A chat message or chunk; shape-compatible with LangBot's Message/MessageChunk."""
+
     model_config = ConfigDict(extra="allow")
 
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    resp_message_id: str | None = None
+    all_content: str | None = None
+    provider_specific_fields: dict[str, Any] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
         if not self.content:
             return ""
-        return "".join(str(p.get("text") or "") for p in self.content if p.get("type") == "text")
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
 
 
 class MessageDelta(_Payload):
@@ -87,6 +121,29 @@ class ArtifactCreated(_Payload):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     metadata: dict[str, Any] | None = None
     content_base64: str | None = Field(default=None, max_length=(INLINE_ARTIFACT_LIMIT * 4) // 3 + 4)
+
+    @field_validator("content_base64")
+    @classmethod
+    def _inline_content(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content_base64 is not valid base64") from None
+        if len(decoded) > INLINE_ARTIFACT_LIMIT:
+            raise ValueError(f"inline artifact content exceeds {INLINE_ARTIFACT_LIMIT} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ArtifactCreated":
+        if self.content_base64 is not None:
+            decoded = base64.b64decode(self.content_base64)
+            if self.size_bytes is not None and self.size_bytes != len(decoded):
+                raise ValueError("size_bytes does not match the inline content")
+            if self.sha256 is not None and hashlib.sha256(decoded).hexdigest() != self.sha256:
+                raise ValueError("sha256 does not match the inline content")
+        return self
 
 
 class StateUpdated(_Payload):
@@ -138,7 +195,7 @@ class RunResult(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     sequence: int | None = None
     timestamp: int | None = None
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None
 
     # Constructors runner authors use; each builds a payload that validates.
     @classmethod

@@ -171,8 +171,11 @@ def test_invalid_runner_ids(label):
     assert err.code is ErrorCode.INVALID_ARGUMENT
     assert EXPECTED_FORM in err.message
     assert err.http_status == 400
-    # NOTE (protocol defect, not asserted): "plugin:a/b/c\n" is accepted because
-    # ids.py uses `$` (matches before a trailing newline); see the report.
+
+
+def test_runner_id_with_trailing_newline_is_rejected():
+    with pytest.raises(RunnerHostError):
+        parse_runner_id("plugin:a/b/c\n")
 
 
 @pytest.mark.parametrize("value", [None, 42, b"plugin:a/b/c", ["plugin:a/b/c"]])

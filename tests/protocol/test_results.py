@@ -172,9 +172,18 @@ def test_artifact_over_one_mib_is_dropped(n_bytes):
     verdict = classify(_artifact(n_bytes), RUN)
     assert verdict.verdict is Verdict.DROPPED_INVALID
     assert "content_base64" in verdict.reason
-    # NOTE (protocol defect, not asserted): INLINE_ARTIFACT_LIMIT + 1 and + 2
-    # bytes encode to the same base64 length as exactly 1 MiB and are ACCEPTED,
-    # and non-base64 text is accepted too; see the report.
+
+
+@pytest.mark.parametrize("extra", [1, 2])
+def test_artifact_just_over_one_mib_is_dropped(extra):
+    from protocol.results import INLINE_ARTIFACT_LIMIT
+    verdict = classify(_artifact(INLINE_ARTIFACT_LIMIT + extra), RUN)
+    assert verdict.verdict is Verdict.DROPPED_INVALID
+
+
+def test_artifact_with_non_base64_content_is_dropped():
+    raw = {"type": "artifact.created", "data": {"artifact_type": "file", "content_base64": "@@not base64@@"}}
+    assert classify(raw, RUN).verdict is Verdict.DROPPED_INVALID
 
 
 # --------------------------------------------------------------------------
