@@ -1,0 +1,1 @@
+"""Plain (Ray-free) logic the actors delegate to; unit-tested without Ray."""

@@ -1,0 +1,79 @@
+"""Group commit: many callers' writes share one transaction.
+
+``submit`` returns after the batch holding the op has committed (acknowledge
+only after commit). A batch is flushed when it reaches ``max_batch`` ops or
+``max_delay`` seconds after its first op. If the batch fails, each op is
+retried alone so one bad write fails only its own caller.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger(__name__)
+
+Op = TypeVar("Op")
+
+ApplyBatch = Callable[[Sequence[Any]], Awaitable[Sequence[Any]]]
+
+
+class GroupCommitter(Generic[Op]):
+    def __init__(self, apply_batch: ApplyBatch, *, max_batch: int = 256, max_delay: float = 0.003) -> None:
+        self._apply = apply_batch
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+        self.ops = 0
+
+    async def submit(self, op: Any) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        self._ensure_task()
+        if len(self._pending) >= self.max_batch:
+            self._wakeup.set()
+        elif len(self._pending) == 1:
+            asyncio.get_running_loop().call_later(self.max_delay, self._wakeup.set)
+        return await fut
+
+    def _ensure_task(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        ops = [op for op, _ in batch]
+        try:
+            results = await self._apply(ops)
+            self.batches += 1
+            self.ops += len(ops)
+            for (_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+            return
+        except Exception as exc:  # isolate the failing op(s)
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            log.info("group commit of %d ops failed (%s); retrying one by one", len(batch), type(exc).__name__)
+        for item in batch:
+            await self._flush([item])
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass

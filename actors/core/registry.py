@@ -1,0 +1,110 @@
+"""The registry's logic: runner descriptors, agents → bindings, active-run index."""
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.agents import AgentConfig
+from protocol.errors import ErrorCode, RunnerHostError
+
+from .bindings import AgentEntry, BindingResolver
+from .conversations import Admission, ConversationIndex, Decision, conversation_key
+from .discovery import RunnerSpec, discover
+
+
+class Registry:
+    def __init__(self, extra_runners: dict[str, str] | None = None) -> None:
+        self._extra = extra_runners or {}
+        self.specs: dict[str, RunnerSpec] = {}
+        self.warnings: list[str] = []
+        self.resolver = BindingResolver()
+        self.index = ConversationIndex()
+        self._tokens: dict[str, tuple[str, Any]] = {}
+        self.refresh()
+
+    # -- runners -------------------------------------------------------------------
+    def refresh(self) -> list[str]:
+        self.specs, self.warnings = discover(self._extra)
+        return self.warnings
+
+    def spec(self, runner_id: str) -> RunnerSpec:
+        spec = self.specs.get(runner_id)
+        if spec is None:
+            raise RunnerHostError(ErrorCode.NOT_FOUND, f"unknown runner {runner_id!r}",
+                                  details={"runner_id": runner_id})
+        return spec
+
+    # -- agents --------------------------------------------------------------------
+    def put_agent(self, agent_id: str, config: dict[str, Any], version: int) -> None:
+        cfg = AgentConfig.model_validate(config)
+        self.spec(cfg.runner_id)  # an agent must name a runner that exists
+        self.resolver.put(AgentEntry(agent_id, cfg, version))
+
+    def load_agents(self, rows: list[tuple[str, dict[str, Any], int]]) -> None:
+        entries = [AgentEntry(a, AgentConfig.model_validate(c), v) for a, c, v in rows]
+        self.resolver.load(entries)
+
+    # -- admission -------------------------------------------------------------------
+    def admit(self, *, run_id: str, agent_id: str | None, event: dict[str, Any], handle: Any) -> dict[str, Any]:
+        binding = self.resolver.resolve(
+            agent_id=agent_id, event_type=event["event_type"], bot_id=event.get("bot_id"),
+            workspace_id=event.get("workspace_id"), source=event.get("source"))
+        spec = self.spec(binding.runner_id)
+        descriptor = spec.descriptor
+        steerable = bool(descriptor.capabilities.steering and descriptor.permissions.steering
+                         and binding.resource_policy.steering)
+        conv_key = conversation_key(event.get("bot_id"), event.get("workspace_id"),
+                                    event.get("conversation_id"), event.get("thread_id"))
+        admission = self.index.admit(conv_key, run_id, binding.runner_id, binding.multitask_strategy, steerable)
+        if admission.decision is Decision.START:
+            self.index.mark_started(run_id, handle)
+        return self._describe(admission, binding, spec, conv_key)
+
+    def release(self, run_id: str) -> bool:
+        self.revoke_run_tokens(run_id)
+        return self.index.release(run_id)
+
+    def admit_fallback(self, *, run_id: str, binding: dict[str, Any], conv_key: str | None,
+                       steerable: bool, handle: Any) -> dict[str, Any]:
+        admission = self.index.admit_fallback(conv_key, run_id, binding["runner_id"], steerable)
+        if admission.decision is Decision.START:
+            self.index.mark_started(run_id, handle)
+        return {"decision": admission.decision.value, "wait_for": admission.wait_for}
+
+    @staticmethod
+    def _describe(admission: Admission, binding: Any, spec: RunnerSpec, conv_key: str | None) -> dict[str, Any]:
+        targets = []
+        if admission.target is not None:
+            targets = [{"run_id": admission.target.run_id, "handle": admission.target.handle}]
+        return {
+            "decision": admission.decision.value,
+            "wait_for": admission.wait_for,
+            "targets": targets,
+            "binding": binding.model_dump(mode="json"),
+            "runner_target": spec.target,
+            "descriptor": spec.descriptor.model_dump(mode="json"),
+            "conv_key": conv_key,
+        }
+
+    # -- harness gateway capability tokens (stored hashed; dead when the run ends) --------
+    def register_token(self, token_hash: str, run_id: str, handle: Any) -> None:
+        self._tokens[token_hash] = (run_id, handle)
+
+    def resolve_token(self, token_hash: str) -> tuple[str, Any]:
+        found = self._tokens.get(token_hash)
+        if found is None:
+            raise RunnerHostError(ErrorCode.UNAUTHORIZED, "invalid or expired capability token")
+        return found
+
+    def revoke_run_tokens(self, run_id: str) -> int:
+        dead = [h for h, (rid, _) in self._tokens.items() if rid == run_id]
+        for h in dead:
+            del self._tokens[h]
+        return len(dead)
+
+    def handles_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for rid in run_ids:
+            entry = self.index.get(rid)
+            if entry is not None:
+                out.append({"run_id": rid, "handle": entry.handle})
+        return out

@@ -1,0 +1,295 @@
+"""Server side of the runner API (SPEC §6): argument checks + snapshot checks.
+
+:class:`RunnerApiService` is bound to one run. Every call is checked against
+the run's frozen :class:`AccessSnapshot` before anything reaches storage or a
+provider; results are plain JSON so they cross Ray cheaply.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+
+from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, unauthorized
+
+from .authz import AccessSnapshot
+from .steering import SteeringEntry, SteeringQueue
+
+MAX_PAGE = 100
+
+
+class Backend(Protocol):
+    """Where the service forwards checked calls (storage actor, providers)."""
+
+    async def read(self, kind: str, **kwargs: Any) -> Any: ...
+    async def write(self, kind: str, **kwargs: Any) -> Any: ...
+    async def invoke_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> dict: ...
+    def stream_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> AsyncIterator[dict]: ...
+    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None) -> list: ...
+    async def tool_detail(self, name: str) -> dict: ...
+    async def call_tool(self, name: str, parameters: dict) -> dict: ...
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who the run is, for scope keys and ownership checks."""
+
+    run_id: str
+    runner_id: str
+    binding_identity: str
+    bot_id: str | None
+    workspace_id: str | None
+    conversation_id: str | None
+    thread_id: str | None
+    actor_type: str | None
+    actor_id: str | None
+    subject_type: str | None
+    subject_id: str | None
+
+
+def _limit(value: Any, default: int = 50) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
+        raise invalid_argument(f"limit must be an integer in 1..{MAX_PAGE}")
+    return value
+
+
+def _text(value: Any, name: str, max_len: int = 4096) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise invalid_argument(f"{name} must be a non-empty string of at most {max_len} characters")
+    return value
+
+
+def _size(obj: Any) -> int:
+    try:
+        return len(json.dumps(obj, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        raise invalid_argument("payload is not JSON-serialisable") from None
+
+
+class RunnerApiService:
+    def __init__(self, snapshot: AccessSnapshot, identity: RunIdentity, backend: Backend,
+                 steering: SteeringQueue,
+                 on_steering_pulled: Callable[[list[SteeringEntry]], Awaitable[None]],
+                 state_scope_key: Callable[[str], str],
+                 on_state_written: Callable[[str, str, str, Any], None] | None = None,
+                 cancel_run: Callable[[str, str | None], Awaitable[dict]] | None = None) -> None:
+        self.snapshot = snapshot
+        self.identity = identity
+        self.backend = backend
+        self.steering = steering
+        self._on_pulled = on_steering_pulled
+        self._scope_key = state_scope_key
+        self._on_state_written = on_state_written
+        self._cancel_run = cancel_run
+
+    METHODS = frozenset({
+        "invoke_llm", "invoke_rerank", "get_tool_detail", "call_tool", "retrieve_knowledge",
+        "history_page", "history_search", "event_get", "event_page", "steering_pull",
+        "artifact_metadata", "artifact_read", "artifact_read_range",
+        "state_get", "state_set", "state_delete", "state_list",
+        "storage_get", "storage_set", "storage_delete", "storage_keys",
+        "run_get", "run_list", "run_events_page", "run_cancel",
+    })
+
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        if method not in self.METHODS:
+            raise invalid_argument(f"unknown runner API method {method!r}")
+        self.snapshot.check_deadline()
+        self.snapshot.check_payload(_size(kwargs))
+        try:
+            return await getattr(self, method)(**kwargs)
+        except TypeError as exc:  # wrong/missing keyword arguments
+            if "argument" in str(exc):
+                raise invalid_argument(f"{method}: {exc}") from None
+            raise
+
+    # -- models -----------------------------------------------------------------
+    async def invoke_llm(self, model_id: str, messages: list, tools: list | None = None,
+                         params: dict | None = None) -> dict:
+        self.snapshot.check_model(_text(model_id, "model_id", 256), "invoke")
+        self._check_messages(messages)
+        return await self.backend.invoke_llm(model_id, messages, tools, params or {})
+
+    def invoke_llm_stream(self, model_id: str, messages: list, tools: list | None = None,
+                          params: dict | None = None) -> AsyncIterator[dict]:
+        self.snapshot.check_deadline()
+        self.snapshot.check_model(_text(model_id, "model_id", 256), "stream")
+        self._check_messages(messages)
+        self.snapshot.check_payload(_size(messages))
+        return self.backend.stream_llm(model_id, messages, tools, params or {})
+
+    async def invoke_rerank(self, model_id: str, query: str, documents: list[str],
+                            top_n: int | None = None) -> list:
+        self.snapshot.check_model(_text(model_id, "model_id", 256), "rerank")
+        if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+            raise invalid_argument("documents must be a list of strings")
+        return await self.backend.rerank(model_id, _text(query, "query"), documents, top_n)
+
+    @staticmethod
+    def _check_messages(messages: Any) -> None:
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise invalid_argument("messages must be a non-empty list of objects")
+
+    # -- tools & knowledge ------------------------------------------------------------
+    async def get_tool_detail(self, tool_name: str) -> dict:
+        self.snapshot.check_tool(_text(tool_name, "tool_name", 256), "detail")
+        return await self.backend.tool_detail(tool_name)
+
+    async def call_tool(self, tool_name: str, parameters: dict | None = None) -> dict:
+        self.snapshot.check_tool(_text(tool_name, "tool_name", 256), "call")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise invalid_argument("parameters must be an object")
+        return await self.backend.call_tool(tool_name, parameters or {})
+
+    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5) -> list:
+        self.snapshot.check_kb(_text(kb_id, "kb_id", 256), "retrieve")
+        return await self.backend.read("knowledge_retrieve", kb_id=kb_id, query=_text(query, "query"),
+                                       top_k=_limit(top_k, 5))
+
+    # -- history & events ---------------------------------------------------------------
+    async def history_page(self, conversation_id: str | None = None, before_cursor: str | None = None,
+                           after_cursor: str | None = None, limit: int = 50,
+                           direction: str = "backward") -> dict:
+        target = self.snapshot.check_history("page", conversation_id)
+        if direction not in ("backward", "forward"):
+            raise invalid_argument("direction must be 'backward' or 'forward'")
+        return await self.backend.read("history_page", conversation_id=target, before_cursor=before_cursor,
+                                       after_cursor=after_cursor, limit=_limit(limit), direction=direction)
+
+    async def history_search(self, query: str, filters: dict | None = None, top_k: int = 10) -> dict:
+        filters = dict(filters or {})
+        target = self.snapshot.check_history("search", filters.pop("conversation_id", None))
+        return await self.backend.read("history_search", conversation_id=target,
+                                       query=_text(query, "query", 1000), top_k=_limit(top_k, 10),
+                                       filters=filters)
+
+    async def event_get(self, event_id: str) -> dict:
+        self.snapshot.require("get" in self.snapshot.events, "events.get")
+        record = await self.backend.read("event_get", event_id=_text(event_id, "event_id", 256))
+        if (record.get("conversation_id") != self.snapshot.conversation_id
+                and not self.snapshot.cross_conversation_history):
+            raise unauthorized("event of another conversation is not granted", run_id=self.snapshot.run_id)
+        return record
+
+    async def event_page(self, conversation_id: str | None = None, event_types: list[str] | None = None,
+                         before_cursor: str | None = None, limit: int = 50) -> dict:
+        target = self.snapshot.check_events("page", conversation_id)
+        return await self.backend.read("event_page", conversation_id=target, event_types=event_types,
+                                       before_cursor=before_cursor, limit=_limit(limit))
+
+    # -- steering --------------------------------------------------------------------
+    async def steering_pull(self, mode: str = "all", limit: int | None = None) -> dict:
+        self.snapshot.require(self.snapshot.steering, "steering_pull")
+        entries = self.steering.pull(mode, limit)
+        if entries:
+            await self._on_pulled(entries)
+        return {"items": [e.item for e in entries]}
+
+    # -- artifacts ---------------------------------------------------------------------
+    async def artifact_metadata(self, artifact_id: str) -> dict:
+        self.snapshot.require("metadata" in self.snapshot.artifacts, "artifacts.metadata")
+        return await self.backend.read("artifact_metadata", artifact_id=_text(artifact_id, "artifact_id", 256),
+                                       conversation_id=self.snapshot.conversation_id)
+
+    async def artifact_read(self, artifact_id: str) -> dict:
+        self.snapshot.require("read" in self.snapshot.artifacts, "artifacts.read")
+        return await self.backend.read("artifact_read", artifact_id=_text(artifact_id, "artifact_id", 256),
+                                       conversation_id=self.snapshot.conversation_id)
+
+    async def artifact_read_range(self, artifact_id: str, offset: int, length: int) -> dict:
+        self.snapshot.require("read" in self.snapshot.artifacts, "artifacts.read")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, length)):
+            raise invalid_argument("offset and length must be non-negative integers")
+        self.snapshot.check_payload(length)
+        return await self.backend.read("artifact_read_range", artifact_id=_text(artifact_id, "artifact_id", 256),
+                                       offset=offset, length=length,
+                                       conversation_id=self.snapshot.conversation_id)
+
+    # -- state --------------------------------------------------------------------------
+    async def state_get(self, scope: str, key: str) -> dict:
+        self.snapshot.check_state(scope, "read")
+        return await self.backend.read("state_get", scope_key=self._scope_key(scope), key=_text(key, "key", 256))
+
+    async def state_set(self, scope: str, key: str, value: Any) -> dict:
+        self.snapshot.check_state(scope, "write")
+        scope_key = self._scope_key(scope)
+        result = await self.backend.write("state_set", scope_key=scope_key, key=_text(key, "key", 256),
+                                          value=value, scope=scope, runner_id=self.identity.runner_id)
+        if self._on_state_written is not None:
+            self._on_state_written(scope_key, scope, key, result.get("previous"))
+        return result["entry"]
+
+    async def state_delete(self, scope: str, key: str) -> bool:
+        self.snapshot.check_state(scope, "write")
+        scope_key = self._scope_key(scope)
+        result = await self.backend.write("state_delete", scope_key=scope_key, key=_text(key, "key", 256))
+        if self._on_state_written is not None:
+            self._on_state_written(scope_key, scope, key, result.get("previous"))
+        return bool(result.get("deleted"))
+
+    async def state_list(self, scope: str, prefix: str = "", limit: int = 100) -> dict:
+        self.snapshot.check_state(scope, "read")
+        if not isinstance(prefix, str) or len(prefix) > 256:
+            raise invalid_argument("prefix must be a string of at most 256 characters")
+        return await self.backend.read("state_list", scope_key=self._scope_key(scope), prefix=prefix,
+                                       limit=_limit(limit, 100))
+
+    # -- plugin / workspace storage ---------------------------------------------------------
+    def _area(self, area: str) -> str:
+        if area not in ("plugin", "workspace"):
+            raise invalid_argument("area must be 'plugin' or 'workspace'")
+        self.snapshot.require(area in self.snapshot.storage, f"{area} storage")
+        # plugin storage is private to the runner; workspace storage to the workspace
+        return self.identity.runner_id if area == "plugin" else (self.identity.workspace_id or "_default")
+
+    async def storage_get(self, area: str, key: str) -> Any:
+        ns = self._area(area)
+        return await self.backend.read("kv_get", area=area, namespace=ns, key=_text(key, "key", 256))
+
+    async def storage_set(self, area: str, key: str, value: Any) -> None:
+        ns = self._area(area)
+        await self.backend.write("kv_set", area=area, namespace=ns, key=_text(key, "key", 256), value=value)
+
+    async def storage_delete(self, area: str, key: str) -> bool:
+        ns = self._area(area)
+        return bool(await self.backend.write("kv_delete", area=area, namespace=ns, key=_text(key, "key", 256)))
+
+    async def storage_keys(self, area: str, prefix: str = "") -> list:
+        ns = self._area(area)
+        return await self.backend.read("kv_keys", area=area, namespace=ns, prefix=prefix or "")
+
+    # -- run ledger -------------------------------------------------------------------
+    def _own_conversation_run(self, record: dict) -> dict:
+        if (record.get("conversation_id") != self.snapshot.conversation_id
+                and not self.snapshot.cross_conversation_history):
+            raise unauthorized("run of another conversation is not granted", run_id=self.snapshot.run_id)
+        return record
+
+    async def run_get(self, run_id: str | None = None) -> dict:
+        self.snapshot.require("get" in self.snapshot.run_ledger, "run_get")
+        return self._own_conversation_run(await self.backend.read("run_get", run_id=run_id or self.snapshot.run_id))
+
+    async def run_list(self, conversation_id: str | None = None, statuses: list[str] | None = None,
+                       before_cursor: str | None = None, limit: int = 50) -> dict:
+        self.snapshot.require("list" in self.snapshot.run_ledger, "run_list")
+        target = self.snapshot.check_events("page", conversation_id) if conversation_id else self.snapshot.conversation_id
+        return await self.backend.read("run_list", conversation_id=target, statuses=statuses,
+                                       before_cursor=before_cursor, limit=_limit(limit))
+
+    async def run_events_page(self, run_id: str | None = None, after_cursor: str | None = None,
+                              limit: int = 50) -> dict:
+        self.snapshot.require("events_page" in self.snapshot.run_ledger, "run_events_page")
+        rid = run_id or self.snapshot.run_id
+        if rid != self.snapshot.run_id:
+            self._own_conversation_run(await self.backend.read("run_get", run_id=rid))
+        return await self.backend.read("run_events_page", run_id=rid, after_cursor=after_cursor,
+                                       limit=_limit(limit))
+
+    async def run_cancel(self, run_id: str, reason: str | None = None) -> dict:
+        self.snapshot.require("cancel" in self.snapshot.run_ledger, "run_cancel")
+        self._own_conversation_run(await self.backend.read("run_get", run_id=_text(run_id, "run_id", 128)))
+        if self._cancel_run is None:
+            raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "cancellation is not available here")
+        return await self._cancel_run(run_id, reason)

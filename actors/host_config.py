@@ -1,0 +1,44 @@
+"""Settings of the actor layer (the serve layer loads them from runnerhost.toml + env)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.agents import AgentConfig
+
+
+class PoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_actors_min: int = Field(default=4, ge=0)
+    run_actors_max: int = Field(default=64, ge=1)
+    workers_min: int = Field(default=1, ge=0)
+    workers_max: int = Field(default=4, ge=1)
+    runs_per_worker: int = Field(default=32, ge=1)
+    acquire_timeout_s: float = Field(default=30.0, gt=0)
+    idle_shrink_s: float = Field(default=120.0, gt=0)
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str
+    artifact_root: str
+    max_batch: int = Field(default=256, ge=1)
+    max_delay_ms: float = Field(default=3.0, ge=0)
+    actors: int = Field(default=1, ge=1, le=16)
+
+
+class HostConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = "runnerhost"
+    storage: StorageConfig
+    pools: PoolConfig = Field(default_factory=PoolConfig)
+    steering_capacity: int = Field(default=32, ge=1, le=1024)
+    providers: dict[str, Any] = Field(default_factory=dict)   # {"models": [...], "tools": {...}}
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    extra_runners: dict[str, str] = Field(default_factory=dict)  # runner id -> "module:Class"
+    gateway_url: str | None = None
+    spread: bool = True

@@ -1,0 +1,50 @@
+"""Calling actors that may restart: retry on actor death with bounded backoff."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from protocol.errors import ErrorCode, RunnerHostError
+
+RETRYABLE = (RayActorError, ActorUnavailableError)
+
+
+async def call_with_retry(make_call: Callable[[], Awaitable[Any]], *, attempts: int = 8,
+                          first_delay: float = 0.05, max_delay: float = 2.0, what: str = "actor call") -> Any:
+    """Run ``make_call()`` until it succeeds; safe only for idempotent calls."""
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            return await make_call()
+        except RETRYABLE:
+            if attempt == attempts - 1:
+                raise RunnerHostError(ErrorCode.RUNTIME_ERROR, f"{what} failed: actor unavailable",
+                                      retryable=True) from None
+            await asyncio.sleep(delay)
+            delay = min(max_delay, delay * 2)
+
+
+def unwrap(envelope: dict[str, Any]) -> Any:
+    """Turn an ``{"ok": …}`` / ``{"error": …}`` reply into a value or a RunnerHostError."""
+    if "error" in envelope:
+        raise RunnerHostError.from_dict(envelope["error"])
+    return envelope.get("ok")
+
+
+async def reply(coro: Awaitable[Any]) -> dict[str, Any]:
+    """Run ``coro`` and wrap its outcome for the wire (errors as values, not exceptions)."""
+    try:
+        return {"ok": await coro}
+    except RunnerHostError as exc:
+        return {"error": exc.to_dict()}
+
+
+def is_alive(handle: Any) -> bool:
+    try:
+        ray.get(handle.__ray_ready__.remote(), timeout=5)
+        return True
+    except Exception:
+        return False
