@@ -12,7 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import ColumnElement, Select, Table, func, literal_column, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +31,7 @@ MAX_BIND_PARAMS = 30_000
 #: Text-search configuration of every Postgres full-text expression (language neutral).
 TS_CONFIG = "simple"
 
+_I = TypeVar("_I")
 _TS_CONFIG_SQL = literal_column(f"'{TS_CONFIG}'::regconfig")
 _TERM = re.compile(r"\w+", re.UNICODE)
 _MARKER_RESERVE = 32  # len("…[truncated N chars]") for N < 10**13
@@ -122,6 +123,18 @@ def like_contains(term: str) -> str:
     """A ``LIKE`` pattern (escape char ``\\``) matching ``term`` anywhere."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def unique_by(items: Iterable[_I], key: Callable[[_I], Hashable]) -> list[_I]:
+    """``items`` without repeated keys, first occurrence wins, order kept."""
+    seen: set[Hashable] = set()
+    kept = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            kept.append(item)
+    return kept
 
 
 def short_hash(*parts: str | None) -> str:
@@ -280,5 +293,5 @@ __all__ = [
     "MAX_JSON_BYTES", "MAX_PAGE", "TS_CONFIG", "Keyset", "cap_text", "check_limit",
     "check_non_negative", "check_optional_text", "check_text", "dialect_name", "encode_json",
     "epoch", "fetch_keyset", "insert_for", "insert_rows", "json_value", "like_contains",
-    "merge_json", "now", "search_terms", "short_hash", "ts_query", "ts_vector",
+    "merge_json", "now", "search_terms", "short_hash", "ts_query", "ts_vector", "unique_by",
 ]

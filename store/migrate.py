@@ -67,11 +67,12 @@ async def schema_diff(url: str | URL) -> list[Any]:
     """Differences between the models and the migrated database (empty = in sync)."""
 
     def compare(connection: Connection) -> list[Any]:
-        # SQLite cannot reflect expression indexes; those are Postgres-only and filtered anyway.
-        warnings.filterwarnings("ignore", message=".*expression-based index", category=UserWarning)
         context = MigrationContext.configure(connection, opts={
             "compare_type": True, "include_object": include_object_for(connection.dialect.name)})
-        return list(compare_metadata(context, Base.metadata))
+        with warnings.catch_warnings():
+            # SQLite cannot reflect expression indexes; ours are Postgres-only and filtered anyway.
+            warnings.filterwarnings("ignore", message=".*expression-based index", category=UserWarning)
+            return list(compare_metadata(context, Base.metadata))
 
     engine = create_engine(url)
     try:

@@ -1,0 +1,242 @@
+"""EventLog: append-only record of every inbound event, system event and
+steering audit record (SPEC §7, §8).
+
+Invariants: ``event_id`` is the natural key (appends are idempotent); the
+surrogate ``id`` is the global order and doubles as the event's ``seq``;
+cursors are opaque ``event_log`` cursors over ``id``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from protocol.errors import invalid_argument, not_found
+from protocol.events import EventEnvelope, new_event_id
+from protocol.pages import EventPage, EventRecord
+
+from ._common import (
+    Keyset,
+    cap_text,
+    check_limit,
+    check_non_negative,
+    check_text,
+    epoch,
+    fetch_keyset,
+    insert_rows,
+    merge_json,
+    now,
+    unique_by,
+)
+from .models import EventLog
+
+INPUT_SUMMARY_CAP = 1000
+#: Types the host itself writes (source ``"system"``).
+SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back"})
+
+_T = EventLog.__table__
+_KEYSET = Keyset("event_log", ("id",), (int,))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventLogEntry:
+    """One row to append. Build inbound rows with :meth:`from_envelope` and host
+    records with :meth:`system`; ``metadata`` holds e.g. ``{"steering": {...}}``."""
+
+    event_id: str
+    event_type: str
+    source: str
+    event_time: float | None = None
+    source_event_type: str | None = None
+    bot_id: str | None = None
+    workspace_id: str | None = None
+    conversation_id: str | None = None
+    thread_id: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    actor_name: str | None = None
+    subject_type: str | None = None
+    subject_id: str | None = None
+    input_summary: str | None = None
+    input_json: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    raw_ref: str | None = None
+    binding_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    runner_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float | None = None
+
+    @classmethod
+    def from_envelope(cls, envelope: EventEnvelope, *, binding_id: str | None = None,
+                      agent_id: str | None = None, run_id: str | None = None,
+                      runner_id: str | None = None,
+                      metadata: dict[str, Any] | None = None) -> "EventLogEntry":
+        """The log row of an inbound event (``raw_ref`` keeps ``ref_id`` or ``storage_key``)."""
+        raw = envelope.raw_ref
+        subject = envelope.subject
+        return cls(
+            event_id=envelope.event_id, event_type=envelope.event_type, source=envelope.source,
+            event_time=float(envelope.event_time), source_event_type=envelope.source_event_type,
+            bot_id=envelope.bot_id, workspace_id=envelope.workspace_id,
+            conversation_id=envelope.conversation_id, thread_id=envelope.thread_id,
+            actor_type=envelope.actor.actor_type, actor_id=envelope.actor.actor_id,
+            actor_name=envelope.actor.actor_name,
+            subject_type=subject.subject_type if subject else None,
+            subject_id=subject.subject_id if subject else None,
+            input_summary=envelope.input.to_text() or None,
+            input_json=envelope.input.model_dump(mode="json"),
+            data=envelope.data or None,
+            raw_ref=(raw.ref_id or raw.storage_key) if raw else None,
+            binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
+            metadata=dict(metadata or {}),
+        )
+
+    @classmethod
+    def system(cls, event_type: str, *, conversation_id: str | None = None,
+               thread_id: str | None = None, bot_id: str | None = None,
+               workspace_id: str | None = None, run_id: str | None = None,
+               runner_id: str | None = None, data: dict[str, Any] | None = None,
+               metadata: dict[str, Any] | None = None,
+               event_id: str | None = None) -> "EventLogEntry":
+        """A host-written record (``steering.injected``, ``run.rolled_back``, …).
+        Pass a deterministic ``event_id`` when the write may be retried."""
+        return cls(event_id=event_id or new_event_id(), event_type=event_type, source="system",
+                   event_time=now(), conversation_id=conversation_id, thread_id=thread_id,
+                   bot_id=bot_id, workspace_id=workspace_id, run_id=run_id, runner_id=runner_id,
+                   data=data, metadata=dict(metadata or {}))
+
+
+class EventLogStore:
+    """Repository over ``event_log``; all methods act inside the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # -- writes ---------------------------------------------------------------
+    async def append(self, entry: EventLogEntry) -> EventRecord:
+        """Append one event; a retry with a known ``event_id`` returns the stored row."""
+        _, rows = await insert_rows(self._session, _T, [_row(entry, now())],
+                                    conflict=("event_id",), returning=list(_T.c))
+        return _record(rows[0]) if rows else await self.get(entry.event_id)
+
+    async def append_many(self, entries: Sequence[EventLogEntry]) -> int:
+        """Append in one multi-row INSERT per chunk; returns how many rows were new."""
+        stamp = now()
+        rows = [_row(e, stamp) for e in unique_by(entries, lambda e: e.event_id)]
+        count, _ = await insert_rows(self._session, _T, rows, conflict=("event_id",))
+        return count
+
+    async def update_metadata(self, event_id: str, patch: Mapping[str, Any]) -> EventRecord:
+        """Deep-merge ``patch`` into the event's metadata (row-locked read-modify-write)."""
+        current = (await self._session.execute(
+            select(_T.c.metadata_json).where(_T.c.event_id == event_id).with_for_update()
+        )).scalar_one_or_none()
+        if current is None:
+            raise not_found("event not found", event_id=event_id)
+        row = (await self._session.execute(
+            update(_T).where(_T.c.event_id == event_id)
+            .values(metadata_json=merge_json(current, patch)).returning(*_T.c)
+        )).one()
+        return _record(row)
+
+    async def cleanup_older_than(self, seconds: float) -> int:
+        """Delete events created more than ``seconds`` ago; returns the count."""
+        cutoff = now() - check_non_negative(seconds, "seconds")
+        return (await self._session.execute(delete(_T).where(_T.c.created_at < cutoff))).rowcount or 0
+
+    # -- reads ----------------------------------------------------------------
+    async def get(self, event_id: str) -> EventRecord:
+        row = (await self._session.execute(select(_T).where(_T.c.event_id == event_id))).one_or_none()
+        if row is None:
+            raise not_found("event not found", event_id=event_id)
+        return _record(row)
+
+    async def page(self, conversation_id: str | None = None, *,
+                   event_types: Sequence[str] | None = None, before_cursor: str | None = None,
+                   after_cursor: str | None = None, limit: int = 50) -> EventPage:
+        """One page of events. With ``after_cursor`` only, the page runs forward
+        (oldest first); otherwise backward (newest first). ``next_cursor``
+        continues in the page's direction and is set iff ``has_more``;
+        ``prev_cursor`` (first item) pages the other way."""
+        check_limit(limit)
+        before, after = _KEYSET.decode(before_cursor), _KEYSET.decode(after_cursor)
+        backward = before is not None or after is None
+        rows, has_more = await fetch_keyset(self._session, self._filtered(conversation_id, event_types),
+                                            [_T.c.id], before=before, after=after, limit=limit,
+                                            backward=backward)
+        items = [_record(r) for r in rows]
+        return EventPage(items=items, has_more=has_more,
+                         next_cursor=items[-1].cursor if has_more else None,
+                         prev_cursor=items[0].cursor if items else None)
+
+    async def latest_cursor(self, conversation_id: str | None = None) -> str | None:
+        """Cursor of the newest event (of the conversation), ``None`` when empty."""
+        query = select(func.max(_T.c.id))
+        if conversation_id is not None:
+            query = query.where(_T.c.conversation_id == conversation_id)
+        last = (await self._session.execute(query)).scalar_one_or_none()
+        return None if last is None else _KEYSET.encode((last,))
+
+    async def has_before(self, conversation_id: str | None, cursor: str) -> bool:
+        """Whether any event (of the conversation) precedes ``cursor``."""
+        (position,) = _KEYSET.decode(cursor)  # type: ignore[misc]
+        query = self._filtered(conversation_id, None).where(_T.c.id < position).limit(1)
+        return (await self._session.execute(query)).first() is not None
+
+    async def count(self, conversation_id: str | None = None,
+                    event_type: str | None = None) -> int:
+        query = select(func.count()).select_from(_T)
+        if conversation_id is not None:
+            query = query.where(_T.c.conversation_id == conversation_id)
+        if event_type is not None:
+            query = query.where(_T.c.event_type == event_type)
+        return (await self._session.execute(query)).scalar_one()
+
+    @staticmethod
+    def _filtered(conversation_id: str | None, event_types: Sequence[str] | None):
+        query = select(_T)
+        if conversation_id is not None:
+            query = query.where(_T.c.conversation_id == conversation_id)
+        if event_types is not None:
+            if isinstance(event_types, str) or not event_types:
+                raise invalid_argument("event_types must be a non-empty list of strings")
+            query = query.where(_T.c.event_type.in_(list(event_types)))
+        return query
+
+
+def _row(entry: EventLogEntry, stamp: float) -> dict[str, Any]:
+    check_text(entry.event_id, "event_id", max_len=128)
+    check_text(entry.event_type, "event_type", max_len=128)
+    check_text(entry.source, "source", max_len=32)
+    return {
+        "event_id": entry.event_id, "event_type": entry.event_type, "source": entry.source,
+        "source_event_type": entry.source_event_type, "bot_id": entry.bot_id,
+        "workspace_id": entry.workspace_id, "conversation_id": entry.conversation_id,
+        "thread_id": entry.thread_id, "actor_type": entry.actor_type, "actor_id": entry.actor_id,
+        "actor_name": entry.actor_name, "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "input_summary": cap_text(entry.input_summary, INPUT_SUMMARY_CAP)[0],
+        "input_json": entry.input_json, "data_json": entry.data, "raw_ref": entry.raw_ref,
+        "binding_id": entry.binding_id, "agent_id": entry.agent_id, "run_id": entry.run_id,
+        "runner_id": entry.runner_id, "metadata_json": dict(entry.metadata),
+        "event_time": entry.event_time,
+        "created_at": entry.created_at if entry.created_at is not None else stamp,
+    }
+
+
+def _record(row: Row[Any]) -> EventRecord:
+    return EventRecord(
+        event_id=row.event_id, event_type=row.event_type, event_time=epoch(row.event_time),
+        source=row.source, bot_id=row.bot_id, workspace_id=row.workspace_id,
+        conversation_id=row.conversation_id, thread_id=row.thread_id,
+        actor_type=row.actor_type, actor_id=row.actor_id, actor_name=row.actor_name,
+        subject_type=row.subject_type, subject_id=row.subject_id,
+        input_summary=row.input_summary, raw_ref=row.raw_ref, seq=row.id,
+        cursor=_KEYSET.encode((row.id,)), created_at=epoch(row.created_at),
+        metadata=row.metadata_json or {},
+    )

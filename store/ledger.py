@@ -1,0 +1,225 @@
+"""Run ledger: ``agent_run`` (one row per run) and ``agent_run_event`` (every
+result of a run, replayable) — SPEC §7, §9.
+
+Invariants:
+
+* ``create`` is idempotent on ``run_id``; ``append_event(s)`` on
+  ``(run_id, sequence)`` — a used sequence adds no row.
+* status moves only along :data:`TRANSITIONS` (created → running | cancelled |
+  failed; running → completed | failed | cancelled | timeout; terminal states
+  are final). Each transition is one conditional ``UPDATE``, so concurrent
+  transitions cannot both win. Re-applying the current status is an
+  idempotent no-op (retries are safe); anything else illegal →
+  ``invalid_argument`` with ``details={"from", "to"}``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from protocol.errors import invalid_argument, not_found
+from protocol.pages import RunEventPage, RunEventRecord, RunPage, RunRecord
+
+from ._common import (
+    Keyset,
+    check_limit,
+    check_optional_text,
+    check_text,
+    encode_json,
+    epoch,
+    fetch_keyset,
+    insert_rows,
+    now,
+    unique_by,
+)
+from .models import RUN_STATUSES, AgentRun, AgentRunEvent
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+NON_TERMINAL_STATUSES = ("created", "running")
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "created": frozenset({"running", "cancelled", "failed"}),
+    "running": frozenset({"completed", "failed", "cancelled", "timeout"}),
+}
+#: Largest encoded ``data`` of one run event.
+MAX_EVENT_DATA_BYTES = 1 << 20
+
+_R = AgentRun.__table__
+_E = AgentRunEvent.__table__
+_RUNS = Keyset("run_list", ("t", "r"), (float, str))
+_EVENTS = Keyset("run_event", ("n",), (int,))
+
+
+class RunLedgerStore:
+    """Repository over ``agent_run`` and ``agent_run_event``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # -- runs -----------------------------------------------------------------
+    async def create(self, run_id: str, *, event_id: str | None = None,
+                     agent_id: str | None = None, binding_id: str | None = None,
+                     runner_id: str | None = None, conversation_id: str | None = None,
+                     thread_id: str | None = None, bot_id: str | None = None,
+                     workspace_id: str | None = None, deadline_at: float | None = None,
+                     metadata: dict[str, Any] | None = None) -> RunRecord:
+        """Record a new run in status ``created``; a retry returns the stored run."""
+        check_text(run_id, "run_id", max_len=128)
+        for name, value in (("event_id", event_id), ("agent_id", agent_id)):
+            check_optional_text(value, name, max_len=128)
+        stamp = now()
+        _, rows = await insert_rows(self._session, _R, [{
+            "run_id": run_id, "event_id": event_id, "agent_id": agent_id,
+            "binding_id": binding_id, "runner_id": runner_id, "conversation_id": conversation_id,
+            "thread_id": thread_id, "bot_id": bot_id, "workspace_id": workspace_id,
+            "status": "created", "status_reason": None, "created_at": stamp, "started_at": None,
+            "finished_at": None, "updated_at": stamp, "deadline_at": deadline_at,
+            "cancel_requested_at": None, "metadata_json": dict(metadata or {}),
+        }], conflict=("run_id",), returning=list(_R.c))
+        return _run(rows[0]) if rows else await self.get(run_id)
+
+    async def transition(self, run_id: str, status: str, reason: str | None = None) -> RunRecord:
+        """Move the run to ``status`` (see the module invariants); returns the run.
+        ``started_at`` is stamped on ``running``, ``finished_at`` on a terminal status;
+        ``reason`` (when given) replaces ``status_reason``."""
+        if status not in RUN_STATUSES:
+            raise invalid_argument(f"unknown run status {status!r}", allowed=list(RUN_STATUSES))
+        stamp = now()
+        values: dict[str, Any] = {"status": status, "updated_at": stamp}
+        if reason is not None:
+            values["status_reason"] = reason
+        if status == "running":
+            values["started_at"] = stamp
+        if status in TERMINAL_STATUSES:
+            values["finished_at"] = stamp
+        sources = [s for s, targets in TRANSITIONS.items() if status in targets]
+        row = (await self._session.execute(
+            update(_R).where(_R.c.run_id == run_id, _R.c.status.in_(sources))
+            .values(**values).returning(*_R.c))).one_or_none()
+        if row is not None:
+            return _run(row)
+        current = await self.get(run_id)
+        if current.status == status:
+            return current
+        raise invalid_argument(f"illegal run status transition {current.status} → {status}",
+                               **{"from": current.status, "to": status, "run_id": run_id})
+
+    async def request_cancel(self, run_id: str, reason: str | None = None) -> RunRecord:
+        """Stamp ``cancel_requested_at`` once (first request wins); a finished run
+        is returned unchanged. The run's actor performs the actual cancellation."""
+        stamp = now()
+        values: dict[str, Any] = {"cancel_requested_at": stamp, "updated_at": stamp}
+        if reason is not None:
+            values["status_reason"] = reason
+        row = (await self._session.execute(
+            update(_R).where(_R.c.run_id == run_id, _R.c.cancel_requested_at.is_(None),
+                             _R.c.status.in_(NON_TERMINAL_STATUSES))
+            .values(**values).returning(*_R.c))).one_or_none()
+        return _run(row) if row is not None else await self.get(run_id)
+
+    async def get(self, run_id: str) -> RunRecord:
+        row = (await self._session.execute(select(_R).where(_R.c.run_id == run_id))).one_or_none()
+        if row is None:
+            raise not_found("run not found", run_id=run_id)
+        return _run(row)
+
+    async def list(self, conversation_id: str | None = None, *,
+                   statuses: Sequence[str] | None = None, before_cursor: str | None = None,
+                   after_cursor: str | None = None, limit: int = 50) -> RunPage:
+        """Runs ordered by ``(created_at, run_id)``: newest first (backward, the
+        default) or oldest first when only ``after_cursor`` is given.
+        ``total_count`` counts every run matching the filters."""
+        check_limit(limit)
+        query = select(_R)
+        if conversation_id is not None:
+            query = query.where(_R.c.conversation_id == conversation_id)
+        if statuses is not None:
+            if isinstance(statuses, str) or not set(statuses) <= set(RUN_STATUSES):
+                raise invalid_argument("statuses must be a list of run statuses",
+                                       allowed=list(RUN_STATUSES))
+            query = query.where(_R.c.status.in_(list(statuses)))
+        before, after = _RUNS.decode(before_cursor), _RUNS.decode(after_cursor)
+        backward = before is not None or after is None
+        total = (await self._session.execute(
+            select(func.count()).select_from(query.subquery()))).scalar_one()
+        rows, has_more = await fetch_keyset(self._session, query, [_R.c.created_at, _R.c.run_id],
+                                            before=before, after=after, limit=limit,
+                                            backward=backward)
+        cursors = [_RUNS.encode((r.created_at, r.run_id)) for r in rows]
+        return RunPage(items=[_run(r) for r in rows], has_more=has_more, total_count=total,
+                       next_cursor=cursors[-1] if has_more else None,
+                       prev_cursor=cursors[0] if cursors else None)
+
+    async def list_non_terminal(self) -> list[RunRecord]:
+        """Runs still ``created`` or ``running`` (crash recovery), oldest first."""
+        rows = await self._session.execute(
+            select(_R).where(_R.c.status.in_(NON_TERMINAL_STATUSES))
+            .order_by(_R.c.created_at, _R.c.run_id))
+        return [_run(r) for r in rows]
+
+    # -- run events -------------------------------------------------------------
+    async def append_event(self, run_id: str, sequence: int, type: str,
+                           data: dict[str, Any] | None = None) -> bool:
+        """Record one result; ``False`` when ``(run_id, sequence)`` was already used."""
+        event = RunEventRecord(run_id=run_id, sequence=sequence, type=type, data=data or {})
+        return await self.append_events([event]) == 1
+
+    async def append_events(self, events: Sequence[RunEventRecord]) -> int:
+        """Record results of any runs in one multi-row INSERT per chunk; returns
+        how many were new. Only run_id, sequence, type, data and created_at are
+        persisted. Unknown run → ``not_found`` (nothing is written)."""
+        stamp = now()
+        rows = [_event_row(e, stamp) for e in unique_by(events, lambda e: (e.run_id, e.sequence))]
+        if not rows:
+            return 0
+        run_ids = {r["run_id"] for r in rows}
+        known = set((await self._session.execute(
+            select(_R.c.run_id).where(_R.c.run_id.in_(run_ids)))).scalars())
+        if missing := sorted(run_ids - known):
+            raise not_found("run not found", run_ids=missing[:10])
+        count, _ = await insert_rows(self._session, _E, rows, conflict=("run_id", "sequence"))
+        return count
+
+    async def events_page(self, run_id: str, *, after_cursor: str | None = None,
+                          limit: int = 50) -> RunEventPage:
+        """The run's events in ascending ``sequence`` after ``after_cursor``."""
+        check_limit(limit)
+        after = _EVENTS.decode(after_cursor, run_id)
+        rows, has_more = await fetch_keyset(self._session, select(_E).where(_E.c.run_id == run_id),
+                                            [_E.c.sequence], before=None, after=after,
+                                            limit=limit, backward=False)
+        items = [_event(r) for r in rows]
+        cursors = [_EVENTS.encode((r.sequence,), run_id) for r in rows]
+        return RunEventPage(items=items, has_more=has_more,
+                            next_cursor=cursors[-1] if has_more else None,
+                            prev_cursor=cursors[0] if cursors else None)
+
+
+def _event_row(event: RunEventRecord, stamp: float) -> dict[str, Any]:
+    check_text(event.run_id, "run_id", max_len=128)
+    check_text(event.type, "type", max_len=64)
+    if event.sequence < 0:
+        raise invalid_argument("sequence must be ≥ 0", run_id=event.run_id)
+    encode_json(event.data, field="run event data", max_bytes=MAX_EVENT_DATA_BYTES)
+    return {"run_id": event.run_id, "sequence": event.sequence, "type": event.type,
+            "data_json": event.data,
+            "created_at": float(event.created_at) if event.created_at is not None else stamp}
+
+
+def _run(row: Row[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id, event_id=row.event_id, agent_id=row.agent_id,
+        binding_id=row.binding_id, runner_id=row.runner_id, conversation_id=row.conversation_id,
+        thread_id=row.thread_id, workspace_id=row.workspace_id, bot_id=row.bot_id,
+        status=row.status, status_reason=row.status_reason, created_at=epoch(row.created_at),
+        started_at=epoch(row.started_at), finished_at=epoch(row.finished_at),
+        updated_at=epoch(row.updated_at), deadline_at=epoch(row.deadline_at),
+        cancel_requested_at=epoch(row.cancel_requested_at), metadata=row.metadata_json or {},
+    )
+
+
+def _event(row: Row[Any]) -> RunEventRecord:
+    return RunEventRecord(run_id=row.run_id, sequence=row.sequence, type=row.type,
+                          data=row.data_json or {}, created_at=epoch(row.created_at))

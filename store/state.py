@@ -1,0 +1,210 @@
+"""State: host-owned small JSON values per scope (SPEC §7).
+
+A scope key is the SHA-256 of a JSON array of its parts, so no choice of part
+values can collide by shifting a separator (``("a", "bc") != ("ab", "c")``) and
+``None`` stays distinct from ``""``. Which parts enter depends on the scope:
+
+============  ==================================================
+conversation  conversation_id (required), thread_id (optional)
+actor         actor_type, actor_id (both required)
+subject       subject_type, subject_id (both required)
+runner        none beyond the common parts
+============  ==================================================
+
+Every scope includes runner_id, binding identity (both required), bot_id and
+workspace_id. Values are JSON only and at most 256 KiB encoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from protocol.agents import STATE_SCOPES
+from protocol.errors import invalid_argument
+from protocol.pages import StateEntry, StateList
+
+from ._common import (
+    MAX_JSON_BYTES,
+    check_limit,
+    check_text,
+    epoch,
+    insert_rows,
+    json_value,
+    now,
+)
+from .models import AgentRunnerState
+
+_T = AgentRunnerState.__table__
+_SCOPE_KEY = re.compile(r"^[0-9a-f]{64}$")
+_KEY_VERSION = "rh.state.v1"
+_SCOPE_PARTS: dict[str, tuple[tuple[str, bool], ...]] = {  # (part, required)
+    "conversation": (("conversation_id", True), ("thread_id", False)),
+    "actor": (("actor_type", True), ("actor_id", True)),
+    "subject": (("subject_type", True), ("subject_id", True)),
+    "runner": (),
+}
+assert tuple(_SCOPE_PARTS) == STATE_SCOPES
+
+
+def scope_key(scope: str, runner_id: str, binding_identity: str, bot_id: str | None,
+              workspace_id: str | None, conversation_id: str | None = None,
+              thread_id: str | None = None, actor_type: str | None = None,
+              actor_id: str | None = None, subject_type: str | None = None,
+              subject_id: str | None = None) -> str:
+    """The 64-hex scope key of ``scope``; parts of other scopes are ignored.
+
+    Unknown scope or a missing required part → ``invalid_argument``.
+    """
+    if scope not in _SCOPE_PARTS:
+        raise invalid_argument(f"unknown state scope {scope!r}", allowed=list(STATE_SCOPES))
+    given = {"conversation_id": conversation_id, "thread_id": thread_id,
+             "actor_type": actor_type, "actor_id": actor_id,
+             "subject_type": subject_type, "subject_id": subject_id}
+    parts: list[str | None] = [_KEY_VERSION, scope, check_text(runner_id, "runner_id"),
+                               check_text(binding_identity, "binding_identity"), bot_id, workspace_id]
+    for name, required in _SCOPE_PARTS[scope]:
+        value = given[name]
+        if required and not value:
+            raise invalid_argument(f"state scope {scope!r} needs {name}", scope=scope, part=name)
+        parts.append(value)
+    if not all(p is None or isinstance(p, str) for p in parts):
+        raise invalid_argument("scope key parts must be strings")
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeKeyBuilder:
+    """The scope-key parts of one run; ``key(scope)`` derives each scope's key."""
+
+    runner_id: str
+    binding_identity: str
+    bot_id: str | None = None
+    workspace_id: str | None = None
+    conversation_id: str | None = None
+    thread_id: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    subject_type: str | None = None
+    subject_id: str | None = None
+
+    def key(self, scope: str) -> str:
+        return scope_key(scope, self.runner_id, self.binding_identity, self.bot_id,
+                         self.workspace_id, self.conversation_id, self.thread_id,
+                         self.actor_type, self.actor_id, self.subject_type, self.subject_id)
+
+    def keys(self, scopes: Iterable[str]) -> dict[str, str]:
+        """``{scope: key}`` for ``scopes`` (e.g. a state policy's ``state_scopes``)."""
+        return {scope: self.key(scope) for scope in scopes}
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Result of :meth:`StateStore.set`: the new entry and the one it replaced
+    (``None`` when the key was absent) — what an undo log needs."""
+
+    entry: StateEntry
+    previous: StateEntry | None
+
+
+class StateStore:
+    """Repository over ``agent_runner_state``; upserts are atomic per (scope_key, key)."""
+
+    MAX_KEY_LEN = 256
+    #: Bounded retries of the lock-or-insert loop in :meth:`set` (each retry means a
+    #: concurrent insert or delete of the same key committed in between).
+    _SET_ATTEMPTS = 8
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, scope_key: str, key: str) -> StateEntry | None:
+        row = (await self._session.execute(
+            select(_T).where(*self._where(scope_key, key)))).one_or_none()
+        return None if row is None else _entry(row)
+
+    async def set(self, scope_key: str, key: str, value: Any, *, scope: str,
+                  runner_id: str) -> StateWrite:
+        """Upsert ``value`` and return it with the previous entry.
+
+        Atomic: an existing row is locked (``FOR UPDATE``; SQLite transactions
+        are ``BEGIN IMMEDIATE``) before it is read and replaced; an absent row
+        is inserted with ``ON CONFLICT DO NOTHING`` and, if a concurrent writer
+        won that race, the loop locks the winner's row instead.
+        Non-JSON → ``invalid_argument``; over 256 KiB → ``payload_too_large``.
+        """
+        where = self._where(scope_key, key)
+        if scope not in STATE_SCOPES:
+            raise invalid_argument(f"unknown state scope {scope!r}", allowed=list(STATE_SCOPES))
+        check_text(runner_id, "runner_id")
+        value = json_value(value, field="state value", max_bytes=MAX_JSON_BYTES)
+        stamp = now()
+        for _ in range(self._SET_ATTEMPTS):
+            current = (await self._session.execute(
+                select(_T).where(*where).with_for_update())).one_or_none()
+            if current is not None:
+                await self._session.execute(
+                    update(_T).where(_T.c.id == current.id)
+                    .values(value_json=value, scope=scope, runner_id=runner_id, updated_at=stamp))
+                return StateWrite(StateEntry(key=key, value=value, updated_at=epoch(stamp)),
+                                  _entry(current))
+            inserted, _ = await insert_rows(self._session, _T, [{
+                "scope_key": scope_key, "state_key": key, "scope": scope, "runner_id": runner_id,
+                "value_json": value, "created_at": stamp, "updated_at": stamp,
+            }], conflict=("scope_key", "state_key"))
+            if inserted:
+                return StateWrite(StateEntry(key=key, value=value, updated_at=epoch(stamp)), None)
+        raise RuntimeError("state key kept changing concurrently; giving up")  # pragma: no cover
+
+    async def delete(self, scope_key: str, key: str) -> StateEntry | None:
+        """Delete the key; returns the deleted entry (``None`` when absent)."""
+        row = (await self._session.execute(
+            delete(_T).where(*self._where(scope_key, key))
+            .returning(_T.c.state_key, _T.c.value_json, _T.c.updated_at))).one_or_none()
+        return None if row is None else _entry(row)
+
+    async def list(self, scope_key: str, prefix: str = "", limit: int = 100) -> StateList:
+        """Entries whose key starts with ``prefix`` (case-sensitive), ordered by key."""
+        _check_scope_key(scope_key)
+        check_limit(limit)
+        if not isinstance(prefix, str) or len(prefix) > self.MAX_KEY_LEN:
+            raise invalid_argument("prefix must be a string")
+        query = (select(_T).where(_T.c.scope_key == scope_key)
+                 .order_by(_T.c.state_key).limit(limit + 1))
+        if prefix:
+            query = query.where(_T.c.state_key.startswith(prefix, autoescape=True))
+        rows = (await self._session.execute(query)).all()
+        return StateList(items=[_entry(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def snapshot(self, scope_keys: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """``{scope_name: {key: value}}`` for every given scope, in one query."""
+        names = {_check_scope_key(k): name for name, k in scope_keys.items()}
+        result: dict[str, dict[str, Any]] = {name: {} for name in scope_keys}
+        if names:
+            rows = await self._session.execute(
+                select(_T.c.scope_key, _T.c.state_key, _T.c.value_json)
+                .where(_T.c.scope_key.in_(list(names))).order_by(_T.c.state_key))
+            for row in rows:
+                result[names[row.scope_key]][row.state_key] = row.value_json
+        return result
+
+    def _where(self, scope_key: str, key: str) -> tuple[Any, ...]:
+        _check_scope_key(scope_key)
+        check_text(key, "state key", max_len=self.MAX_KEY_LEN)
+        return _T.c.scope_key == scope_key, _T.c.state_key == key
+
+
+def _check_scope_key(value: Any) -> str:
+    if not isinstance(value, str) or not _SCOPE_KEY.match(value):
+        raise invalid_argument("scope_key must be 64 lower-case hex characters")
+    return value
+
+
+def _entry(row: Row[Any]) -> StateEntry:
+    return StateEntry(key=row.state_key, value=row.value_json, updated_at=epoch(row.updated_at))
