@@ -34,9 +34,18 @@ class Registry:
         return spec
 
     # -- agents --------------------------------------------------------------------
-    def put_agent(self, agent_id: str, config: dict[str, Any], version: int) -> None:
+    def check_agent(self, agent_id: str, config: dict[str, Any]) -> AgentConfig:
+        """Would this agent load? Unknown runner or ambiguous routing → invalid_argument."""
         cfg = AgentConfig.model_validate(config)
-        self.spec(cfg.runner_id)  # an agent must name a runner that exists
+        if cfg.runner_id not in self.specs:
+            raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, f"unknown runner {cfg.runner_id!r}",
+                                  details={"runner_id": cfg.runner_id, "known": sorted(self.specs)})
+        others = [e for e in self.resolver.agents.values() if e.agent_id != agent_id]
+        self.resolver.check_unambiguous(others + [AgentEntry(agent_id, cfg, 0)])
+        return cfg
+
+    def put_agent(self, agent_id: str, config: dict[str, Any], version: int) -> None:
+        cfg = self.check_agent(agent_id, config)
         self.resolver.put(AgentEntry(agent_id, cfg, version))
 
     def load_agents(self, rows: list[tuple[str, dict[str, Any], int]]) -> None:

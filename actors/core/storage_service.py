@@ -1,0 +1,308 @@
+"""The storage actor's logic: named write ops (group-committable) and reads over ``store``.
+
+Every write op is idempotent on natural keys (event_id, transcript_id,
+(run_id, sequence), (scope_key, state_key), run_id), so a batch retried after
+an actor restart or a lost connection duplicates nothing.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from protocol.errors import invalid_argument
+from protocol.events import EventEnvelope
+from protocol.pages import RunEventRecord
+from store.agents import AgentStore
+from store.event_log import EventLogEntry, EventLogStore
+from store.knowledge import KnowledgeStore
+from store.kv import KvStore
+from store.ledger import RunLedgerStore
+from store.state import StateStore
+from store.transcript import TranscriptEntry, TranscriptStore
+
+TERMINAL = {"completed", "failed", "cancelled", "timeout"}
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+
+
+def user_transcript_entry(event: EventEnvelope, run_id: str | None) -> TranscriptEntry | None:
+    """The user item of an inbound message; non-message events never become user messages."""
+    if not event.is_message or not event.conversation_id:
+        return None
+    return TranscriptEntry(
+        transcript_id=f"tr_{event.event_id}_user", event_id=event.event_id,
+        conversation_id=event.conversation_id, thread_id=event.thread_id, bot_id=event.bot_id,
+        workspace_id=event.workspace_id, run_id=run_id, role="user", item_type="message",
+        content=event.input.to_text(),
+        attachment_refs=[a.model_dump(mode="json", exclude_none=True) for a in event.input.attachments],
+        metadata={"actor_id": event.actor.actor_id, "actor_name": event.actor.actor_name} if event.actor.actor_id else {},
+    )
+
+
+def _frame_records(run_id: str, frames: list[dict[str, Any]]) -> list[RunEventRecord]:
+    return [RunEventRecord(run_id=run_id, sequence=f["sequence"], type=f["type"], data=f.get("data") or {})
+            for f in frames if f.get("sequence") is not None]
+
+
+class StorageService:
+    def __init__(self, artifact_store_factory: Callable[[AsyncSession], Any] | None = None,
+                 transcript_cap: int | None = None) -> None:
+        self._artifacts = artifact_store_factory
+        self._cap = transcript_cap
+
+    def _transcript(self, session: AsyncSession) -> TranscriptStore:
+        return TranscriptStore(session, cap=self._cap) if self._cap else TranscriptStore(session)
+
+    # -- writes (one op inside a shared transaction) --------------------------------------
+    async def write(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:
+        handler: Callable[..., Awaitable[Any]] | None = getattr(self, f"w_{kind}", None)
+        if handler is None:
+            raise invalid_argument(f"unknown storage write {kind!r}")
+        return await handler(session, **kwargs)
+
+    async def _accept(self, session: AsyncSession, *, run_id: str | None, event: dict[str, Any],
+                      agent_id: str | None, binding_id: str | None, runner_id: str | None,
+                      metadata: dict[str, Any] | None = None) -> EventEnvelope:
+        envelope = EventEnvelope.model_validate(event)
+        await EventLogStore(session).append(EventLogEntry.from_envelope(
+            envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
+            metadata=metadata))
+        entry = user_transcript_entry(envelope, run_id)
+        if entry is not None:
+            await self._transcript(session).append_many([entry])
+        return envelope
+
+    async def _create_run(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str,
+                          agent_id: str, binding_id: str, runner_id: str, deadline_at: float) -> None:
+        await RunLedgerStore(session).create(
+            run_id, event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id, runner_id=runner_id,
+            conversation_id=envelope.conversation_id, thread_id=envelope.thread_id, bot_id=envelope.bot_id,
+            workspace_id=envelope.workspace_id, deadline_at=deadline_at)
+
+    async def w_event_accept(self, session, *, event, binding_id, agent_id, runner_id, run_id=None,
+                             metadata=None, ledger=None) -> dict[str, Any]:
+        await self._accept(session, run_id=run_id, event=event, agent_id=agent_id, binding_id=binding_id,
+                           runner_id=runner_id, metadata=metadata)
+        return {"event_id": event["event_id"]}
+
+    async def w_run_accept(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
+                           deadline_at, scope_keys, frames=()) -> dict[str, Any]:
+        envelope = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
+                                      binding_id=binding_id, runner_id=runner_id)
+        await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
+                               runner_id=runner_id, deadline_at=deadline_at)
+        if frames:
+            await RunLedgerStore(session).append_events(_frame_records(run_id, list(frames)))
+        return {"run_id": run_id}
+
+    async def w_start_run(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
+                          deadline_at, scope_keys) -> dict[str, Any]:
+        """Accept (idempotently) and mark running; return the context handles and state snapshot."""
+        envelope = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
+                                      binding_id=binding_id, runner_id=runner_id)
+        await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
+                               runner_id=runner_id, deadline_at=deadline_at)
+        await RunLedgerStore(session).transition(run_id, "running")
+        handles: dict[str, Any] = {"state": await StateStore(session).snapshot(scope_keys) if scope_keys else {}}
+        if conversation_id:
+            seq, cursor = await self._transcript(session).latest(conversation_id)
+            handles.update(transcript_seq=seq, latest_cursor=cursor,
+                           has_history_before=seq > (1 if envelope.is_message else 0),
+                           event_seq=await EventLogStore(session).count(conversation_id))
+        return handles
+
+    async def w_run_events(self, session, *, run_id, frames) -> int:
+        return await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
+
+    async def w_state_set(self, session, *, scope_key, key, value, scope, runner_id) -> dict[str, Any]:
+        written = await StateStore(session).set(scope_key, key, value, scope=scope, runner_id=runner_id)
+        return {"entry": _dump(written.entry), "previous": _dump(written.previous)}
+
+    async def w_state_delete(self, session, *, scope_key, key) -> dict[str, Any]:
+        previous = await StateStore(session).delete(scope_key, key)
+        return {"deleted": previous is not None, "previous": _dump(previous)}
+
+    async def w_kv_set(self, session, *, area, namespace, key, value) -> None:
+        await KvStore(session).set(area, namespace, key, value)
+
+    async def w_kv_delete(self, session, *, area, namespace, key) -> bool:
+        return await KvStore(session).delete(area, namespace, key)
+
+    async def w_agent_put(self, session, *, agent_id, config, only_if_absent=False) -> dict[str, Any]:
+        store = AgentStore(session)
+        if only_if_absent:
+            try:
+                existing = await store.get(agent_id)
+                return {"version": existing.version, "config": existing.config.model_dump(mode="json")}
+            except Exception as exc:  # not_found → create it below
+                if getattr(exc, "code", None) is None or exc.code.value != "not_found":
+                    raise
+        version = await store.put(agent_id, config)
+        return {"version": version, "config": config}
+
+    async def w_artifact_created(self, session, *, run_id, runner_id, conversation_id, data,
+                                 fallback_id) -> dict[str, Any] | None:
+        """Store an ``artifact.created`` with inline content; a reference-only result stays in the ledger."""
+        if data.get("content_base64") is None:
+            return None
+        stored = await self._artifact_store(session).register_bytes(
+            base64.b64decode(data["content_base64"]), artifact_type=data["artifact_type"],
+            mime_type=data.get("mime_type"), name=data.get("name"), conversation_id=conversation_id,
+            run_id=run_id, runner_id=runner_id, metadata=data.get("metadata") or {},
+            artifact_id=data.get("artifact_id") or fallback_id)
+        return _dump(stored)
+
+    def _artifact_store(self, session: AsyncSession) -> Any:
+        if self._artifacts is None:
+            raise invalid_argument("artifact storage is not configured")
+        return self._artifacts(session)
+
+    async def w_steering_audit(self, session, *, records) -> int:
+        log = EventLogStore(session)
+        entries = []
+        for r in records:
+            status = r["status"]
+            entries.append(EventLogEntry.system(
+                f"steering.{status}", event_id=f"{r['source_event_id']}:steering.{status}",
+                conversation_id=r.get("conversation_id"), thread_id=r.get("thread_id"),
+                run_id=r.get("run_id"), runner_id=r.get("runner_id"),
+                data={"source_event_id": r["source_event_id"]},
+                metadata={"steering": {"status": status, "claimed_by_run_id": r.get("run_id"), "at": r.get("at")}}))
+        count = await log.append_many(entries)
+        for r in records:
+            try:
+                await log.update_metadata(r["source_event_id"], {"steering": {"status": r["status"]}})
+            except Exception as exc:
+                if getattr(exc, "code", None) is None or exc.code.value != "not_found":
+                    raise
+        return count
+
+    async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
+                           rollback=None, rollback_requested=False) -> dict[str, Any]:
+        ledger = RunLedgerStore(session)
+        await ledger.append_events(_frame_records(run_id, frames))
+        if dropped:
+            await self.w_steering_audit(session, records=dropped)
+        if rollback_requested:
+            await self._rollback(session, run_id, rollback or [])
+        elif assistant is not None:
+            await self._transcript(session).append_many([TranscriptEntry(
+                transcript_id=assistant["transcript_id"], event_id=assistant["event_id"],
+                conversation_id=assistant["conversation_id"], thread_id=assistant.get("thread_id"),
+                bot_id=assistant.get("bot_id"), workspace_id=assistant.get("workspace_id"), run_id=run_id,
+                role="assistant", item_type="message", content=assistant["text"],
+                metadata={"partial": True} if assistant.get("partial") else {})])
+        run = await ledger.transition(run_id, status, reason)
+        return {"status": run.status}
+
+    async def _rollback(self, session: AsyncSession, run_id: str, undo: list[dict[str, Any]]) -> None:
+        """Revert the run's transcript items and state writes (newest write undone last-first)."""
+        await self._transcript(session).revert_run(run_id)
+        state = StateStore(session)
+        for item in reversed(undo):
+            previous = item.get("previous")
+            if previous is None:
+                await state.delete(item["scope_key"], item["key"])
+            else:
+                await state.set(item["scope_key"], item["key"], previous.get("value"),
+                                scope=item["scope"], runner_id=item.get("runner_id") or "rollback")
+        run = await RunLedgerStore(session).get(run_id)
+        await EventLogStore(session).append(EventLogEntry.system(
+            "run.rolled_back", event_id=f"{run_id}:rolled_back", conversation_id=run.conversation_id,
+            thread_id=run.thread_id, run_id=run_id, runner_id=run.runner_id,
+            data={"state_writes_reverted": len(undo)}))
+
+    async def w_run_abort(self, session, *, run_id, code, message, frame) -> dict[str, Any]:
+        """Finalize a run whose RunActor died: failed (retryable) unless already terminal."""
+        ledger = RunLedgerStore(session)
+        try:
+            run = await ledger.get(run_id)
+        except Exception:
+            return {"status": None}
+        if run.status in TERMINAL:
+            return {"status": run.status}
+        page = await ledger.events_page(run_id, limit=100)
+        last = page
+        while last.has_more:
+            last = await ledger.events_page(run_id, after_cursor=last.next_cursor, limit=100)
+        seqs = [e.sequence for e in page.items] + [e.sequence for e in last.items]
+        frame = {**frame, "sequence": (max(seqs) + 1) if seqs else 0}
+        await ledger.append_events(_frame_records(run_id, [frame]))
+        run = await ledger.transition(run_id, "failed", code)
+        return {"status": run.status, "sequence": frame["sequence"]}
+
+    # -- reads ---------------------------------------------------------------------------
+    async def read(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:
+        handler = getattr(self, f"r_{kind}", None)
+        if handler is None:
+            raise invalid_argument(f"unknown storage read {kind!r}")
+        return _dump(await handler(session, **kwargs))
+
+    async def r_history_page(self, session, *, conversation_id, before_cursor=None, after_cursor=None,
+                             limit=50, direction="backward"):
+        return await self._transcript(session).page(conversation_id, before_cursor=before_cursor,
+                                                    after_cursor=after_cursor, limit=limit, direction=direction)
+
+    async def r_history_search(self, session, *, conversation_id, query, top_k=10, filters=None):
+        return await self._transcript(session).search(conversation_id, query, top_k=top_k, filters=filters or None)
+
+    async def r_event_get(self, session, *, event_id):
+        return await EventLogStore(session).get(event_id)
+
+    async def r_event_page(self, session, *, conversation_id=None, event_types=None, before_cursor=None,
+                           after_cursor=None, limit=50):
+        return await EventLogStore(session).page(conversation_id, event_types=event_types,
+                                                 before_cursor=before_cursor, after_cursor=after_cursor,
+                                                 limit=limit)
+
+    async def r_state_get(self, session, *, scope_key, key):
+        entry = await StateStore(session).get(scope_key, key)
+        return entry if entry is not None else {"key": key, "value": None, "updated_at": None}
+
+    async def r_state_list(self, session, *, scope_key, prefix="", limit=100):
+        return await StateStore(session).list(scope_key, prefix, limit)
+
+    async def r_state_snapshot(self, session, *, scope_keys):
+        return await StateStore(session).snapshot(scope_keys)
+
+    async def r_run_get(self, session, *, run_id):
+        return await RunLedgerStore(session).get(run_id)
+
+    async def r_run_list(self, session, *, conversation_id=None, statuses=None, before_cursor=None, limit=50):
+        return await RunLedgerStore(session).list(conversation_id, statuses=statuses,
+                                                  before_cursor=before_cursor, limit=limit)
+
+    async def r_run_events_page(self, session, *, run_id, after_cursor=None, limit=50):
+        await RunLedgerStore(session).get(run_id)
+        return await RunLedgerStore(session).events_page(run_id, after_cursor=after_cursor, limit=limit)
+
+    async def r_artifact_metadata(self, session, *, artifact_id, conversation_id=None):
+        return await self._artifact_store(session).metadata(artifact_id, conversation_id=conversation_id)
+
+    async def r_artifact_read(self, session, *, artifact_id, conversation_id=None):
+        return await self._artifact_store(session).read(artifact_id, conversation_id=conversation_id)
+
+    async def r_artifact_read_range(self, session, *, artifact_id, offset, length, conversation_id=None):
+        return await self._artifact_store(session).read_range(artifact_id, offset, length,
+                                                              conversation_id=conversation_id)
+
+    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
+        return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
+
+    async def r_kv_get(self, session, *, area, namespace, key):
+        return await KvStore(session).get(area, namespace, key)
+
+    async def r_kv_keys(self, session, *, area, namespace, prefix=""):
+        return await KvStore(session).keys(area, namespace, prefix)
+
+    async def r_agents_list(self, session):
+        return [{"agent_id": a.agent_id, "config": a.config.model_dump(mode="json"), "version": a.version}
+                for a in await AgentStore(session).list()]
+
+    async def r_transcript_count(self, session, *, conversation_id):
+        seq, _ = await self._transcript(session).latest(conversation_id)
+        return seq

@@ -1,0 +1,423 @@
+"""Host: the client side of the actor layer. One per ingress process.
+
+It turns one event into one run: admit through the registry (binding +
+multitask decision), lease a warm RunActor and a runner worker, hand the
+RunActor a complete plan, relay its frames, and — whatever happens to the
+actors — end the stream with exactly one terminal frame and a finalized
+ledger row. Pools of RunActors and runner workers live here, so the hot path
+has no pool hop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import ray
+from ray.exceptions import RayActorError
+
+from protocol.agents import AgentBinding, AgentConfig
+from protocol.errors import ErrorCode, RunnerHostError, not_found
+from protocol.events import EventEnvelope
+from protocol.manifest import RunnerDescriptor, RunnerManifest
+
+from .core.authz import ResourceCatalog, compute_access
+from .core.context_builder import build_context
+from .core.conversations import Decision
+from .core.frames import failed_frame, is_terminal
+from .core.pool import LeasePool
+from .core.runner_api import RunIdentity
+from .host_config import HostConfig
+from .registry_actor import RegistryActor, REGISTRY_NAME
+from .retry import call_with_retry, unwrap
+from .run_actor import RunActor, token_digest
+from .runner_worker import RunnerWorker
+from .storage_actor import get_or_create_storage
+from store.state import scope_key as build_scope_key
+
+log = logging.getLogger(__name__)
+
+QUEUE_WAIT_S = 3600.0
+
+
+def new_run_id() -> str:
+    return f"run_{uuid.uuid4().hex}"
+
+
+@dataclass
+class LiveRun:
+    """Frames of a run in flight in this process, for joiners (``/runs/{id}/stream``)."""
+
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    done: bool = False
+
+    async def publish(self, frame: dict[str, Any]) -> None:
+        async with self.changed:
+            self.frames.append(frame)
+            if is_terminal(frame):
+                self.done = True
+            self.changed.notify_all()
+
+
+class Host:
+    def __init__(self, config: HostConfig, storage: Any, registry: Any) -> None:
+        self.config = config
+        self.storage = storage
+        self.registry = registry
+        pools = config.pools
+        spread = {"scheduling_strategy": "SPREAD"} if config.spread else {}
+        self._actor_opts = dict(num_cpus=0, **spread)
+        self.run_actors: LeasePool[Any] = LeasePool(
+            self._new_run_actor, min_size=pools.run_actors_min, max_size=pools.run_actors_max,
+            acquire_timeout=pools.acquire_timeout_s, name="run-actor pool")
+        self.worker_pools: dict[str, LeasePool[Any]] = {}
+        self.live: dict[str, LiveRun] = {}
+        self.catalog = ResourceCatalog(
+            models={m["model_id"]: m for m in config.providers.get("models", [])},
+            tools=dict(config.providers.get("tool_catalog", {})),
+            knowledge_bases=list(config.providers.get("knowledge_bases", [])),
+        )
+        self._background: set[asyncio.Task] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    async def start(cls, config: HostConfig) -> "Host":
+        storage = get_or_create_storage(config.storage, namespace=config.namespace)
+        registry = RegistryActor.options(
+            name=REGISTRY_NAME, namespace=config.namespace, lifetime="detached", get_if_exists=True,
+            num_cpus=0).remote(storage, config.extra_runners)
+        await registry.ready.remote()
+        host = cls(config, storage, registry)
+        for agent_id, agent in config.agents.items():
+            await host.put_agent(agent_id, agent, only_if_absent=True)
+        await host.run_actors.warm()
+        return host
+
+    async def _new_run_actor(self) -> Any:
+        actor = RunActor.options(**self._actor_opts).remote(self.storage, self.config.providers)
+        await actor.ping.remote()
+        return actor
+
+    def _worker_pool(self, runner_id: str, target: str) -> LeasePool[Any]:
+        pool = self.worker_pools.get(runner_id)
+        if pool is None:
+            p = self.config.pools
+
+            async def factory() -> Any:
+                worker = RunnerWorker.options(**self._actor_opts).remote(runner_id, target)
+                await worker.ping.remote()
+                return worker
+            pool = LeasePool(factory, min_size=p.workers_min, max_size=p.workers_max, shared=True,
+                             grow_at=p.runs_per_worker, acquire_timeout=p.acquire_timeout_s,
+                             name=f"workers of {runner_id}")
+            self.worker_pools[runner_id] = pool
+        return pool
+
+    async def warm_runner(self, runner_id: str) -> None:
+        target = unwrap(await self.registry.runner_target.remote(runner_id))
+        await self._worker_pool(runner_id, target).warm()
+
+    # -- agents ------------------------------------------------------------------------
+    async def put_agent(self, agent_id: str, agent: AgentConfig, *, only_if_absent: bool = False) -> int:
+        """Validate against the registry, persist, then publish. Returns the new version."""
+        unwrap(await self.registry.check_agent.remote(agent_id, agent.model_dump(mode="json")))
+        stored = unwrap(await self.storage.write.remote("agent_put", {
+            "agent_id": agent_id, "config": agent.model_dump(mode="json"), "only_if_absent": only_if_absent}))
+        unwrap(await self.registry.put_agent.remote(agent_id, stored["config"], stored["version"]))
+        return stored["version"]
+
+    async def agents(self) -> list[dict[str, Any]]:
+        return await self.registry.agents.remote()
+
+    async def runners(self) -> list[dict[str, Any]]:
+        return await self.registry.runners.remote()
+
+    # -- the run flow --------------------------------------------------------------------
+    async def submit(self, event: EventEnvelope, agent_id: str | None = None,
+                     run_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Admit the event and stream its frames. Raises RunnerHostError before the first frame."""
+        run_id = run_id or new_run_id()
+        run_actor = await self.run_actors.acquire()
+        try:
+            admission = unwrap(await self.registry.admit.remote(
+                run_id, agent_id, event.model_dump(include={"event_type", "bot_id", "workspace_id", "source",
+                                                             "conversation_id", "thread_id"}), run_actor))
+        except BaseException:
+            await self.run_actors.release(run_actor)
+            raise
+        decision = Decision(admission["decision"])
+        if decision is Decision.REJECT:
+            await self.run_actors.release(run_actor)
+            raise RunnerHostError(ErrorCode.CONFLICT, "the conversation already has an active run and the "
+                                  "agent's multitask strategy is 'reject'",
+                                  details={"active_run_ids": admission["wait_for"]})
+        binding = AgentBinding.model_validate(admission["binding"])
+        descriptor = RunnerDescriptor.model_validate(admission["descriptor"])
+        if decision is Decision.STEER:
+            steered = await self._try_steer(event, binding, admission)
+            if steered is not None:
+                await self.run_actors.release(run_actor)
+                return self._single(steered)
+            fallback = await self.registry.admit_fallback.remote(
+                run_id, admission["binding"], admission["conv_key"], True, run_actor)
+            decision, admission["wait_for"] = Decision(fallback["decision"]), fallback["wait_for"]
+        return self._run(run_id, event, binding, descriptor, admission, decision, run_actor)
+
+    async def _single(self, frame: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        yield frame
+
+    async def _try_steer(self, event: EventEnvelope, binding: AgentBinding,
+                         admission: dict[str, Any]) -> dict[str, Any] | None:
+        """Claim the event into the active run's queue; None means "take the normal path"."""
+        target = admission["targets"][0]
+        item = {
+            "claimed_run_id": target["run_id"], "runner_id": binding.runner_id, "claimed_at": int(time.time()),
+            "event": {"event_id": event.event_id, "event_type": event.event_type, "event_time": event.event_time,
+                      "source": event.source, "source_event_type": event.source_event_type, "data": event.data},
+            "input": event.input.model_dump(mode="json"),
+            "conversation": {"conversation_id": event.conversation_id, "thread_id": event.thread_id,
+                             "bot_id": event.bot_id, "workspace_id": event.workspace_id,
+                             "sender_id": event.actor.actor_id},
+            "actor": event.actor.model_dump(mode="json"),
+            "subject": event.subject.model_dump(mode="json") if event.subject else None,
+        }
+        try:
+            claimed = await target["handle"].claim_steering.remote(target["run_id"], item)
+        except Exception as exc:  # a dying target must not break intake
+            log.warning("steering claim into %s failed: %s", target["run_id"], type(exc).__name__)
+            return None
+        if not claimed:
+            return None
+        steering_meta = {"status": "queued", "trigger_behavior": "absorbed_into_active_run",
+                         "claimed_by_run_id": target["run_id"], "claimed_runner_id": binding.runner_id,
+                         "claimed_at": item["claimed_at"]}
+        await self._storage_write("event_accept", event=event.model_dump(mode="json"),
+                                  binding_id=binding.binding_id, agent_id=binding.agent_id,
+                                  runner_id=binding.runner_id, run_id=None,
+                                  metadata={"steering": steering_meta}, ledger=None)
+        return {"run_id": target["run_id"], "type": "event.steered",
+                "data": {"claimed_by_run_id": target["run_id"], "event_id": event.event_id}, "sequence": None}
+
+    async def _run(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
+                   admission: dict[str, Any], decision: Decision, run_actor: Any) -> AsyncIterator[dict[str, Any]]:
+        live = self.live[run_id] = LiveRun()
+        worker_pool = None
+        worker = None
+        first_sequence = 0
+        terminal_sent = False
+        try:
+            start = self._start_payload(run_id, event, binding)
+            if decision in (Decision.QUEUE, Decision.INTERRUPT, Decision.ROLLBACK):
+                queued = {"run_id": run_id, "type": "run.queued",
+                          "data": {"behind": admission["wait_for"], "strategy": binding.multitask_strategy.value},
+                          "sequence": 0}
+                await self._storage_write("run_accept", **start, frames=[queued])
+                first_sequence = 1
+                await live.publish(queued)
+                yield queued
+                if decision is not Decision.QUEUE:
+                    await self._cancel_runs(admission["wait_for"], f"{decision.value} by event {event.event_id}",
+                                            rollback=decision is Decision.ROLLBACK)
+                await self.registry.wait_released.remote(admission["wait_for"], QUEUE_WAIT_S)
+                await self.registry.mark_started.remote(run_id, run_actor)
+            worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
+            worker = await worker_pool.acquire()
+            plan = self._plan(run_id, event, binding, descriptor, start, worker, run_actor, first_sequence)
+            gen = run_actor.execute.options(num_returns="streaming").remote(plan)
+            async for ref in gen:
+                frame = await ref
+                if is_terminal(frame):
+                    await self._release(run_id)
+                    terminal_sent = True
+                await live.publish(frame)
+                yield frame
+        except RayActorError:
+            log.warning("RunActor of %s died; recording a retryable failure", run_id)
+            await self.run_actors.discard(run_actor)
+            run_actor = None
+        except RunnerHostError as exc:
+            if not terminal_sent:
+                await self._fail(run_id, live, f"host.{exc.code.value}", exc.message, exc.retryable)
+                terminal_sent = True
+                yield live.frames[-1]
+        finally:
+            if worker is not None:
+                await worker_pool.release(worker)
+            if run_actor is not None:
+                await self.run_actors.release(run_actor)
+        if not terminal_sent:
+            await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True)
+            yield live.frames[-1]
+        self.live.pop(run_id, None)
+
+    async def _fail(self, run_id: str, live: LiveRun, code: str, message: str, retryable: bool) -> None:
+        """Finalize a run whose RunActor could not: ledger failed, lane released, terminal frame."""
+        frame = failed_frame(run_id, code, message, retryable, None)
+        try:
+            await self._storage_write("run_abort", run_id=run_id, code=code, message=message, frame=frame)
+        finally:
+            await self._release(run_id)
+            await live.publish(frame)
+
+    async def _release(self, run_id: str) -> None:
+        try:
+            await call_with_retry(lambda: self.registry.release.remote(run_id), what="registry release")
+        except RunnerHostError:
+            log.error("could not release %s from the registry", run_id)
+
+    async def _cancel_runs(self, run_ids: list[str], reason: str, rollback: bool) -> None:
+        for entry in await self.registry.handles.remote(run_ids):
+            if entry["handle"] is not None:
+                try:
+                    await entry["handle"].cancel.remote(entry["run_id"], reason, rollback)
+                except RayActorError:
+                    pass
+
+    def _start_payload(self, run_id: str, event: EventEnvelope, binding: AgentBinding) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "event": event.model_dump(mode="json"),
+            "agent_id": binding.agent_id,
+            "binding_id": binding.binding_id,
+            "runner_id": binding.runner_id,
+            "conversation_id": event.conversation_id,
+            "deadline_at": time.time() + binding.timeout_s,
+            "scope_keys": self._scope_keys(event, binding),
+        }
+
+    @staticmethod
+    def _scope_keys(event: EventEnvelope, binding: AgentBinding) -> dict[str, str]:
+        common = dict(runner_id=binding.runner_id, binding_identity=binding.identity,
+                      bot_id=event.bot_id, workspace_id=event.workspace_id)
+        keys = {"runner": build_scope_key("runner", **common)}
+        if event.conversation_id:
+            keys["conversation"] = build_scope_key("conversation", conversation_id=event.conversation_id,
+                                                   thread_id=event.thread_id, **common)
+        if event.actor.actor_id:
+            keys["actor"] = build_scope_key("actor", actor_type=event.actor.actor_type,
+                                            actor_id=event.actor.actor_id, **common)
+        if event.subject and event.subject.subject_id:
+            keys["subject"] = build_scope_key("subject", subject_type=event.subject.subject_type,
+                                              subject_id=event.subject.subject_id, **common)
+        enabled = set(binding.state_policy.state_scopes) if binding.state_policy.enable_state else set()
+        return {scope: key for scope, key in keys.items() if scope in enabled}
+
+    def _plan(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
+              start: dict[str, Any], worker: Any, run_actor: Any, first_sequence: int) -> dict[str, Any]:
+        manifest = RunnerManifest(id=descriptor.id, label=descriptor.label, capabilities=descriptor.capabilities,
+                                  permissions=descriptor.permissions)
+        snapshot = compute_access(run_id=run_id, manifest=manifest, binding=binding,
+                                  conversation_id=event.conversation_id, thread_id=event.thread_id,
+                                  catalog=self.catalog, deadline_at=start["deadline_at"])
+        snapshot = _with_scopes(snapshot, start["scope_keys"])
+        identity = RunIdentity(
+            run_id=run_id, runner_id=binding.runner_id, binding_identity=binding.identity,
+            bot_id=event.bot_id, workspace_id=event.workspace_id, conversation_id=event.conversation_id,
+            thread_id=event.thread_id, actor_type=event.actor.actor_type, actor_id=event.actor.actor_id,
+            subject_type=event.subject.subject_type if event.subject else None,
+            subject_id=event.subject.subject_id if event.subject else None)
+        ctx = build_context(run_id=run_id, event=event, binding=binding, snapshot=snapshot, catalog=self.catalog)
+        return {
+            "run_id": run_id, "snapshot": snapshot, "identity": identity, "worker": worker, "self": run_actor,
+            "ctx": ctx.model_dump(mode="json"), "start": start, "scope_keys": start["scope_keys"],
+            "steering_capacity": self.config.steering_capacity, "first_sequence": first_sequence,
+            "registry": self.registry, "gateway_url": self.config.gateway_url,
+            "started_data": {"runner_id": binding.runner_id, "binding_id": binding.binding_id,
+                             "agent_id": binding.agent_id, "event_id": event.event_id},
+        }
+
+    async def _storage_write(self, kind: str, **kwargs: Any) -> Any:
+        return unwrap(await call_with_retry(lambda: self.storage.write.remote(kind, kwargs),
+                                            what=f"storage {kind}"))
+
+    async def _storage_read(self, kind: str, **kwargs: Any) -> Any:
+        return unwrap(await call_with_retry(lambda: self.storage.read.remote(kind, kwargs),
+                                            what=f"storage {kind}"))
+
+    # -- background runs, join, cancel ---------------------------------------------------
+    async def submit_background(self, event: EventEnvelope, agent_id: str | None = None) -> dict[str, Any]:
+        """Admit now (errors surface to the caller), run in the background."""
+        run_id = new_run_id()
+        stream = await self.submit(event, agent_id, run_id=run_id)
+        first = await stream.__anext__()
+
+        async def drain() -> None:
+            try:
+                async for _ in stream:
+                    pass
+            except Exception:
+                log.exception("background run %s failed", run_id)
+        task = asyncio.create_task(drain())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return first
+
+    async def join(self, run_id: str, poll_s: float = 0.2) -> AsyncIterator[dict[str, Any]]:
+        """Frames of a run: live ones from here on, else replayed from the ledger until terminal."""
+        live = self.live.get(run_id)
+        if live is not None:
+            index = len(live.frames)
+            while True:
+                async with live.changed:
+                    while index >= len(live.frames) and not live.done:
+                        await live.changed.wait()
+                    frames, index = live.frames[index:], len(live.frames)
+                for frame in frames:
+                    yield frame
+                    if is_terminal(frame):
+                        return
+                if live.done:
+                    return
+        await self._storage_read("run_get", run_id=run_id)  # not_found for an unknown run
+        after: str | None = None
+        while True:
+            page = await self._storage_read("run_events_page", run_id=run_id, after_cursor=after, limit=100)
+            for item in page["items"]:
+                frame = {"run_id": run_id, "type": item["type"], "data": item["data"], "sequence": item["sequence"]}
+                yield frame
+                if is_terminal(frame):
+                    return
+            after = page.get("next_cursor") or after
+            if not page["items"]:
+                run = await self._storage_read("run_get", run_id=run_id)
+                if run["status"] in ("completed", "failed", "cancelled", "timeout"):
+                    return
+                await asyncio.sleep(poll_s)
+
+    async def cancel(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
+        handles = await self.registry.handles.remote([run_id])
+        if handles and handles[0]["handle"] is not None:
+            if await handles[0]["handle"].cancel.remote(run_id, reason or "cancelled by request", False):
+                return {"run_id": run_id, "cancel_requested": True}
+        run = await self._storage_read("run_get", run_id=run_id)
+        if run["status"] in ("completed", "failed", "cancelled", "timeout"):
+            raise RunnerHostError(ErrorCode.CONFLICT, f"run {run_id} already finished ({run['status']})",
+                                  details={"status": run["status"]})
+        if handles:  # admitted and waiting in a queue: it will start; cancel it as it starts
+            raise RunnerHostError(ErrorCode.CONFLICT, f"run {run_id} is queued; cancel it once it starts")
+        raise not_found(f"run {run_id} is not active on this host", run_id=run_id)
+
+    async def gateway_call(self, token: str, method: str, kwargs: dict[str, Any]) -> Any:
+        """A harness's runner-API call through the MCP gateway, authorized by its capability token."""
+        if not isinstance(token, str) or not token:
+            raise RunnerHostError(ErrorCode.UNAUTHORIZED, "missing capability token")
+        found = unwrap(await self.registry.resolve_token.remote(token_digest(token)))
+        try:
+            return unwrap(await found["handle"].gateway_call.remote(found["run_id"], method, kwargs))
+        except RayActorError:
+            raise RunnerHostError(ErrorCode.UNAUTHORIZED, "run is not active") from None
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+
+
+def _with_scopes(snapshot, scope_keys: dict[str, str]):
+    """Restrict state scopes to those this event can address (e.g. no actor id → no actor scope)."""
+    from dataclasses import replace
+    scopes = snapshot.state_scopes & frozenset(scope_keys)
+    return replace(snapshot, state_scopes=scopes, state_ops=snapshot.state_ops if scopes else frozenset())

@@ -1,0 +1,59 @@
+"""Fixtures for actor-layer tests: one local Ray per session, one Host on a throwaway Postgres."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import ray
+
+from actors.host import Host
+from actors.host_config import HostConfig, PoolConfig, StorageConfig
+from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
+
+ECHO = "plugin:builtin/echo/default"
+
+
+def echo_agent(strategy: MultitaskStrategy = MultitaskStrategy.PARALLEL, **config) -> AgentConfig:
+    return AgentConfig(runner_id=ECHO, runner_config=config, multitask_strategy=strategy,
+                       resource_policy=ResourcePolicy(run_ledger=["get", "events_page"]))
+
+
+AGENTS = {
+    "echo": echo_agent(),
+    "slow": echo_agent(delay_s=0.3, chunks=10),
+    "steer": echo_agent(MultitaskStrategy.STEER, delay_s=0.4, chunks=6, steering=True),
+    "enqueue": echo_agent(MultitaskStrategy.ENQUEUE, delay_s=0.2, chunks=3),
+    "reject": echo_agent(MultitaskStrategy.REJECT, delay_s=0.5, chunks=4),
+    "interrupt": echo_agent(MultitaskStrategy.INTERRUPT, delay_s=0.5, chunks=10),
+    "rollback": echo_agent(MultitaskStrategy.ROLLBACK, delay_s=0.5, chunks=10, state_key="turns"),
+    "counter": echo_agent(state_key="turns"),
+}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests",
+                 log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def host(ray_session, pg_url, tmp_path_factory) -> Host:
+    config = HostConfig(
+        namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
+        storage=StorageConfig(database_url=pg_url, artifact_root=str(tmp_path_factory.mktemp("artifacts"))),
+        pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2,
+                         acquire_timeout_s=20),
+        steering_capacity=3,
+        agents=AGENTS,
+    )
+    h = await Host.start(config)
+    yield h
+    await h.close()
+
+
+@pytest.fixture
+def conv() -> str:
+    return f"conv-{uuid.uuid4().hex[:10]}"
