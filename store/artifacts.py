@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import os
 import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Row
@@ -101,6 +102,43 @@ class ArtifactStore:
                         run_id, runner_id, expires_at, metadata, size=size, digest=digest)
         row.update(storage="file", content=None, file_path=real.relative_to(self._root).as_posix())
         return await self._insert(row)
+
+    async def register_result(self, *, run_id: str | None, runner_id: str | None,
+                              conversation_id: str | None,
+                              data: Mapping[str, Any]) -> ArtifactMetadata:
+        """Store the payload of an ``artifact.created`` result (SPEC §5).
+
+        ``content_base64`` is decoded and registered, owned by the run; a declared
+        ``size_bytes``/``sha256`` must match it. Without content the payload must
+        name an already stored ``artifact_id``. Inline content is capped at the
+        store's ``inline_limit`` (→ ``payload_too_large``).
+        """
+        if not isinstance(data, Mapping):
+            raise invalid_argument("artifact.created data must be an object")
+        encoded = data.get("content_base64")
+        if encoded is None:
+            artifact_id = data.get("artifact_id")
+            if not isinstance(artifact_id, str):
+                raise invalid_argument("artifact.created needs content_base64 or a stored artifact_id")
+            return await self.metadata(artifact_id)
+        if not isinstance(encoded, str) or len(encoded) > (self._inline_limit // 3 + 1) * 4:
+            raise payload_too_large("inline artifact content is too large", limit=self._inline_limit)
+        try:
+            content = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_argument("content_base64 is not valid base64") from None
+        if len(content) > self._inline_limit:
+            raise payload_too_large("inline artifact content is too large", limit=self._inline_limit)
+        if data.get("size_bytes") not in (None, len(content)):
+            raise invalid_argument("size_bytes does not match the content")
+        if data.get("sha256") not in (None, hashlib.sha256(content).hexdigest()):
+            raise invalid_argument("sha256 does not match the content")
+        metadata = data.get("metadata")
+        return await self.register_bytes(
+            content, artifact_type=data.get("artifact_type"), mime_type=data.get("mime_type"),
+            name=data.get("name"), conversation_id=conversation_id, run_id=run_id,
+            runner_id=runner_id, metadata=metadata if isinstance(metadata, dict) else None,
+            artifact_id=data.get("artifact_id"))
 
     # -- reads ----------------------------------------------------------------
     async def metadata(self, artifact_id: str, *, conversation_id: str | None = None) -> ArtifactMetadata:

@@ -1,0 +1,103 @@
+"""Shared database fixtures: throwaway Postgres and SQLite databases.
+
+* ``pg_url`` / ``sqlite_url`` (session): a fresh database migrated to head,
+  dropped / deleted at the end of the session.
+* ``db`` (session, parametrized ``postgres`` | ``sqlite``): a :class:`store.Database`
+  on those URLs. Tests share it, so they isolate themselves with unique ids.
+* ``empty_db_url`` (function, parametrized like ``db``): a fresh, *unmigrated* database.
+
+Postgres is reached as user ``postgres`` at 127.0.0.1:5432 (trust auth);
+override the admin DSN with ``RUNNERHOST_TEST_PG_DSN``. No Ray here.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+import pytest
+
+from store.engine import Database
+from store.migrate import upgrade_async
+
+PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN",
+                              "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@asynccontextmanager
+async def pg_database(*, migrate: bool = True) -> AsyncIterator[str]:
+    """A new Postgres database ``rh_test_<random>``; yields its asyncpg URL, then drops it."""
+    name = f"rh_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    try:
+        if migrate:
+            await upgrade_async(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def sqlite_database(directory: Path, *, migrate: bool = True) -> AsyncIterator[str]:
+    """A new SQLite file in ``directory``; yields its aiosqlite URL, then deletes it."""
+    path = directory / f"rh_test_{uuid.uuid4().hex[:12]}.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    try:
+        if migrate:
+            await upgrade_async(url)
+        yield url
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+async def pg_url() -> AsyncIterator[str]:
+    async with pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    async with sqlite_database(tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """URL of the migrated database of the requested backend (resolved lazily, so a
+    ``-k sqlite`` run never touches Postgres)."""
+    return request.getfixturevalue("pg_url" if request.param == "postgres" else "sqlite_url")
+
+
+@pytest.fixture(scope="session")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, *unmigrated* database of each backend."""
+    if request.param == "postgres":
+        database = pg_database(migrate=False)
+    else:
+        database = sqlite_database(tmp_path, migrate=False)
+    async with database as url:
+        yield url
