@@ -26,8 +26,6 @@ from protocol.errors import invalid_argument, payload_too_large
 MAX_PAGE = 100
 #: Largest JSON value accepted for state / kv (SPEC §7: ``≤ 256 KiB``).
 MAX_JSON_BYTES = 256 * 1024
-#: Bind parameters per statement; both Postgres (32767) and SQLite (32766) allow more.
-MAX_BIND_PARAMS = 30_000
 #: Text-search configuration of every Postgres full-text expression (language neutral).
 TS_CONFIG = "simple"
 
@@ -179,32 +177,28 @@ async def insert_rows(
     update: Callable[[Any], Mapping[str, Any]] | None = None,
     returning: Sequence[Any] = (),
 ) -> tuple[int, list[Row[Any]]]:
-    """Insert ``rows`` with one multi-row ``INSERT`` per chunk (idempotent).
+    """Insert ``rows`` idempotently: ``ON CONFLICT (conflict) DO NOTHING``, or
+    ``DO UPDATE SET update(excluded)`` when given (``conflict_where`` names a
+    partial unique index).
 
-    On a conflict over ``conflict`` (a unique index, partial when
-    ``conflict_where`` is given) the row is skipped, or updated with
-    ``update(excluded)`` when given. Every row must carry the same keys.
-    Returns ``(affected_row_count, returned_rows)``.
+    The statement is compiled once and executed with all rows as parameters;
+    SQLAlchemy's *insertmanyvalues* sends them as multi-row ``INSERT … VALUES
+    (…), (…) RETURNING`` batches of up to 1000 rows. Returns
+    ``(affected_rows, returned_rows)``; the primary key is returned when
+    ``returning`` is empty, so the count is exact (skipped rows return nothing).
     """
     if not rows:
         return 0, []
-    per_stmt = max(1, MAX_BIND_PARAMS // max(1, len(rows[0])))
-    affected, returned = 0, []
-    for start in range(0, len(rows), per_stmt):
-        stmt = insert_for(session, table).values(list(rows[start:start + per_stmt]))
-        if update is None:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
-        else:
-            stmt = stmt.on_conflict_do_update(index_elements=list(conflict), index_where=conflict_where,
-                                              set_=dict(update(stmt.excluded)))
-        if returning:
-            result = await session.execute(stmt.returning(*returning))
-            batch = list(result.all())
-            affected += len(batch)
-            returned.extend(batch)
-        else:
-            affected += (await session.execute(stmt)).rowcount or 0
-    return affected, returned
+    stmt = insert_for(session, table)
+    if update is None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
+    else:
+        stmt = stmt.on_conflict_do_update(index_elements=list(conflict), index_where=conflict_where,
+                                          set_=dict(update(stmt.excluded)))
+    result = await session.execute(stmt.returning(*(returning or table.primary_key.columns)),
+                                   [dict(row) for row in rows])
+    returned = list(result.all())
+    return len(returned), (returned if returning else [])
 
 
 def ts_vector(*columns: Any) -> ColumnElement[Any]:
