@@ -244,10 +244,11 @@ class Keyset:
         key = []
         for name, typ in zip(self.fields, self.types):
             value = data.get(name)
-            numeric = typ in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (numeric and value >= 0) and not (typ is str and isinstance(value, str)):
-                raise invalid_argument("malformed cursor", kind=self.kind)
-            if typ is int and not isinstance(value, int):
+            if typ is str:
+                valid = isinstance(value, str)
+            else:  # non-negative int (float fields also accept ints); bool is not a number here
+                valid = type(value) in ((int,) if typ is int else (int, float)) and value >= 0
+            if not valid:
                 raise invalid_argument("malformed cursor", kind=self.kind)
             key.append(value)
         return tuple(key)

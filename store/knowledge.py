@@ -71,7 +71,8 @@ class KnowledgeStore:
                      metadata: dict[str, Any] | None = None) -> int:
         """Store (or replace) a document; returns the number of chunks stored."""
         check_text(kb_id, "kb_id", max_len=128)
-        check_text(doc_id, "doc_id", max_len=256)
+        if "#" in check_text(doc_id, "doc_id", max_len=256):
+            raise invalid_argument("doc_id must not contain '#' (it separates chunk numbers)")
         check_optional_text(title, "title", max_len=512)
         if not isinstance(content, str) or not content.strip():
             raise invalid_argument("content must be a non-empty string")

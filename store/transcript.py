@@ -10,7 +10,8 @@ Invariants:
   order, so two group commits cannot deadlock.
 * ``transcript_id`` is the natural key: re-appending a known id returns the
   stored item and consumes no ``seq``. Pass a deterministic id when a write
-  may be retried; the default is a fresh uuid.
+  may be retried (never reuse one across conversations); the default is a
+  fresh uuid.
 * ``content`` never exceeds the store's cap; a cut text ends with
   ``…[truncated N chars]`` and ``metadata["truncated"]`` keeps the original length.
 * ``reverted`` items (rollback strategy) are invisible to page, search and latest.
@@ -171,8 +172,8 @@ class TranscriptStore:
         """Items matching any term of ``query``, best first.
 
         Postgres: full text (``simple`` config, GIN index) ranked by ``ts_rank``;
-        SQLite: case-insensitive substring hits ranked by the number of terms
-        hit. Ties go to the newest. ``filters`` may restrict ``role``,
+        SQLite: substring hits (case-insensitive for ASCII) ranked by the number
+        of terms hit. Ties go to the newest. ``filters`` may restrict ``role``,
         ``item_type``, ``run_id``, ``thread_id`` (a string or a list).
         """
         check_text(conversation_id, "conversation_id")

@@ -109,3 +109,14 @@ async def test_cleanup_older_than(db, uid):
         await log.append_many([old, EventLogEntry.from_envelope(_envelope(conv))])
         assert await log.cleanup_older_than(60) >= 1
         assert await log.count(conv) == 1
+
+
+async def test_bulk_append_across_insert_batches(db, uid):
+    conv = uid("conv")
+    entries = [EventLogEntry.system("run.rolled_back", conversation_id=conv, event_id=uid("evt"))
+               for _ in range(2500)]
+    async with db.transaction() as s:
+        log = EventLogStore(s)
+        assert await log.append_many(entries[:1200]) == 1200
+        assert await log.append_many(entries) == 1300
+        assert await log.count(conv, "run.rolled_back") == 2500

@@ -58,3 +58,5 @@ async def test_long_documents_are_chunked_and_reingest_replaces(db, uid, fails_w
             await store.retrieve(kb, "??")
         with fails_with(ErrorCode.INVALID_ARGUMENT):
             await store.ingest(kb, "empty", None, "   ")
+        with fails_with(ErrorCode.INVALID_ARGUMENT):
+            await store.ingest(kb, "manual#2", None, "chunk ids are reserved")

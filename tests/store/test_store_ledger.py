@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from protocol.cursor import encode_cursor
 from protocol.errors import ErrorCode
 from protocol.pages import RunEventRecord
 from store.ledger import RunLedgerStore
@@ -106,8 +107,9 @@ async def test_events_cursor_is_bound_to_its_run(db, uid, fails_with):
         cursor = (await ledger.events_page(run_a, limit=1)).next_cursor
         with fails_with(ErrorCode.INVALID_ARGUMENT):
             await ledger.events_page(run_b, after_cursor=cursor)
-        with fails_with(ErrorCode.INVALID_ARGUMENT):
-            await ledger.list(before_cursor=cursor)
+        for bad in (cursor, "not a cursor", encode_cursor("run_list", t=1.5, r=7)):
+            with fails_with(ErrorCode.INVALID_ARGUMENT):
+                await ledger.list(before_cursor=bad)
 
 
 async def test_list_pages_both_ways_with_filters(db, uid):

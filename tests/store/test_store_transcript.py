@@ -190,3 +190,16 @@ async def test_cleanup_older_than(db, uid):
         store = TranscriptStore(s)
         assert await store.cleanup_older_than(3600) >= 1
         assert [i.event_id for i in (await store.page(conv)).items] == ["new"]
+
+
+async def test_bulk_append_across_insert_batches(db, uid):
+    conv_a, conv_b = uid("conv"), uid("conv")
+    entries = [TranscriptEntry(event_id=f"e{i}", conversation_id=(conv_a, conv_b)[i % 2], role="user",
+                               content=f"m{i}", transcript_id=f"{conv_a}-{i}") for i in range(2500)]
+    async with db.transaction() as s:
+        items = await TranscriptStore(s).append_many(entries[:1500])
+    async with db.transaction() as s:
+        items += (await TranscriptStore(s).append_many(entries))[1500:]
+    assert len(items) == 2500
+    for conv in (conv_a, conv_b):
+        assert sorted(i.seq for i in items if i.conversation_id == conv) == list(range(1, 1251))
