@@ -1,0 +1,322 @@
+"""Configuration: one ``runnerhost.toml`` (tomllib) plus ``RUNNERHOST_*`` environment overrides.
+
+Precedence, highest first: explicit overrides (CLI flags) → environment →
+the config file → built-in defaults. :func:`load_settings` produces one
+:class:`Settings`, from which :meth:`Settings.host_config` derives the
+actor layer's :class:`~actors.host_config.HostConfig`.
+
+Environment variables:
+
+==============================  ==================================================
+``RUNNERHOST_CONFIG``           path of the config file (default ``./runnerhost.toml``
+                                when it exists, else built-in defaults)
+``RUNNERHOST_DATABASE_URL``     database URL (default: SQLite under the data dir)
+``RUNNERHOST_DATA_DIR``         data directory (default ``./.runnerhost``)
+``RUNNERHOST_HOST`` / ``_PORT`` Serve HTTP bind address / port
+``RUNNERHOST_API_KEYS``         comma-separated plain keys, each optionally prefixed
+                                with its scopes: ``admin:KEY,ingest:KEY,ingest+read:KEY``
+                                (no prefix = admin). Hashed at load; never stored.
+``RUNNERHOST_MAX_BODY_BYTES``   request body cap (default 1 MiB)
+``RUNNERHOST_GATEWAY_URL``      URL external harnesses use for the MCP gateway
+``RUNNERHOST_NAMESPACE``        Ray namespace of the host's named actors
+==============================  ==================================================
+
+API keys never live in the file in plain text: ``[[api_keys]]`` entries carry
+the SHA-256 hex digest (``runnerhost hash-key`` prints one).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from actors.host_config import HostConfig, PoolConfig, StorageConfig
+from protocol.agents import AgentConfig
+
+ENV_PREFIX = "RUNNERHOST_"
+DEFAULT_CONFIG_FILE = "runnerhost.toml"
+DEFAULT_DATA_DIR = ".runnerhost"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY = 1 << 20
+ECHO_RUNNER = "plugin:builtin/echo/default"
+
+Scope = Literal["ingest", "read", "admin"]
+SCOPES: tuple[str, ...] = ("ingest", "read", "admin")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to fix (never a secret)."""
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex digest of an API key — the only form keys take at rest."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKey(_Strict):
+    """One API key, stored as its SHA-256 digest."""
+
+    name: str = Field(default="key", max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+    scopes: list[Scope] = Field(default_factory=lambda: ["admin"], min_length=1)
+
+    def matches(self, presented: str) -> bool:
+        return hmac.compare_digest(self.sha256, hash_key(presented))
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+class ServerSettings(_Strict):
+    """``[server]``: the Serve HTTP ingress."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1024, le=256 << 20)
+    gateway_url: str | None = None
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_ongoing_requests: int = Field(default=256, ge=1)
+
+
+class StorageSettings(_Strict):
+    """``[storage]``: where facts live. Empty ``database_url`` = SQLite under ``data_dir``."""
+
+    data_dir: str = DEFAULT_DATA_DIR
+    database_url: str | None = None
+    artifact_root: str | None = None
+    max_batch: int = Field(default=256, ge=1)
+    max_delay_ms: float = Field(default=3.0, ge=0)
+    actors: int = Field(default=1, ge=1, le=16)
+
+
+class HostSettings(_Strict):
+    """``[host]``: actor-layer knobs."""
+
+    namespace: str = Field(default="runnerhost", min_length=1, max_length=128)
+    steering_capacity: int = Field(default=32, ge=1, le=1024)
+    spread: bool = True
+    extra_runners: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelProvider(BaseModel):
+    """``[[providers.models]]``: one host model id → one OpenAI-compatible endpoint."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: str = Field(min_length=1, max_length=256)
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    fallback_model_id: str | None = None
+
+
+class ProvidersSettings(BaseModel):
+    """``[providers]``: models, tool providers, the tool catalog and knowledge bases.
+
+    ``tools`` is handed unchanged to the actor layer's tool registry
+    (e.g. ``builtin = ["calculator"]``, ``[[providers.tools.mcp_servers]]``);
+    ``tool_catalog`` names the tools bindings may grant (name → description/parameters).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    models: list[ModelProvider] = Field(default_factory=list)
+    tools: dict[str, Any] = Field(default_factory=dict)
+    tool_catalog: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    knowledge_bases: list[str] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, value: list[ModelProvider]) -> list[ModelProvider]:
+        ids = [m.model_id for m in value]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model_id {dupes}")
+        return value
+
+
+def default_agents() -> dict[str, AgentConfig]:
+    """What a fresh machine gets with no config file: the echo agent."""
+    return {"echo": AgentConfig(runner_id=ECHO_RUNNER, description="Deterministic echo agent")}
+
+
+class Settings(_Strict):
+    """Everything RunnerHost reads at start. Secrets appear only as hashes or env var names."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    host: HostSettings = Field(default_factory=HostSettings)
+    pools: PoolConfig = Field(default_factory=PoolConfig)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    config_path: str | None = None
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir).expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.database_url:
+            return self.storage.database_url
+        from store.engine import default_sqlite_url
+        return default_sqlite_url(self.data_dir)
+
+    @property
+    def artifact_root(self) -> str:
+        root = Path(self.storage.artifact_root).expanduser() if self.storage.artifact_root \
+            else self.data_dir / "artifacts"
+        return str(root.resolve())
+
+    @property
+    def gateway_url(self) -> str:
+        if self.server.gateway_url:
+            return self.server.gateway_url
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}/mcp"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def resolved(self) -> "Settings":
+        """A copy with absolute paths, so Ray workers with another cwd see the same files."""
+        storage = self.storage.model_copy(update={"data_dir": str(self.data_dir),
+                                                  "artifact_root": self.artifact_root})
+        return self.model_copy(update={"storage": storage})
+
+    def host_config(self) -> HostConfig:
+        providers = self.providers.model_dump(mode="json", exclude_none=True)
+        providers["models"] = [m.model_dump(mode="json", exclude_none=True) for m in self.providers.models]
+        return HostConfig(
+            namespace=self.host.namespace,
+            storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,
+                                  max_batch=self.storage.max_batch, max_delay_ms=self.storage.max_delay_ms,
+                                  actors=self.storage.actors),
+            pools=self.pools,
+            steering_capacity=self.host.steering_capacity,
+            providers=providers,
+            agents=dict(self.agents),
+            extra_runners=dict(self.host.extra_runners),
+            gateway_url=self.gateway_url,
+            spread=self.host.spread,
+        )
+
+    def check_bind(self) -> None:
+        """Refuse to expose an unauthenticated server beyond loopback."""
+        if not self.auth_enabled and not is_loopback(self.server.host):
+            raise ConfigError(
+                f"refusing to bind {self.server.host!r} without API keys: configure [[api_keys]] in the "
+                "config file (see `runnerhost hash-key`) or set RUNNERHOST_API_KEYS, or bind 127.0.0.1")
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_env_keys(raw: str) -> list[ApiKey]:
+    """``RUNNERHOST_API_KEYS``: ``KEY`` or ``scope[+scope]:KEY`` items, comma-separated; hashed here."""
+    keys: list[ApiKey] = []
+    for index, item in enumerate(p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        prefix, sep, key = item.partition(":")
+        wanted = prefix.split("+")
+        if sep and key and all(w in SCOPES for w in wanted):
+            scopes = wanted
+        else:
+            key, scopes = item, ["admin"]
+        keys.append(ApiKey(name=f"env-{index}", sha256=hash_key(key), scopes=scopes))
+    return keys
+
+
+def find_config_file(path: str | os.PathLike | None, env: Mapping[str, str]) -> Path | None:
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found")
+        return p
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return find_config_file(env[ENV_PREFIX + "CONFIG"], {})
+    p = Path(DEFAULT_CONFIG_FILE)
+    return p if p.is_file() else None
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}}
+    table = {
+        "HOST": ("server", "host", str), "PORT": ("server", "port", int),
+        "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
+        "DATABASE_URL": ("storage", "database_url", str), "DATA_DIR": ("storage", "data_dir", str),
+        "NAMESPACE": ("host", "namespace", str),
+    }
+    for name, (section, key, cast) in table.items():
+        value = env.get(ENV_PREFIX + name)
+        if value is None or value == "":
+            continue
+        try:
+            out[section][key] = cast(value)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be a {cast.__name__}") from None
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """File → env → overrides (e.g. ``{"server": {"port": 9000}}`` from CLI flags) → :class:`Settings`."""
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+        data["config_path"] = str(file.resolve())
+    data = _merge(data, _env_overrides(env))
+    for section, values in (overrides or {}).items():
+        data = _merge(data, {section: {k: v for k, v in values.items() if v is not None}})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {file}" if file else ""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ConfigError(f"invalid configuration{where}: {problems}") from None
+    raw_keys = env.get(ENV_PREFIX + "API_KEYS")
+    if raw_keys:
+        settings = settings.model_copy(update={"api_keys": [*settings.api_keys, *parse_env_keys(raw_keys)]})
+    return settings.resolved()

@@ -1,0 +1,48 @@
+"""The Ray Serve ingress deployment: one Host per replica, the FastAPI app around it.
+
+``build_app(settings)`` returns the bound Serve application; run it with
+``serve.run(build_app(settings), name="runnerhost", route_prefix="/")`` after
+``serve.start(http_options={"host": ..., "port": ...})``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from .config import Settings
+
+DEPLOYMENT_NAME = "runnerhost-ingress"
+APP_NAME = "runnerhost"
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
+                  health_check_period_s=10, health_check_timeout_s=30)
+@serve.ingress()
+class RunnerHostIngress:
+    """Creates the Host (storage actor, detached registry, warm RunActor pool) in its async constructor."""
+
+    async def __init__(self, settings: dict[str, Any]) -> None:
+        from actors.host import Host
+
+        self.settings = Settings.model_validate(settings)
+        self.host = await Host.start(self.settings.host_config())
+
+    def __serve_build_asgi_app__(self):
+        from .app import create_app
+
+        return create_app(self.settings, host=self.host)
+
+    async def check_health(self) -> None:
+        await self.host.registry.active_count.remote()
+
+
+def build_app(settings: Settings, *, ray_actor_options: dict[str, Any] | None = None):
+    """The bound Serve application for ``settings`` (replicas, concurrency and actor options applied)."""
+    options: dict[str, Any] = {
+        "num_replicas": settings.server.replicas,
+        "max_ongoing_requests": settings.server.max_ongoing_requests,
+    }
+    if ray_actor_options:
+        options["ray_actor_options"] = {"num_cpus": 0, **ray_actor_options}
+    return RunnerHostIngress.options(**options).bind(settings.model_dump(mode="json"))

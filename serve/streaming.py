@@ -1,0 +1,118 @@
+"""Frames on the wire: NDJSON (default) or Server-Sent Events (``Accept: text/event-stream``).
+
+Both carry the same frame objects ``{"run_id", "type", "data", "sequence"}``:
+
+* NDJSON — one JSON object per line.
+* SSE — ``event: <type>`` / ``id: <sequence>`` / ``data: <json>`` blocks; a
+  ``: keep-alive`` comment every 15 s of silence.
+
+The host guarantees exactly one terminal frame per run. :func:`relay`
+decouples the run from the HTTP connection: for ``POST /v1/events`` a client
+that goes away does not stop the run (it keeps being drained in the
+background, so its facts are complete); and should the source ever raise
+mid-stream, the client still gets a terminal ``run.failed`` frame instead of
+a broken stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+log = logging.getLogger("runnerhost.serve")
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+TERMINAL_TYPES = frozenset({"run.completed", "run.failed"})
+KEEPALIVE_S = 15.0
+
+_END = object()
+_background: set[asyncio.Task] = set()
+
+
+def wants_sse(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return SSE in accept and NDJSON not in accept
+
+
+def encode_ndjson(frame: dict[str, Any]) -> bytes:
+    return (json.dumps(frame, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def encode_sse(frame: dict[str, Any]) -> bytes:
+    lines = [f"event: {frame.get('type', 'message')}"]
+    if frame.get("sequence") is not None:
+        lines.append(f"id: {frame['sequence']}")
+    lines.append("data: " + json.dumps(frame, ensure_ascii=False, separators=(",", ":"), default=str))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _failure_frame(run_id: str | None, exc: BaseException) -> dict[str, Any]:
+    return {"run_id": run_id, "type": "run.failed", "sequence": None,
+            "data": {"code": "host.stream_error", "error": "the result stream was interrupted",
+                     "retryable": True}}
+
+
+async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
+                keepalive: float | None = None) -> AsyncIterator[dict[str, Any] | None]:
+    """Yield the frames of ``source``; ``None`` marks a keep-alive tick (after ``keepalive`` s of silence).
+
+    ``detach=True``: the source is pumped by a task that outlives this generator,
+    so a disconnecting client never cuts a run short.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+    seen_terminal = False
+    last_run_id: str | None = None
+
+    async def pump() -> None:
+        try:
+            async for frame in source:
+                queue.put_nowait(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the host should never get here; never break the stream
+            log.error("result stream failed: %s", type(exc).__name__)
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_END)
+
+    task = asyncio.create_task(pump())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), keepalive) if keepalive else await queue.get()
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                if not seen_terminal:
+                    yield _failure_frame(last_run_id, item)
+                return
+            last_run_id = item.get("run_id", last_run_id)
+            seen_terminal = seen_terminal or item.get("type") in TERMINAL_TYPES
+            yield item
+    finally:
+        if not detach and not task.done():
+            task.cancel()
+
+
+def stream_response(request: Request, source: AsyncIterator[dict[str, Any]], *, detach: bool) -> StreamingResponse:
+    sse = wants_sse(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for frame in relay(source, detach=detach, keepalive=KEEPALIVE_S if sse else None):
+            if frame is None:
+                yield b": keep-alive\n\n"
+            else:
+                yield encode_sse(frame) if sse else encode_ndjson(frame)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type=SSE if sse else NDJSON, headers=headers)
