@@ -1,0 +1,157 @@
+"""Fixtures for the HTTP surface: one local Ray, one throwaway Postgres, one Serve app.
+
+* ``serve_ray`` (session): the session's local Ray (started here unless a
+  sibling conftest already did), with the repo root on ``PYTHONPATH`` so Ray
+  workers can import ``tests.serve.gateway_probe``.
+* ``serve_pg_url`` (session): ``rh_serve_<random>`` created with asyncpg,
+  migrated to head, dropped at the end.
+* ``serve_app`` (session): ``serve.start`` on a free loopback port, then
+  ``serve.run(build_app(settings))`` — the real Serve ingress with a real Host —
+  with three API keys (admin / ingest / read).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from actors.host_config import PoolConfig
+from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
+from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
+from serve.deployment import APP_NAME, build_app
+from store.migrate import upgrade_async
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ECHO = "plugin:builtin/echo/default"
+GATEWAY_PROBE = "plugin:test/gateway/default"
+
+ADMIN_KEY = "rh-test-admin-" + uuid.uuid4().hex
+INGEST_KEY = "rh-test-ingest-" + uuid.uuid4().hex
+READ_KEY = "rh-test-read-" + uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_env() -> dict:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": path}}
+
+
+@pytest.fixture(scope="session")
+def serve_ray() -> Iterator[None]:
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, runtime_env=worker_env(),
+                 logging_level="WARNING", log_to_driver=False)
+        started = True
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def serve_pg_url() -> AsyncIterator[str]:
+    name = f"rh_serve_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await admin.close()
+
+
+def echo_agent(**runner_config) -> AgentConfig:
+    return AgentConfig(runner_id=ECHO, runner_config=runner_config)
+
+
+TEST_AGENTS = {
+    "echo": echo_agent(),
+    "slow": echo_agent(delay_s=0.2, chunks=5),
+    "long": echo_agent(delay_s=30, chunks=3),
+    "reject": AgentConfig(runner_id=ECHO, runner_config={"delay_s": 1.0, "chunks": 3},
+                          multitask_strategy=MultitaskStrategy.REJECT),
+    "probe": AgentConfig(runner_id=GATEWAY_PROBE, runner_config={"hold_s": 60},
+                         resource_policy=ResourcePolicy(harness_gateway=True)),
+}
+
+
+@dataclass
+class ServeApp:
+    url: str
+    settings: Settings
+    admin: dict
+    ingest: dict
+    read: dict
+
+
+@pytest.fixture(scope="session")
+def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
+    port = free_port()
+    settings = Settings(
+        server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
+        storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("serve-data")), database_url=serve_pg_url),
+        host=HostSettings(namespace=f"rh-serve-{uuid.uuid4().hex[:8]}",
+                          extra_runners={GATEWAY_PROBE: "tests.serve.gateway_probe:GatewayProbeRunner"}),
+        pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2, acquire_timeout_s=20),
+        agents=TEST_AGENTS,
+        api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
+                  ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"]),
+                  ApiKey(name="read", sha256=hash_key(READ_KEY), scopes=["read"])],
+    ).resolved()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
+              name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Serve app did not become healthy")
+        time.sleep(0.2)
+    yield ServeApp(url=url, settings=settings,
+                   admin={"Authorization": f"Bearer {ADMIN_KEY}"},
+                   ingest={"Authorization": f"Bearer {INGEST_KEY}"},
+                   read={"Authorization": f"Bearer {READ_KEY}"})
+    serve.shutdown()
+
+
+@pytest.fixture
+async def client(serve_app: ServeApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=serve_app.url, headers=serve_app.admin, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def conv() -> str:
+    return f"conv-{uuid.uuid4().hex[:10]}"
