@@ -1,0 +1,1 @@
+"""Reusable test doubles: a fake OpenAI-compatible server and an in-memory runner API host."""
