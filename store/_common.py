@@ -7,6 +7,7 @@ stale identity-map object after another repository's UPDATE.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from sqlalchemy import ColumnElement, Select, Table, func, literal_column, tuple_
+from sqlalchemy import JSON, ColumnElement, Select, Table, func, literal_column, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +33,7 @@ TS_CONFIG = "simple"
 _I = TypeVar("_I")
 _TS_CONFIG_SQL = literal_column(f"'{TS_CONFIG}'::regconfig")
 _TERM = re.compile(r"\w+", re.UNICODE)
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an unescaped \u0000 in JSON text
 _MARKER_RESERVE = 32  # len("…[truncated N chars]") for N < 10**13
 
 
@@ -54,11 +56,46 @@ def check_limit(limit: int, maximum: int = MAX_PAGE, *, field: str = "limit") ->
 
 
 def check_text(value: Any, field: str, *, max_len: int = 256) -> str:
-    """A required, non-empty string of at most ``max_len`` characters."""
+    """A required, non-empty, storable string of at most ``max_len`` characters."""
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise invalid_argument(f"{field} must be a non-empty string of at most {max_len} characters",
                                field=field)
+    return check_storable(value, field)
+
+
+def check_storable(value: str, field: str, max_len: int | None = None) -> str:
+    """Reject what Postgres would refuse in a text column: NUL characters, lone
+    surrogates (not UTF-8 encodable) and strings over ``max_len``."""
+    if max_len is not None and len(value) > max_len:
+        raise invalid_argument(f"{field} is longer than {max_len} characters", field=field)
+    if "\x00" in value:
+        raise invalid_argument(f"{field} contains a NUL character", field=field)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
     return value
+
+
+def check_row(table: Table, row: Mapping[str, Any]) -> None:
+    """Validate a row against the table's column types before any SQL runs, so
+    bad input is ``invalid_argument`` (never a database error that would abort a
+    shared group-commit transaction): string lengths, NUL characters, JSON."""
+    rules = _column_rules(table)
+    for name, value in row.items():
+        if value is None:
+            continue
+        max_len, is_json = rules[name]
+        if is_json:
+            encode_json(value, field=name, max_bytes=None)
+        elif isinstance(value, str):
+            check_storable(value, name, max_len)
+
+
+@functools.cache
+def _column_rules(table: Table) -> dict[str, tuple[int | None, bool]]:
+    return {c.name: (getattr(c.type, "length", None), isinstance(c.type, JSON)) for c in table.c}
 
 
 def check_optional_text(value: Any, field: str, *, max_len: int = 256) -> str | None:
@@ -74,15 +111,21 @@ def check_non_negative(value: Any, field: str) -> float:
 def encode_json(value: Any, *, field: str = "value", max_bytes: int | None = MAX_JSON_BYTES) -> str:
     """Encode ``value`` as compact JSON or raise.
 
-    Non-JSON values (sets, objects, NaN, circular data) → ``invalid_argument``;
+    Non-JSON values (sets, objects, NaN, circular data) and strings Postgres
+    cannot store (NUL, lone surrogates) → ``invalid_argument``;
     an encoding over ``max_bytes`` UTF-8 bytes → ``payload_too_large``.
     """
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise invalid_argument(f"{field} is not JSON-serialisable: {exc}"[:200], field=field) from None
-    if max_bytes is not None:
+    if _JSON_NUL.search(encoded):
+        raise invalid_argument(f"{field} contains a NUL character", field=field)
+    try:
         size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
+    if max_bytes is not None:
         if size > max_bytes:
             raise payload_too_large(f"{field} is {size} bytes encoded; the limit is {max_bytes}",
                                     field=field, size=size, limit=max_bytes)
@@ -176,6 +219,7 @@ async def insert_rows(
     conflict_where: ColumnElement[bool] | None = None,
     update: Callable[[Any], Mapping[str, Any]] | None = None,
     returning: Sequence[Any] = (),
+    checked: bool = False,
 ) -> tuple[int, list[Row[Any]]]:
     """Insert ``rows`` idempotently: ``ON CONFLICT (conflict) DO NOTHING``, or
     ``DO UPDATE SET update(excluded)`` when given (``conflict_where`` names a
@@ -186,9 +230,13 @@ async def insert_rows(
     (…), (…) RETURNING`` batches of up to 1000 rows. Returns
     ``(affected_rows, returned_rows)``; the primary key is returned when
     ``returning`` is empty, so the count is exact (skipped rows return nothing).
+    Rows pass :func:`check_row` first unless the caller did that (``checked``).
     """
     if not rows:
         return 0, []
+    if not checked:
+        for row in rows:
+            check_row(table, row)
     stmt = insert_for(session, table)
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
@@ -286,7 +334,7 @@ async def fetch_keyset(
 
 __all__ = [
     "MAX_JSON_BYTES", "MAX_PAGE", "TS_CONFIG", "Keyset", "cap_text", "check_limit",
-    "check_non_negative", "check_optional_text", "check_text", "dialect_name", "encode_json",
+    "check_non_negative", "check_optional_text", "check_row", "check_storable", "check_text", "dialect_name", "encode_json",
     "epoch", "fetch_keyset", "insert_for", "insert_rows", "json_value", "like_contains",
     "merge_json", "now", "search_terms", "short_hash", "ts_query", "ts_vector", "unique_by",
 ]

@@ -58,6 +58,7 @@ class AgentStore:
         return rows[0].version
 
     async def get(self, agent_id: str) -> AgentRecord:
+        check_text(agent_id, "agent_id", max_len=128)
         row = (await self._session.execute(select(_T).where(_T.c.agent_id == agent_id))).one_or_none()
         if row is None:
             raise not_found("agent not found", agent_id=agent_id)
@@ -69,6 +70,7 @@ class AgentStore:
 
     async def delete(self, agent_id: str) -> bool:
         """``True`` when the agent existed."""
+        check_text(agent_id, "agent_id", max_len=128)
         result = await self._session.execute(delete(_T).where(_T.c.agent_id == agent_id))
         return bool(result.rowcount)
 

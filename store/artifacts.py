@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.errors import invalid_argument, not_found, payload_too_large, unauthorized
 from protocol.pages import ArtifactMetadata, ArtifactReadResult
 
-from ._common import check_optional_text, check_text, epoch, insert_rows, now
+from ._common import check_optional_text, check_row, check_text, epoch, insert_rows, now
 from .models import AgentArtifact
 
 DEFAULT_INLINE_LIMIT = 1 << 20
@@ -218,7 +218,7 @@ class ArtifactStore:
                     with_content: bool) -> Row[Any]:
         columns = list(_T.c) if with_content else _META
         row = (await self._session.execute(
-            select(*columns).where(_T.c.artifact_id == artifact_id))).one_or_none()
+            select(*columns).where(_T.c.artifact_id == _check_id(artifact_id)))).one_or_none()
         if row is None or (row.expires_at is not None and row.expires_at <= now()):
             raise not_found("artifact not found", artifact_id=artifact_id)
         if conversation_id is not None and row.conversation_id != conversation_id:
@@ -241,9 +241,10 @@ class ArtifactStore:
 
 
 def _check_id(artifact_id: str | None) -> str:
+    """A valid artifact id; ``None`` draws a new one."""
     if artifact_id is None:
         return f"art_{uuid.uuid4().hex}"
-    if not isinstance(artifact_id, str) or not _ARTIFACT_ID.match(artifact_id):
+    if not isinstance(artifact_id, str) or not _ARTIFACT_ID.fullmatch(artifact_id):
         raise invalid_argument("artifact_id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
     return artifact_id
 
@@ -258,11 +259,13 @@ def _base_row(artifact_id: str, artifact_type: str, mime_type: str | None, name:
     if expires_at is not None and (isinstance(expires_at, bool)
                                    or not isinstance(expires_at, (int, float))):
         raise invalid_argument("expires_at must be epoch seconds")
-    return {"artifact_id": artifact_id, "artifact_type": artifact_type, "mime_type": mime_type,
-            "name": name, "size_bytes": size, "sha256": digest, "conversation_id": conversation_id,
-            "run_id": run_id, "runner_id": runner_id, "created_at": now(),
-            "expires_at": None if expires_at is None else float(expires_at),
-            "metadata_json": dict(metadata or {})}
+    row = {"artifact_id": artifact_id, "artifact_type": artifact_type, "mime_type": mime_type,
+           "name": name, "size_bytes": size, "sha256": digest, "conversation_id": conversation_id,
+           "run_id": run_id, "runner_id": runner_id, "created_at": now(),
+           "expires_at": None if expires_at is None else float(expires_at),
+           "metadata_json": dict(metadata or {})}
+    check_row(_T, row)  # before a file is written
+    return row
 
 
 def _metadata(row: Row[Any]) -> ArtifactMetadata:

@@ -23,7 +23,9 @@ from ._common import (
     cap_text,
     check_limit,
     check_non_negative,
+    check_optional_text,
     check_text,
+    encode_json,
     epoch,
     fetch_keyset,
     insert_rows,
@@ -133,6 +135,10 @@ class EventLogStore:
 
     async def update_metadata(self, event_id: str, patch: Mapping[str, Any]) -> EventRecord:
         """Deep-merge ``patch`` into the event's metadata (row-locked read-modify-write)."""
+        check_text(event_id, "event_id", max_len=128)
+        if not isinstance(patch, Mapping):
+            raise invalid_argument("metadata patch must be an object")
+        encode_json(patch, field="metadata patch", max_bytes=None)
         current = (await self._session.execute(
             select(_T.c.metadata_json).where(_T.c.event_id == event_id).with_for_update()
         )).scalar_one_or_none()
@@ -151,6 +157,7 @@ class EventLogStore:
 
     # -- reads ----------------------------------------------------------------
     async def get(self, event_id: str) -> EventRecord:
+        check_text(event_id, "event_id", max_len=128)
         row = (await self._session.execute(select(_T).where(_T.c.event_id == event_id))).one_or_none()
         if row is None:
             raise not_found("event not found", event_id=event_id)
@@ -177,7 +184,7 @@ class EventLogStore:
     async def latest_cursor(self, conversation_id: str | None = None) -> str | None:
         """Cursor of the newest event (of the conversation), ``None`` when empty."""
         query = select(func.max(_T.c.id))
-        if conversation_id is not None:
+        if check_optional_text(conversation_id, "conversation_id") is not None:
             query = query.where(_T.c.conversation_id == conversation_id)
         last = (await self._session.execute(query)).scalar_one_or_none()
         return None if last is None else _KEYSET.encode((last,))
@@ -191,20 +198,22 @@ class EventLogStore:
     async def count(self, conversation_id: str | None = None,
                     event_type: str | None = None) -> int:
         query = select(func.count()).select_from(_T)
-        if conversation_id is not None:
+        if check_optional_text(conversation_id, "conversation_id") is not None:
             query = query.where(_T.c.conversation_id == conversation_id)
-        if event_type is not None:
+        if check_optional_text(event_type, "event_type", max_len=128) is not None:
             query = query.where(_T.c.event_type == event_type)
         return (await self._session.execute(query)).scalar_one()
 
     @staticmethod
     def _filtered(conversation_id: str | None, event_types: Sequence[str] | None):
         query = select(_T)
-        if conversation_id is not None:
+        if check_optional_text(conversation_id, "conversation_id") is not None:
             query = query.where(_T.c.conversation_id == conversation_id)
         if event_types is not None:
             if isinstance(event_types, str) or not event_types:
                 raise invalid_argument("event_types must be a non-empty list of strings")
+            for event_type in event_types:
+                check_text(event_type, "event_types", max_len=128)
             query = query.where(_T.c.event_type.in_(list(event_types)))
         return query
 

@@ -22,6 +22,7 @@ from protocol.errors import invalid_argument
 from ._common import (
     check_limit,
     check_optional_text,
+    check_row,
     check_text,
     dialect_name,
     insert_rows,
@@ -76,7 +77,6 @@ class KnowledgeStore:
         check_optional_text(title, "title", max_len=512)
         if not isinstance(content, str) or not content.strip():
             raise invalid_argument("content must be a non-empty string")
-        await self.delete(kb_id, doc_id)
         pieces = chunk_text(content)
         stamp = now()
         rows = []
@@ -86,8 +86,11 @@ class KnowledgeStore:
                 meta.update(source_doc_id=doc_id, chunk=index, chunks=len(pieces))
             rows.append({"kb_id": kb_id, "doc_id": f"{doc_id}#{index}" if len(pieces) > 1 else doc_id,
                          "title": title, "content": piece, "metadata_json": meta, "created_at": stamp})
+        for row in rows:
+            check_row(_T, row)  # before the old version is deleted
+        await self.delete(kb_id, doc_id)
         _, inserted = await insert_rows(self._session, _T, rows, conflict=("kb_id", "doc_id"),
-                                        returning=[_T.c.id, _T.c.title, _T.c.content])
+                                        returning=[_T.c.id, _T.c.title, _T.c.content], checked=True)
         if self._sqlite and inserted:
             await self._session.execute(_FTS.insert().values([
                 {"rowid": r.id, "title": r.title or "", "content": r.content, "kb_id": kb_id}
@@ -96,6 +99,8 @@ class KnowledgeStore:
 
     async def delete(self, kb_id: str, doc_id: str) -> int:
         """Delete a document (all its chunks); returns the number of rows removed."""
+        check_text(kb_id, "kb_id", max_len=128)
+        check_text(doc_id, "doc_id", max_len=256)
         ids = list((await self._session.execute(
             select(_T.c.id).where(_T.c.kb_id == kb_id,
                                   or_(_T.c.doc_id == doc_id,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import invalid_argument
 
-from ._common import check_limit, check_text, insert_rows, json_value, now
+from ._common import check_limit, check_storable, check_text, insert_rows, json_value, now
 from .models import KV_AREAS, AgentKv
 
 _T = AgentKv.__table__
@@ -52,6 +52,7 @@ class KvStore:
         check_limit(limit, MAX_KEYS)
         if not isinstance(prefix, str):
             raise invalid_argument("prefix must be a string")
+        check_storable(prefix, "prefix", 512)
         query = (select(_T.c.key).where(_T.c.area == area, _T.c.namespace == namespace)
                  .order_by(_T.c.key).limit(limit))
         if prefix:

@@ -27,6 +27,7 @@ from ._common import (
     Keyset,
     check_limit,
     check_optional_text,
+    check_storable,
     check_text,
     encode_json,
     epoch,
@@ -67,8 +68,6 @@ class RunLedgerStore:
                      metadata: dict[str, Any] | None = None) -> RunRecord:
         """Record a new run in status ``created``; a retry returns the stored run."""
         check_text(run_id, "run_id", max_len=128)
-        for name, value in (("event_id", event_id), ("agent_id", agent_id)):
-            check_optional_text(value, name, max_len=128)
         stamp = now()
         _, rows = await insert_rows(self._session, _R, [{
             "run_id": run_id, "event_id": event_id, "agent_id": agent_id,
@@ -84,12 +83,13 @@ class RunLedgerStore:
         """Move the run to ``status`` (see the module invariants); returns the run.
         ``started_at`` is stamped on ``running``, ``finished_at`` on a terminal status;
         ``reason`` (when given) replaces ``status_reason``."""
+        check_text(run_id, "run_id", max_len=128)
         if status not in RUN_STATUSES:
             raise invalid_argument(f"unknown run status {status!r}", allowed=list(RUN_STATUSES))
         stamp = now()
         values: dict[str, Any] = {"status": status, "updated_at": stamp}
         if reason is not None:
-            values["status_reason"] = reason
+            values["status_reason"] = check_storable(reason, "reason")
         if status == "running":
             values["started_at"] = stamp
         if status in TERMINAL_STATUSES:
@@ -109,10 +109,11 @@ class RunLedgerStore:
     async def request_cancel(self, run_id: str, reason: str | None = None) -> RunRecord:
         """Stamp ``cancel_requested_at`` once (first request wins); a finished run
         is returned unchanged. The run's actor performs the actual cancellation."""
+        check_text(run_id, "run_id", max_len=128)
         stamp = now()
         values: dict[str, Any] = {"cancel_requested_at": stamp, "updated_at": stamp}
         if reason is not None:
-            values["status_reason"] = reason
+            values["status_reason"] = check_storable(reason, "reason")
         row = (await self._session.execute(
             update(_R).where(_R.c.run_id == run_id, _R.c.cancel_requested_at.is_(None),
                              _R.c.status.in_(NON_TERMINAL_STATUSES))
@@ -120,6 +121,7 @@ class RunLedgerStore:
         return _run(row) if row is not None else await self.get(run_id)
 
     async def get(self, run_id: str) -> RunRecord:
+        check_text(run_id, "run_id", max_len=128)
         row = (await self._session.execute(select(_R).where(_R.c.run_id == run_id))).one_or_none()
         if row is None:
             raise not_found("run not found", run_id=run_id)
@@ -133,7 +135,7 @@ class RunLedgerStore:
         ``total_count`` counts every run matching the filters."""
         check_limit(limit)
         query = select(_R)
-        if conversation_id is not None:
+        if check_optional_text(conversation_id, "conversation_id") is not None:
             query = query.where(_R.c.conversation_id == conversation_id)
         if statuses is not None:
             if isinstance(statuses, str) or not set(statuses) <= set(RUN_STATUSES):
@@ -185,6 +187,7 @@ class RunLedgerStore:
     async def events_page(self, run_id: str, *, after_cursor: str | None = None,
                           limit: int = 50) -> RunEventPage:
         """The run's events in ascending ``sequence`` after ``after_cursor``."""
+        check_text(run_id, "run_id", max_len=128)
         check_limit(limit)
         after = _EVENTS.decode(after_cursor, run_id)
         rows, has_more = await fetch_keyset(self._session, select(_E).where(_E.c.run_id == run_id),

@@ -33,6 +33,7 @@ from protocol.pages import StateEntry, StateList
 from ._common import (
     MAX_JSON_BYTES,
     check_limit,
+    check_storable,
     check_text,
     epoch,
     insert_rows,
@@ -173,8 +174,9 @@ class StateStore:
         """Entries whose key starts with ``prefix`` (case-sensitive), ordered by key."""
         _check_scope_key(scope_key)
         check_limit(limit)
-        if not isinstance(prefix, str) or len(prefix) > self.MAX_KEY_LEN:
+        if not isinstance(prefix, str):
             raise invalid_argument("prefix must be a string")
+        check_storable(prefix, "prefix", self.MAX_KEY_LEN)
         query = (select(_T).where(_T.c.scope_key == scope_key)
                  .order_by(_T.c.state_key).limit(limit + 1))
         if prefix:

@@ -37,6 +37,8 @@ from ._common import (
     check_limit,
     check_non_negative,
     check_optional_text,
+    check_row,
+    check_storable,
     check_text,
     dialect_name,
     epoch,
@@ -125,7 +127,7 @@ class TranscriptStore:
             for offset, row in enumerate(new, start=1):
                 row["seq"] = base + offset
             fresh.extend(new)
-        await insert_rows(self._session, _T, fresh, conflict=("transcript_id",))
+        await insert_rows(self._session, _T, fresh, conflict=("transcript_id",), checked=True)
         return [stored.get(r["transcript_id"]) or _item(r) for r in rows]
 
     async def revert_run(self, run_id: str) -> int:
@@ -186,6 +188,8 @@ class TranscriptStore:
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
                 raise invalid_argument(f"filter {name!r} must be a string or a list of strings")
+            for v in values:
+                check_storable(v, name)
             base = base.where(_T.c[name].in_(list(values)))
         if dialect_name(self._session) == "postgresql":
             document, tsquery = ts_vector(_T.c.content), ts_query(terms)
@@ -204,6 +208,7 @@ class TranscriptStore:
 
     async def latest(self, conversation_id: str) -> tuple[int, str | None]:
         """``(seq, cursor)`` of the newest visible item; ``(0, None)`` when empty."""
+        check_text(conversation_id, "conversation_id")
         last = (await self._session.execute(
             select(func.max(_T.c.seq)).where(_T.c.conversation_id == conversation_id,
                                              _T.c.reverted.is_(False)))).scalar_one_or_none()
@@ -211,6 +216,7 @@ class TranscriptStore:
 
     async def has_before(self, conversation_id: str, cursor: str) -> bool:
         """Whether a visible item precedes ``cursor``."""
+        check_text(conversation_id, "conversation_id")
         (seq,) = _KEYSET.decode(cursor, conversation_id)  # type: ignore[misc]
         query = self._visible(conversation_id).where(_T.c.seq < seq).limit(1)
         return (await self._session.execute(query)).first() is not None
@@ -245,7 +251,7 @@ class TranscriptStore:
         metadata = dict(entry.metadata)
         if original is not None:
             metadata["truncated"] = {"original_length": original, "cap": self._cap}
-        return {
+        row = {
             "transcript_id": entry.transcript_id or f"tr_{uuid.uuid4().hex}",
             "event_id": entry.event_id, "run_id": entry.run_id,
             "conversation_id": entry.conversation_id, "thread_id": entry.thread_id,
@@ -255,6 +261,8 @@ class TranscriptStore:
             "created_at": entry.created_at if entry.created_at is not None else stamp,
             "metadata_json": metadata,
         }
+        check_row(_T, row)  # before any SQL: a bad item must not leave a bumped counter
+        return row
 
 
 def _item(row: Row[Any] | Mapping[str, Any]) -> TranscriptItem:
