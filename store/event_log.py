@@ -127,7 +127,7 @@ class EventLogStore:
         return _record(rows[0]) if rows else await self.get(entry.event_id)
 
     async def append_many(self, entries: Sequence[EventLogEntry]) -> int:
-        """Append in one multi-row INSERT per chunk; returns how many rows were new."""
+        """Append with one batched multi-row INSERT; returns how many rows were new."""
         stamp = now()
         rows = [_row(e, stamp) for e in unique_by(entries, lambda e: e.event_id)]
         count, _ = await insert_rows(self._session, _T, rows, conflict=("event_id",))

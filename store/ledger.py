@@ -169,7 +169,7 @@ class RunLedgerStore:
         return await self.append_events([event]) == 1
 
     async def append_events(self, events: Sequence[RunEventRecord]) -> int:
-        """Record results of any runs in one multi-row INSERT per chunk; returns
+        """Record results of any runs with one batched multi-row INSERT; returns
         how many were new. Only run_id, sequence, type, data and created_at are
         persisted. Unknown run → ``not_found`` (nothing is written)."""
         stamp = now()

@@ -102,7 +102,7 @@ class TranscriptStore:
         return (await self.append_many([entry]))[0]
 
     async def append_many(self, entries: Sequence[TranscriptEntry]) -> list[TranscriptItem]:
-        """Append items of any conversations in one multi-row INSERT per chunk.
+        """Append items of any conversations with one batched multi-row INSERT.
 
         Returns one item per distinct ``transcript_id``, in input order; items
         already stored (retries) are returned as stored.
