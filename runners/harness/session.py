@@ -1,0 +1,125 @@
+"""Session identity and the per-session workspace.
+
+:class:`SessionKey` names one external-harness session: (runner, binding,
+conversation, thread). Its :meth:`~SessionKey.digest` is a sha256 over a
+length-prefixed encoding — no separator ambiguity (``("a:b", "c")`` and
+``("a", "b:c")`` differ) and ``None`` distinct from ``""`` — so it is safe as a
+directory name and as a Ray actor name (ConversationSessionActor).
+
+:func:`prepare_workspace` resolves ``<workspace_root>/<digest>`` and the
+configured working directory inside it, refusing anything whose real path
+leaves the session directory (``..``, absolute paths elsewhere, symlinks).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    runner_id: str
+    binding_id: str | None
+    conversation_id: str | None
+    thread_id: str | None = None
+
+    _VERSION = b"runnerhost.session.v1"
+
+    def encode(self) -> bytes:
+        """Unambiguous byte encoding: a version tag, then per field a presence byte,
+        an 8-byte big-endian length and the UTF-8 bytes."""
+        out = bytearray(self._VERSION)
+        for value in (self.runner_id, self.binding_id, self.conversation_id, self.thread_id):
+            if value is None:
+                out += b"\x00"
+                continue
+            raw = str(value).encode("utf-8")
+            out += b"\x01" + len(raw).to_bytes(8, "big") + raw
+        return bytes(out)
+
+    def digest(self) -> str:
+        """Stable lowercase hex sha256 of :meth:`encode` (64 chars)."""
+        return hashlib.sha256(self.encode()).hexdigest()
+
+    def actor_name(self, prefix: str = "harness-session") -> str:
+        """A Ray-actor-safe name for this session."""
+        return f"{prefix}-{self.digest()}"
+
+
+class WorkspaceDenied(Exception):
+    """The configured workspace/cwd would leave the session root."""
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def session_dir_for(workspace_root: str | os.PathLike[str], key: SessionKey) -> Path:
+    return Path(workspace_root) / key.digest()
+
+
+def prepare_workspace(workspace_root: str | os.PathLike[str], key: SessionKey,
+                      cwd: str | None = None) -> tuple[Path, Path]:
+    """Create (0700) and validate the session dir and the working dir inside it.
+
+    Returns ``(session_dir, cwd)`` as real paths. ``cwd`` (config) is relative
+    to the session dir; an absolute ``cwd`` is accepted only if its real path is
+    inside the session dir. Raises :class:`WorkspaceDenied` otherwise, or when
+    the session dir itself is a symlink / not a directory.
+    """
+    root = os.path.realpath(os.fspath(workspace_root))
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    session = os.path.join(root, key.digest())
+    try:
+        os.mkdir(session, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(session)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise WorkspaceDenied("the session directory is not a plain directory")
+    real_session = os.path.realpath(session)
+    if not _inside(real_session, root):
+        raise WorkspaceDenied("the session directory escapes the workspace root")
+
+    if not cwd:
+        return Path(real_session), Path(real_session)
+    candidate = cwd if os.path.isabs(cwd) else os.path.join(real_session, cwd)
+    # Check the lexical form first (so "../x" is refused even if it doesn't exist),
+    # then the real path of every existing prefix (symlinks).
+    lexical = os.path.normpath(candidate)
+    if not _inside(lexical, real_session):
+        raise WorkspaceDenied("the configured cwd escapes the session directory")
+    real = os.path.realpath(lexical)
+    if not _inside(real, real_session):
+        raise WorkspaceDenied("the configured cwd resolves (through a symlink) outside the session directory")
+    os.makedirs(real, mode=0o700, exist_ok=True)
+    # Re-check after creation (a racing symlink swap would show here).
+    real_after = os.path.realpath(lexical)
+    if not _inside(real_after, real_session) or not os.path.isdir(real_after):
+        raise WorkspaceDenied("the configured cwd is not a directory inside the session directory")
+    return Path(real_session), Path(real_after)
+
+
+def cleanup_session(workspace_root: str | os.PathLike[str], key: SessionKey) -> bool:
+    """Delete a session's directory (for ``agent_runtime_session`` → ``cleaned``).
+
+    Returns False when there was nothing to delete. A symlink planted in place of
+    the session dir is unlinked, never followed. The harness's own native session
+    store (e.g. ``~/.claude/projects``) is not touched.
+    """
+    import shutil
+
+    root = os.path.realpath(os.fspath(workspace_root))
+    session = os.path.join(root, key.digest())
+    if not os.path.lexists(session):
+        return False
+    if os.path.islink(session) or not os.path.isdir(session):
+        os.unlink(session)
+        return True
+    if not _inside(os.path.realpath(session), root):
+        raise WorkspaceDenied("the session directory escapes the workspace root")
+    shutil.rmtree(session)  # rmtree does not follow symlinks inside the tree
+    return True
