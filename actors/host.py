@@ -202,13 +202,35 @@ class Host:
         return {"run_id": target["run_id"], "type": "event.steered",
                 "data": {"claimed_by_run_id": target["run_id"], "event_id": event.event_id}, "sequence": None}
 
-    async def _run(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
-                   admission: dict[str, Any], decision: Decision, run_actor: Any) -> AsyncIterator[dict[str, Any]]:
+    def _run(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
+             admission: dict[str, Any], decision: Decision, run_actor: Any) -> AsyncIterator[dict[str, Any]]:
+        """Start the run's driver task and follow it: the run never depends on its reader."""
         live = self.live[run_id] = LiveRun()
+        task = asyncio.create_task(self._drive(run_id, event, binding, descriptor, admission, decision,
+                                               run_actor, live))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return self._follow(live, 0)
+
+    async def _follow(self, live: LiveRun, index: int) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            async with live.changed:
+                while index >= len(live.frames) and not live.done:
+                    await live.changed.wait()
+                frames, index = live.frames[index:], len(live.frames)
+            if not frames:  # done, and nothing left to read
+                return
+            for frame in frames:
+                yield frame
+                if is_terminal(frame):
+                    return
+
+    async def _drive(self, run_id: str, event: EventEnvelope, binding: AgentBinding,
+                     descriptor: RunnerDescriptor, admission: dict[str, Any], decision: Decision,
+                     run_actor: Any, live: LiveRun) -> None:
         worker_pool = None
         worker = None
         first_sequence = 0
-        terminal_sent = False
         try:
             start = self._start_payload(run_id, event, binding)
             if decision in (Decision.QUEUE, Decision.INTERRUPT, Decision.ROLLBACK):
@@ -218,7 +240,6 @@ class Host:
                 await self._storage_write("run_accept", **start, frames=[queued])
                 first_sequence = 1
                 await live.publish(queued)
-                yield queued
                 if decision is not Decision.QUEUE:
                     await self._cancel_runs(admission["wait_for"], f"{decision.value} by event {event.event_id}",
                                             rollback=decision is Decision.ROLLBACK)
@@ -229,30 +250,27 @@ class Host:
             plan = self._plan(run_id, event, binding, descriptor, start, worker, run_actor, first_sequence)
             gen = run_actor.execute.options(num_returns="streaming").remote(plan)
             async for ref in gen:
-                frame = await ref
-                if is_terminal(frame):
-                    await self._release(run_id)
-                    terminal_sent = True
-                await live.publish(frame)
-                yield frame
+                await live.publish(await ref)
         except RayActorError:
             log.warning("RunActor of %s died; recording a retryable failure", run_id)
             await self.run_actors.discard(run_actor)
             run_actor = None
+            await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True)
         except RunnerHostError as exc:
-            if not terminal_sent:
+            if not live.done:
                 await self._fail(run_id, live, f"host.{exc.code.value}", exc.message, exc.retryable)
-                terminal_sent = True
-                yield live.frames[-1]
+        except Exception as exc:  # never leave a reader hanging or a ledger row open
+            log.exception("run %s failed in the host", run_id)
+            if not live.done:
+                await self._fail(run_id, live, "host.error", type(exc).__name__, True)
         finally:
+            if not live.done:
+                await self._fail(run_id, live, "host.run_actor_died", "the run ended without a terminal frame", True)
             if worker is not None:
                 await worker_pool.release(worker)
             if run_actor is not None:
                 await self.run_actors.release(run_actor)
-        if not terminal_sent:
-            await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True)
-            yield live.frames[-1]
-        self.live.pop(run_id, None)
+            self.live.pop(run_id, None)
 
     async def _fail(self, run_id: str, live: LiveRun, code: str, message: str, retryable: bool) -> None:
         """Finalize a run whose RunActor could not: ledger failed, lane released, terminal frame."""
@@ -341,42 +359,27 @@ class Host:
     # -- background runs, join, cancel ---------------------------------------------------
     async def submit_background(self, event: EventEnvelope, agent_id: str | None = None) -> dict[str, Any]:
         """Admit now (errors surface to the caller), run in the background."""
-        run_id = new_run_id()
-        stream = await self.submit(event, agent_id, run_id=run_id)
+        stream = await self.submit(event, agent_id)
         first = await stream.__anext__()
-
-        async def drain() -> None:
-            try:
-                async for _ in stream:
-                    pass
-            except Exception:
-                log.exception("background run %s failed", run_id)
-        task = asyncio.create_task(drain())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        await stream.aclose()  # the run is driven by its own task, not by this reader
         return first
 
     async def join(self, run_id: str, poll_s: float = 0.2) -> AsyncIterator[dict[str, Any]]:
         """Frames of a run: live ones from here on, else replayed from the ledger until terminal."""
         live = self.live.get(run_id)
         if live is not None:
-            index = len(live.frames)
-            while True:
-                async with live.changed:
-                    while index >= len(live.frames) and not live.done:
-                        await live.changed.wait()
-                    frames, index = live.frames[index:], len(live.frames)
-                for frame in frames:
-                    yield frame
-                    if is_terminal(frame):
-                        return
-                if live.done:
-                    return
+            async for frame in self._follow(live, len(live.frames)):
+                yield frame
+            return
         await self._storage_read("run_get", run_id=run_id)  # not_found for an unknown run
         after: str | None = None
+        seen = -1
         while True:
             page = await self._storage_read("run_events_page", run_id=run_id, after_cursor=after, limit=100)
             for item in page["items"]:
+                if item["sequence"] <= seen:
+                    continue
+                seen = item["sequence"]
                 frame = {"run_id": run_id, "type": item["type"], "data": item["data"], "sequence": item["sequence"]}
                 yield frame
                 if is_terminal(frame):

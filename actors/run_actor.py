@@ -150,6 +150,10 @@ class RunActor:
             )
         finally:
             self._reset()
+        try:  # free the conversation lane now: queued runs must not wait for a reader
+            await call_with_retry(lambda: plan["registry"].release.remote(run_id), what="registry release")
+        except RunnerHostError:
+            log.error("could not release run %s from the registry", run_id)
         yield terminal
 
     async def _relay(self, gen: Any, deadline_at: float | None) -> AsyncIterator[Any]:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
-import ray
 
 from actors.host import Host
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
@@ -30,17 +30,30 @@ AGENTS = {
 }
 
 
+PROBE = "plugin:test/probe/default"
+REPO = str(Path(__file__).resolve().parents[2])
+
+
 @pytest.fixture(scope="session")
 def ray_session():
+    """One local Ray for the whole session; workers can import ``tests.*`` probe runners."""
+    import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests",
-                 log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": REPO}})
     yield
     ray.shutdown()
 
 
+def probe_agent(strategy: MultitaskStrategy = MultitaskStrategy.PARALLEL, policy: ResourcePolicy | None = None,
+                runner: str = PROBE, timeout_s: float = 300.0, **config) -> AgentConfig:
+    return AgentConfig(runner_id=runner, runner_config=config, multitask_strategy=strategy,
+                       resource_policy=policy or ResourcePolicy(), timeout_s=timeout_s)
+
+
 @pytest.fixture(scope="session")
 async def host(ray_session, pg_url, tmp_path_factory) -> Host:
+    from tests.actors.probe_runners import PROBE_RUNNERS
     config = HostConfig(
         namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
         storage=StorageConfig(database_url=pg_url, artifact_root=str(tmp_path_factory.mktemp("artifacts"))),
@@ -48,6 +61,10 @@ async def host(ray_session, pg_url, tmp_path_factory) -> Host:
                          acquire_timeout_s=20),
         steering_capacity=3,
         agents=AGENTS,
+        extra_runners=PROBE_RUNNERS,
+        providers={"tool_catalog": {"calculator": {"description": "math"}},
+                   "knowledge_bases": ["docs"],
+                   "models": [{"model_id": "gpt", "base_url": "http://127.0.0.1:9/v1", "model": "x"}]},
     )
     h = await Host.start(config)
     yield h

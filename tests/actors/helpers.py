@@ -1,0 +1,47 @@
+"""Small helpers shared by the actor-layer tests."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from protocol.events import EventEnvelope
+
+
+def message(conv: str, text: str = "hi", **kw: Any) -> EventEnvelope:
+    return EventEnvelope(event_type="message.received", conversation_id=conv,
+                         actor={"actor_type": "user", "actor_id": "u1"}, input={"text": text}, **kw)
+
+
+async def collect(stream) -> list[dict[str, Any]]:
+    return [frame async for frame in stream]
+
+
+async def run_to_end(host, event: EventEnvelope, agent_id: str) -> list[dict[str, Any]]:
+    return await collect(await host.submit(event, agent_id))
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["data"]["chunk"]["content"] for f in frames if f["type"] == "message.delta")
+
+
+async def first_frame(stream):
+    return await stream.__anext__()
+
+
+async def events_of(host, conv: str) -> list[dict[str, Any]]:
+    page = await host._storage_read("event_page", conversation_id=conv, limit=100)
+    return page["items"]
+
+
+async def transcript_of(host, conv: str) -> list[dict[str, Any]]:
+    page = await host._storage_read("history_page", conversation_id=conv, limit=100, direction="forward")
+    return page["items"]
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(interval)

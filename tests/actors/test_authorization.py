@@ -1,0 +1,91 @@
+"""SPEC §3: every runner-API call is checked against the snapshot frozen at run start."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from protocol.agents import ResourcePolicy
+from protocol.events import EventEnvelope
+from tests.actors.conftest import probe_agent
+
+pytestmark = pytest.mark.ray
+
+
+def message(conv: str, text: str = "hi") -> EventEnvelope:
+    return EventEnvelope(event_type="message.received", conversation_id=conv,
+                         actor={"actor_type": "user", "actor_id": "u1"}, input={"text": text})
+
+
+async def outcomes(host, agent_id: str, conv: str) -> tuple[list[dict], list[dict]]:
+    frames = [f async for f in await host.submit(message(conv), agent_id)]
+    assert frames[-1]["type"] == "run.completed", frames[-1]
+    completed = [f for f in frames if f["type"] == "message.completed"][0]
+    return json.loads(completed["data"]["message"]["content"]), frames
+
+
+ALL_UNGRANTED = [
+    ["invoke_llm", {"model_id": "gpt", "messages": [{"role": "user", "content": "x"}]}],
+    ["call_tool", {"tool_name": "calculator", "parameters": {}}],
+    ["retrieve_knowledge", {"kb_id": "docs", "query": "x"}],
+    ["history_page", {"conversation_id": "someone-elses-conversation"}],
+    ["storage_set", {"area": "plugin", "key": "k", "value": 1}],
+    ["state_set", {"scope": "conversation", "key": "k", "value": 1}],
+]
+
+
+async def test_ungranted_resources_are_unauthorized(host, conv):
+    # policy grants nothing beyond the defaults (no models/tools/kbs/storage, no state)
+    await host.put_agent("probe-narrow", probe_agent(
+        policy=ResourcePolicy(state=False), calls=ALL_UNGRANTED + [["history_page", {}]]))
+    results, _ = await outcomes(host, "probe-narrow", conv)
+    assert [r.get("code") for r in results[:-1]] == ["unauthorized"] * len(ALL_UNGRANTED)
+    assert results[-1]["ok"] is True  # own conversation's history is granted
+
+
+async def test_manifest_caps_what_a_generous_policy_grants(host, conv):
+    generous = ResourcePolicy(models=None, tools=None, knowledge_bases=None, storage=["plugin"],
+                              cross_conversation_history=True)
+    await host.put_agent("noperm", probe_agent(policy=generous, runner="plugin:test/noperm/default",
+                                               calls=ALL_UNGRANTED + [["history_page", {}]]))
+    results, _ = await outcomes(host, "noperm", conv)
+    assert all(r.get("code") == "unauthorized" for r in results), results
+
+
+async def test_granted_calls_work_and_state_is_scoped(host, conv):
+    await host.put_agent("probe-state", probe_agent(calls=[
+        ["state_set", {"scope": "conversation", "key": "color", "value": "blue"}],
+        ["state_get", {"scope": "conversation", "key": "color"}],
+        ["steering_pull", {}],
+        ["run_get", {}],
+    ]))
+    results, frames = await outcomes(host, "probe-state", conv)
+    assert [r["ok"] for r in results] == [True, True, True, True]
+    assert results[1]["value"]["value"] == "blue"
+    assert results[3]["value"]["run_id"] == frames[0]["run_id"]
+    assert results[3]["value"]["status"] == "running"
+
+
+async def test_calls_after_the_run_ended_are_unauthorized(host, conv):
+    await host.put_agent("probe-keep", probe_agent(keep_api=True))
+    await outcomes(host, "probe-keep", conv)
+    await host.put_agent("probe-stale", probe_agent(use_stale=True, calls=[
+        ["history_page", {}], ["state_get", {"scope": "conversation", "key": "x"}]]))
+    results, _ = await outcomes(host, "probe-stale", conv)
+    assert [r.get("code") for r in results] == ["unauthorized", "unauthorized"]
+
+
+async def test_snapshot_frozen_at_start_survives_a_config_change(host, conv):
+    await host.put_agent("probe-frozen", probe_agent(sleep_s=1.5, calls=[["history_page", {}]]))
+    stream = await host.submit(message(conv), "probe-frozen")
+    first = await stream.__anext__()
+    assert first["type"] == "run.started"
+    # mid-run, revoke history for this agent
+    await host.put_agent("probe-frozen", probe_agent(sleep_s=0, policy=ResourcePolicy(history=[]),
+                                                     calls=[["history_page", {}]]))
+    frames = [f async for f in stream]
+    during = json.loads([f for f in frames if f["type"] == "message.completed"][0]["data"]["message"]["content"])
+    assert during[0]["ok"] is True  # the frozen grant is what counts
+    after, _ = await outcomes(host, "probe-frozen", conv)
+    assert after[0]["code"] == "unauthorized"  # the next run sees the new policy
