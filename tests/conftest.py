@@ -5,9 +5,10 @@
 * ``db`` (session, parametrized ``postgres`` | ``sqlite``): a :class:`store.Database`
   on those URLs. Tests share it, so they isolate themselves with unique ids.
 * ``empty_db_url`` (function, parametrized like ``db``): a fresh, *unmigrated* database.
+* ``ray_session`` (session): the one local Ray instance every Ray test shares.
 
 Postgres is reached as user ``postgres`` at 127.0.0.1:5432 (trust auth);
-override the admin DSN with ``RUNNERHOST_TEST_PG_DSN``. No Ray here.
+override the admin DSN with ``RUNNERHOST_TEST_PG_DSN``.
 """
 from __future__ import annotations
 
@@ -101,3 +102,22 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         database = sqlite_database(tmp_path, migrate=False)
     async with database as url:
         yield url
+
+
+# -- Ray ------------------------------------------------------------------------------
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (2-core machine: keep it small).
+
+    Workers get the repo root on PYTHONPATH so test-only runners under ``tests/``
+    are importable inside runner workers.
+    """
+    import ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+    yield
+    ray.shutdown()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -31,18 +30,7 @@ AGENTS = {
 
 
 PROBE = "plugin:test/probe/default"
-REPO = str(Path(__file__).resolve().parents[2])
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole session; workers can import ``tests.*`` probe runners."""
-    import ray
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": REPO}})
-    yield
-    ray.shutdown()
+PROBE = "plugin:test/probe/default"
 
 
 def probe_agent(strategy: MultitaskStrategy = MultitaskStrategy.PARALLEL, policy: ResourcePolicy | None = None,
