@@ -267,7 +267,8 @@ class Host:
             if not live.done:
                 await self._fail(run_id, live, "host.run_actor_died", "the run ended without a terminal frame", True)
             if worker is not None:
-                await worker_pool.release(worker)
+                crashed = live.frames and live.frames[-1]["data"].get("code") == "runner.crashed"
+                await (worker_pool.discard(worker) if crashed else worker_pool.release(worker))
             if run_actor is not None:
                 await self.run_actors.release(run_actor)
             self.live.pop(run_id, None)
@@ -326,6 +327,7 @@ class Host:
 
     def _plan(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
               start: dict[str, Any], worker: Any, run_actor: Any, first_sequence: int) -> dict[str, Any]:
+        start["deadline_at"] = time.time() + binding.timeout_s  # the clock starts when the run does
         manifest = RunnerManifest(id=descriptor.id, label=descriptor.label, capabilities=descriptor.capabilities,
                                   permissions=descriptor.permissions)
         snapshot = compute_access(run_id=run_id, manifest=manifest, binding=binding,
@@ -367,7 +369,7 @@ class Host:
     async def join(self, run_id: str, poll_s: float = 0.2) -> AsyncIterator[dict[str, Any]]:
         """Frames of a run: live ones from here on, else replayed from the ledger until terminal."""
         live = self.live.get(run_id)
-        if live is not None:
+        if live is not None and not live.done:
             async for frame in self._follow(live, len(live.frames)):
                 yield frame
             return

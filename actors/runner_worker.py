@@ -8,6 +8,7 @@ blocks run) on completion, cancel or deadline.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -31,6 +32,8 @@ class RunnerWorker:
         self.runner_id = runner_id
         self.runner = load_target(target)()
         self._tasks: dict[str, asyncio.Task] = {}
+        # A cancel can overtake the run call it targets; remember it (bounded).
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     async def ping(self) -> dict[str, Any]:
         return {"runner_id": self.runner_id, "active": len(self._tasks),
@@ -38,6 +41,8 @@ class RunnerWorker:
 
     async def run(self, ctx_json: dict[str, Any], run_actor: Any, token: str):
         ctx = RunContext.model_validate(ctx_json)
+        if ctx.run_id in self._cancelled:
+            return
         api = ActorRunnerAPI(run_actor, ctx.run_id, token)
         queue: asyncio.Queue = asyncio.Queue(maxsize=256)
         task = asyncio.create_task(self._pump(ctx, api, queue))
@@ -56,6 +61,9 @@ class RunnerWorker:
     async def cancel_run(self, run_id: str) -> bool:
         task = self._tasks.get(run_id)
         if task is None or task.done():
+            self._cancelled[run_id] = None
+            while len(self._cancelled) > 4096:
+                self._cancelled.popitem(last=False)
             return False
         task.cancel()
         return True
