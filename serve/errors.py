@@ -3,7 +3,7 @@
 * :class:`~protocol.errors.RunnerHostError` → its own status (``http_status``).
 * Request validation (malformed JSON, unknown fields, bad query values) →
   **400 ``invalid_argument``** — always 400, never FastAPI's default 422, with
-  ``details.errors`` listing ``loc``/``msg``/``type`` (never the rejected input).
+  ``details.errors`` listing ``loc``/``msg``/``type`` (the raw ``input`` is not echoed).
 * Starlette HTTP errors (unknown route 404, wrong method 405, …) → same status,
   mapped code.
 * Ray actor/availability failures → 503 ``runtime_error`` (retryable).
