@@ -37,7 +37,7 @@ from .models import (CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMI
                      CancelAccepted, CancelRequest, Frame, Health, RunAccepted, RunStatusFilter,
                      SubmitEventRequest)
 from .queries import Queries
-from .streaming import NDJSON, SSE, stream_response
+from .streaming import NDJSON, SSE, detached, stream_response
 
 try:
     VERSION = _dist_version("runnerhost")
@@ -108,10 +108,11 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
                            wait: Annotated[bool, Query(description="false → 202 {run_id} at once")] = True):
         host = H(request)
         if not wait:
-            first = await host.submit_background(body.event, body.agent_id)
+            first = await detached(host.submit_background(body.event, body.agent_id))
             return JSONResponse(RunAccepted(run_id=first["run_id"], type=first["type"]).model_dump(),
                                 status_code=202)
-        stream = await host.submit(body.event, body.agent_id)  # admission errors raise here → 4xx
+        # admission errors raise here → 4xx; the run itself must outlive this request (client hang-up)
+        stream = await detached(host.submit(body.event, body.agent_id))
         return stream_response(request, stream, detach=True)
 
     # -- runs -----------------------------------------------------------------------------------

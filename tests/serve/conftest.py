@@ -1,8 +1,8 @@
 """Fixtures for the HTTP surface: one local Ray, one throwaway Postgres, one Serve app.
 
-* ``serve_ray`` (session): the session's local Ray (started here unless a
-  sibling conftest already did), with the repo root on ``PYTHONPATH`` so Ray
-  workers can import ``tests.serve.gateway_probe``.
+* ``serve_ray`` (session): the session's one local Ray (``ray_session`` from
+  ``tests/conftest.py``), with the repo root on ``PYTHONPATH`` so Ray workers
+  can import ``tests.serve.gateway_probe``.
 * ``serve_pg_url`` (session): ``rh_serve_<random>`` created with asyncpg,
   migrated to head, dropped at the end.
 * ``serve_app`` (session): ``serve.start`` on a free loopback port, then
@@ -53,15 +53,10 @@ def worker_env() -> dict:
 
 
 @pytest.fixture(scope="session")
-def serve_ray() -> Iterator[None]:
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env=worker_env(),
-                 logging_level="WARNING", log_to_driver=False)
-        started = True
+def serve_ray(ray_session) -> Iterator[None]:
+    """The session's one local Ray (``tests/conftest.py``: repo root on the workers' PYTHONPATH)."""
+    assert ray.is_initialized()
     yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -164,3 +164,16 @@ async def test_put_agent_takes_effect_for_next_event(client: httpx.AsyncClient, 
     assert len(deltas) == 1 and frames[-1]["type"] == "run.completed"
     runners = (await client.get("/v1/runners")).json()
     assert "plugin:builtin/echo/default" in {d["id"] for d in runners}
+
+
+async def test_client_disconnect_does_not_cut_the_run_short(client: httpx.AsyncClient, conv: str):
+    async with client.stream("POST", "/v1/events",
+                             json={"agent_id": "slow", "event": event(conv, "keep going without me")}) as r:
+        async for line in r.aiter_lines():
+            run_id = json.loads(line)["run_id"]
+            break  # hang up after the first frame
+    run = await wait_status(client, run_id, "completed")
+    frames = (await client.get(f"/v1/runs/{run_id}/events", params={"limit": 100})).json()["items"]
+    assert run["status"] == "completed", (run, frames)
+    page = (await client.get(f"/v1/conversations/{conv}/transcript")).json()
+    assert page["items"][-1]["content"] == "echo: keep going without me"
