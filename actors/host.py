@@ -245,9 +245,12 @@ class Host:
                                             rollback=decision is Decision.ROLLBACK)
                 await self.registry.wait_released.remote(admission["wait_for"], QUEUE_WAIT_S)
                 await self.registry.mark_started.remote(run_id, run_actor)
-            worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
-            worker = await worker_pool.acquire()
-            plan = self._plan(run_id, event, binding, descriptor, start, worker, run_actor, first_sequence)
+            if descriptor.execution == "session":
+                executor = await self._session_actor(event, binding, admission["runner_target"])
+            else:
+                worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
+                worker = executor = await worker_pool.acquire()
+            plan = self._plan(run_id, event, binding, descriptor, start, executor, run_actor, first_sequence)
             gen = run_actor.execute.options(num_returns="streaming").remote(plan)
             async for ref in gen:
                 await live.publish(await ref)
@@ -296,6 +299,12 @@ class Host:
                 except RayActorError:
                     pass
 
+    async def _session_actor(self, event: EventEnvelope, binding: AgentBinding, target: str) -> Any:
+        key = {"runner_id": binding.runner_id, "binding_id": binding.identity,
+               "conversation_id": event.conversation_id, "thread_id": event.thread_id}
+        return await self.registry.session_actor.remote(key, target, self.storage, self.config.namespace,
+                                                        self.config.session_idle_s)
+
     def _start_payload(self, run_id: str, event: EventEnvelope, binding: AgentBinding) -> dict[str, Any]:
         return {
             "run_id": run_id,
@@ -340,7 +349,8 @@ class Host:
             thread_id=event.thread_id, actor_type=event.actor.actor_type, actor_id=event.actor.actor_id,
             subject_type=event.subject.subject_type if event.subject else None,
             subject_id=event.subject.subject_id if event.subject else None)
-        ctx = build_context(run_id=run_id, event=event, binding=binding, snapshot=snapshot, catalog=self.catalog)
+        ctx = build_context(run_id=run_id, event=event, binding=binding, snapshot=snapshot, catalog=self.catalog,
+                            runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id})
         return {
             "run_id": run_id, "snapshot": snapshot, "identity": identity, "worker": worker, "self": run_actor,
             "ctx": ctx.model_dump(mode="json"), "start": start, "scope_keys": start["scope_keys"],

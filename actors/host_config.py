@@ -11,12 +11,13 @@ from protocol.agents import AgentConfig
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run_actors_min: int = Field(default=4, ge=0)
-    run_actors_max: int = Field(default=64, ge=1)
+    # RunActors are processes: warm them at start; growing under load costs ~0.4 s each.
+    run_actors_min: int = Field(default=8, ge=0)
+    run_actors_max: int = Field(default=32, ge=1)
     workers_min: int = Field(default=1, ge=0)
     workers_max: int = Field(default=4, ge=1)
     runs_per_worker: int = Field(default=32, ge=1)
-    acquire_timeout_s: float = Field(default=30.0, gt=0)
+    acquire_timeout_s: float = Field(default=60.0, gt=0)
     idle_shrink_s: float = Field(default=120.0, gt=0)
 
 
@@ -41,4 +42,5 @@ class HostConfig(BaseModel):
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     extra_runners: dict[str, str] = Field(default_factory=dict)  # runner id -> "module:Class"
     gateway_url: str | None = None
+    session_idle_s: float = Field(default=600.0, gt=0)
     spread: bool = True

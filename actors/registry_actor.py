@@ -27,6 +27,7 @@ class RegistryActor:
         self._storage = storage
         self._registry = Registry(extra_runners)
         self._loaded = False
+        self._sessions: dict[str, Any] = {}
 
     async def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -113,6 +114,30 @@ class RegistryActor:
 
     async def handles(self, run_ids: list[str]) -> list[dict[str, Any]]:
         return self._registry.handles_of(run_ids)
+
+    # -- directory of session actors -------------------------------------------------------
+    async def session_actor(self, key: dict[str, Any], target: str, storage: Any, namespace: str | None,
+                            idle_s: float) -> Any:
+        """Get or create the ConversationSessionActor of ``key`` (rebuilt if it died or was reaped)."""
+        from protocol.sessions import SessionKey
+        from .session_actor import ConversationSessionActor, session_actor_name
+        name = session_actor_name(SessionKey(**key))
+        handle = self._sessions.get(name)
+        if handle is not None:
+            try:
+                await handle.ping.remote()
+                return handle
+            except Exception:
+                self._sessions.pop(name, None)
+        handle = ConversationSessionActor.options(
+            name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
+            scheduling_strategy="SPREAD").remote(key, target, storage, idle_s)
+        await handle.ping.remote()
+        self._sessions[name] = handle
+        return handle
+
+    async def sessions(self) -> list[str]:
+        return sorted(self._sessions)
 
     async def active_count(self) -> int:
         return self._registry.index.active_count()

@@ -63,6 +63,10 @@ class RunnerManifest(BaseModel):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     permissions: Permissions = Field(default_factory=Permissions)
     config_schema: list[ConfigField] = Field(default_factory=list)
+    #: "pool": any worker of the runner's pool may serve a run. "session": turns of one
+    #: (runner, binding, conversation, thread) go through one ConversationSessionActor,
+    #: one at a time (external harnesses with a native session).
+    execution: Literal["pool", "session"] = "pool"
 
 
 class RunnerDescriptor(BaseModel):
@@ -75,6 +79,7 @@ class RunnerDescriptor(BaseModel):
     permissions: Permissions
     config_schema: list[ConfigField]
     version: str
+    execution: Literal["pool", "session"] = "pool"
     source: Literal["builtin", "entry_point"] = "builtin"
 
     @classmethod
@@ -82,5 +87,6 @@ class RunnerDescriptor(BaseModel):
         return cls(
             id=manifest.id, label=manifest.label, description=manifest.description,
             capabilities=manifest.capabilities, permissions=manifest.permissions,
-            config_schema=manifest.config_schema, version=manifest.version, source=source,
+            config_schema=manifest.config_schema, version=manifest.version,
+            execution=manifest.execution, source=source,
         )

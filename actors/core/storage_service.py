@@ -19,6 +19,7 @@ from store.event_log import EventLogEntry, EventLogStore
 from store.knowledge import KnowledgeStore
 from store.kv import KvStore
 from store.ledger import RunLedgerStore
+from store.runtime_sessions import RuntimeSessionStore, owner_from_dict
 from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
 
@@ -114,6 +115,14 @@ class StorageService:
                            has_history_before=seq > (1 if envelope.is_message else 0),
                            event_seq=await EventLogStore(session).count(conversation_id))
         return handles
+
+    async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
+        row = await RuntimeSessionStore(session).upsert_active(
+            owner_from_dict(owner), external_session_id=external_session_id, backend_run_id=backend_run_id)
+        return _dump(row)
+
+    async def w_session_clean(self, session, *, owner) -> dict | None:
+        return _dump(await RuntimeSessionStore(session).mark_cleaned(owner_from_dict(owner)))
 
     async def w_run_events(self, session, *, run_id, frames) -> int:
         return await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
@@ -292,6 +301,9 @@ class StorageService:
 
     async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
         return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
+
+    async def r_session_get(self, session, *, owner):
+        return await RuntimeSessionStore(session).get_active(owner_from_dict(owner))
 
     async def r_kv_get(self, session, *, area, namespace, key):
         return await KvStore(session).get(area, namespace, key)

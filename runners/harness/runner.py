@@ -169,6 +169,7 @@ class HarnessRunner(Runner):
                     "the harness reaches host resources through the MCP gateway.",
         version="1.0.0",
         capabilities=Capabilities(streaming=True, interrupt=True),
+        execution="session",
         permissions=Permissions(
             harness_gateway=True, history=["page", "search"], state=["read", "write"],
             steering=["pull"], tools=["call"], knowledge_bases=["retrieve"],

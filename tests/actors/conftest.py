@@ -45,8 +45,8 @@ async def host(ray_session, pg_url, tmp_path_factory) -> Host:
     config = HostConfig(
         namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
         storage=StorageConfig(database_url=pg_url, artifact_root=str(tmp_path_factory.mktemp("artifacts"))),
-        pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2,
-                         acquire_timeout_s=20),
+        pools=PoolConfig(run_actors_min=8, run_actors_max=16, workers_min=1, workers_max=2,
+                         acquire_timeout_s=120),
         steering_capacity=3,
         agents=AGENTS,
         extra_runners=PROBE_RUNNERS,

@@ -1,0 +1,88 @@
+"""Executing a runner's ``run(ctx, api)``: shared by runner workers and session actors.
+
+Each run's generator is pumped by its own task so a cancel can interrupt the
+runner even while it awaits; the generator is always closed (its ``finally``
+blocks run). Runner exceptions become ``run.failed`` results, never silence.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, AsyncIterator
+
+from protocol.context import RunContext
+from protocol.errors import RunnerHostError
+from protocol.redact import redact
+from protocol.results import RunResult
+from protocol.runner import Runner, RunnerAPI
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+def _plain(raw: Any) -> Any:
+    return raw.model_dump(mode="json") if hasattr(raw, "model_dump") else raw
+
+
+class RunnerExecutor:
+    """Runs many runs of one runner instance concurrently; cancellable per run id."""
+
+    def __init__(self, runner: Runner, runner_id: str) -> None:
+        self.runner = runner
+        self.runner_id = runner_id
+        self._tasks: dict[str, asyncio.Task] = {}
+        # A cancel can overtake the run call it targets; remember it (bounded).
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    async def execute(self, ctx: RunContext, api: RunnerAPI) -> AsyncIterator[dict[str, Any]]:
+        if ctx.run_id in self._cancelled:
+            return
+        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        task = asyncio.create_task(self._pump(ctx, api, queue))
+        self._tasks[ctx.run_id] = task
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self._tasks.pop(ctx.run_id, None)
+            if not task.done():
+                task.cancel()
+
+    def cancel(self, run_id: str) -> bool:
+        task = self._tasks.get(run_id)
+        if task is None or task.done():
+            self._cancelled[run_id] = None
+            while len(self._cancelled) > 4096:
+                self._cancelled.popitem(last=False)
+            return False
+        task.cancel()
+        return True
+
+    async def _pump(self, ctx: RunContext, api: RunnerAPI, queue: asyncio.Queue) -> None:
+        gen = self.runner.run(ctx, api)
+        try:
+            async for raw in gen:
+                await queue.put(_plain(raw))
+        except asyncio.CancelledError:
+            pass
+        except RunnerHostError as exc:
+            await queue.put(RunResult.failed(ctx.run_id, f"api.{exc.code.value}", redact(exc.message),
+                                             exc.retryable).model_dump())
+        except Exception as exc:
+            log.exception("runner %s failed in run %s", self.runner_id, ctx.run_id)
+            await queue.put(RunResult.failed(ctx.run_id, "runner.error",
+                                             redact(f"{type(exc).__name__}: {exc}")[:500]).model_dump())
+        finally:
+            try:
+                await gen.aclose()
+            except Exception:
+                pass
+            await queue.put(_END)
