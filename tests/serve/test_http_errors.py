@@ -47,6 +47,7 @@ AUTH_CASES = [
     ("GET", "/v1/runs/run_unknown/stream", None, "ingest", 404),
     ("GET", "/healthz", None, None, 200),
     ("GET", "/openapi.json", None, None, 200),
+    ("GET", "/docs", None, None, 200),
 ]
 
 
