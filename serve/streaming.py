@@ -6,12 +6,13 @@ Both carry the same frame objects ``{"run_id", "type", "data", "sequence"}``:
 * SSE — ``event: <type>`` / ``id: <sequence>`` / ``data: <json>`` blocks; a
   ``: keep-alive`` comment every 15 s of silence.
 
-The host guarantees exactly one terminal frame per run. :func:`relay`
-decouples the run from the HTTP connection: for ``POST /v1/events`` a client
-that goes away does not stop the run (it keeps being drained in the
-background, so its facts are complete); and should the source ever raise
-mid-stream, the client still gets a terminal ``run.failed`` frame instead of
-a broken stream.
+The host guarantees exactly one terminal frame per run and drives each run
+in its own task. :func:`detached` starts a run outside the HTTP request's Ray
+task, so a client that hangs up (Serve then cancels the request, and Ray
+cancels its child calls recursively) does not cut the run short — it
+completes and its facts are recorded. :func:`relay` reads frames through a
+queue; should the source ever raise mid-stream, the client still gets a
+terminal ``run.failed`` frame instead of a broken stream.
 """
 from __future__ import annotations
 
