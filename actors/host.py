@@ -35,6 +35,7 @@ from .registry_actor import RegistryActor, REGISTRY_NAME
 from .retry import call_with_retry, unwrap
 from .run_actor import RunActor, token_digest
 from .runner_worker import RunnerWorker
+from .provider_actor import get_or_create_providers
 from .storage_actor import get_or_create_storage
 from store.state import scope_key as build_scope_key
 
@@ -64,10 +65,12 @@ class LiveRun:
 
 
 class Host:
-    def __init__(self, config: HostConfig, storage: Any, registry: Any) -> None:
+    def __init__(self, config: HostConfig, storage: Any, registry: Any, providers: Any,
+                 catalog: dict[str, Any] | None = None) -> None:
         self.config = config
         self.storage = storage
         self.registry = registry
+        self.providers = providers
         pools = config.pools
         spread = {"scheduling_strategy": "SPREAD"} if config.spread else {}
         self._actor_opts = dict(num_cpus=0, **spread)
@@ -76,10 +79,12 @@ class Host:
             acquire_timeout=pools.acquire_timeout_s, name="run-actor pool")
         self.worker_pools: dict[str, LeasePool[Any]] = {}
         self.live: dict[str, LiveRun] = {}
+        catalog = catalog or {}
         self.catalog = ResourceCatalog(
-            models={m["model_id"]: m for m in config.providers.get("models", [])},
-            tools=dict(config.providers.get("tool_catalog", {})),
-            knowledge_bases=list(config.providers.get("knowledge_bases", [])),
+            models=dict(catalog.get("models", {})),
+            tools=dict(catalog.get("tools", {})),
+            knowledge_bases=sorted(set(config.providers.get("knowledge_bases", []))
+                                   | set(catalog.get("knowledge_bases", []))),
         )
         self._background: set[asyncio.Task] = set()
 
@@ -90,15 +95,18 @@ class Host:
         registry = RegistryActor.options(
             name=REGISTRY_NAME, namespace=config.namespace, lifetime="detached", get_if_exists=True,
             num_cpus=0).remote(storage, config.extra_runners)
+        providers = get_or_create_providers(config.providers, config.namespace)
         await registry.ready.remote()
-        host = cls(config, storage, registry)
+        catalog = await providers.catalog.remote()
+        catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
+        host = cls(config, storage, registry, providers, catalog)
         for agent_id, agent in config.agents.items():
             await host.put_agent(agent_id, agent, only_if_absent=True)
         await host.run_actors.warm()
         return host
 
     async def _new_run_actor(self) -> Any:
-        actor = RunActor.options(**self._actor_opts).remote(self.storage, self.config.providers)
+        actor = RunActor.options(**self._actor_opts).remote(self.storage, self.providers)
         await actor.ping.remote()
         return actor
 
@@ -129,6 +137,15 @@ class Host:
             "agent_id": agent_id, "config": agent.model_dump(mode="json"), "only_if_absent": only_if_absent}))
         unwrap(await self.registry.put_agent.remote(agent_id, stored["config"], stored["version"]))
         return stored["version"]
+
+    async def ingest_knowledge(self, kb_id: str, doc_id: str, content: str, title: str | None = None,
+                               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Add (or replace) one document of a knowledge base; new bases become grantable at once."""
+        result = await self._storage_write("knowledge_ingest", kb_id=kb_id, doc_id=doc_id, title=title,
+                                           content=content, metadata=metadata or {})
+        if kb_id not in self.catalog.knowledge_bases:
+            self.catalog.knowledge_bases = sorted({*self.catalog.knowledge_bases, kb_id})
+        return result
 
     async def agents(self) -> list[dict[str, Any]]:
         return await self.registry.agents.remote()

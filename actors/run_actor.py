@@ -50,9 +50,9 @@ class _Deadline(Exception):
 
 @ray.remote(max_restarts=0, max_concurrency=1000)
 class RunActor:
-    def __init__(self, storage: Any, providers: dict[str, Any] | None = None) -> None:
+    def __init__(self, storage: Any, providers: Any) -> None:
         self._storage = storage
-        self._providers = ProviderBackend(storage, providers or {})
+        self._providers = ProviderBackend(storage, providers)
         self._steering = SteeringQueue()
         self._reset()
 

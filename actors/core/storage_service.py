@@ -124,6 +124,10 @@ class StorageService:
     async def w_session_clean(self, session, *, owner) -> dict | None:
         return _dump(await RuntimeSessionStore(session).mark_cleaned(owner_from_dict(owner)))
 
+    async def w_knowledge_ingest(self, session, *, kb_id, doc_id, content, title=None, metadata=None) -> dict:
+        chunks = await KnowledgeStore(session).ingest(kb_id, doc_id, title, content, metadata or {})
+        return {"kb_id": kb_id, "doc_id": doc_id, "chunks": chunks}
+
     async def w_run_events(self, session, *, run_id, frames) -> int:
         return await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
 
@@ -304,6 +308,9 @@ class StorageService:
 
     async def r_session_get(self, session, *, owner):
         return await RuntimeSessionStore(session).get_active(owner_from_dict(owner))
+
+    async def r_knowledge_bases(self, session):
+        return await KnowledgeStore(session).list_kbs()
 
     async def r_kv_get(self, session, *, area, namespace, key):
         return await KvStore(session).get(area, namespace, key)

@@ -40,7 +40,21 @@ def probe_agent(strategy: MultitaskStrategy = MultitaskStrategy.PARALLEL, policy
 
 
 @pytest.fixture(scope="session")
-async def host(ray_session, pg_url, tmp_path_factory) -> Host:
+def fake_openai():
+    """A real OpenAI-compatible HTTP server (scripted) that the host's provider actor calls."""
+    from tests.fakes.openai_server import FakeOpenAI
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+SDK_RUNNERS = {
+    "plugin:sdk/probe/history": "tests.actors.sdk_probe:SdkHistoryRunner",
+    "plugin:sdk/probe/model": "tests.actors.sdk_probe:SdkModelRunner",
+}
+
+
+@pytest.fixture(scope="session")
+async def host(ray_session, pg_url, tmp_path_factory, fake_openai) -> Host:
     from tests.actors.probe_runners import PROBE_RUNNERS
     config = HostConfig(
         namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
@@ -49,10 +63,13 @@ async def host(ray_session, pg_url, tmp_path_factory) -> Host:
                          acquire_timeout_s=120),
         steering_capacity=3,
         agents=AGENTS,
-        extra_runners=PROBE_RUNNERS,
-        providers={"tool_catalog": {"calculator": {"description": "math"}},
+        extra_runners={**PROBE_RUNNERS, **SDK_RUNNERS},
+        providers={"tools": {"builtin": True},
                    "knowledge_bases": ["docs"],
-                   "models": [{"model_id": "gpt", "base_url": "http://127.0.0.1:9/v1", "model": "x"}]},
+                   "models": [{"model_id": "gpt", "base_url": "http://127.0.0.1:9/v1", "model": "x",
+                               "timeout_s": 2},
+                              {"model_id": "gpt-main", "base_url": fake_openai.base_url,
+                               "model": "gpt-main", "timeout_s": 10}]},
     )
     h = await Host.start(config)
     yield h

@@ -1,0 +1,52 @@
+"""ProviderActor: the host's models and tools, shared by every RunActor of a host.
+
+One long-lived owner per host means one HTTP connection pool per model
+endpoint and one process per MCP stdio server — not one per pooled RunActor.
+Authorization happened before a call gets here (in the RunActor).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from .providers.models import ModelProviderConfig, ModelRegistry
+from .providers.tools import build_tool_registry
+from .retry import reply
+
+PROVIDER_NAME = "runnerhost-providers"
+
+
+@ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0)
+class ProviderActor:
+    def __init__(self, providers: dict[str, Any]) -> None:
+        self._models = ModelRegistry([ModelProviderConfig.model_validate(c) for c in providers.get("models", [])])
+        self._tools = build_tool_registry(providers.get("tools", {}))
+
+    async def catalog(self) -> dict[str, Any]:
+        return {"models": self._models.catalog(), "tools": await self._tools.catalog()}
+
+    async def invoke_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> dict:
+        return await reply(self._models.invoke(model_id, messages, tools, params))
+
+    async def stream_llm(self, model_id: str, messages: list, tools: list | None, params: dict):
+        from protocol.errors import RunnerHostError
+        try:
+            async for chunk in self._models.stream(model_id, messages, tools, params):
+                yield {"ok": chunk}
+        except RunnerHostError as exc:
+            yield {"error": exc.to_dict()}
+
+    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None) -> dict:
+        return await reply(self._models.rerank(model_id, query, documents, top_n))
+
+    async def tool_detail(self, name: str) -> dict:
+        return await reply(self._tools.detail(name))
+
+    async def call_tool(self, name: str, parameters: dict) -> dict:
+        return await reply(self._tools.call(name, parameters))
+
+
+def get_or_create_providers(providers: dict[str, Any], namespace: str | None) -> Any:
+    return ProviderActor.options(name=PROVIDER_NAME, namespace=namespace, lifetime="detached",
+                                 get_if_exists=True).remote(providers)
