@@ -37,6 +37,7 @@ from .run_actor import RunActor, token_digest
 from .runner_worker import RunnerWorker
 from .provider_actor import get_or_create_providers
 from .storage_actor import get_or_create_storage
+from .tasks import spawn_detached
 from store.state import scope_key as build_scope_key
 
 log = logging.getLogger(__name__)
@@ -223,8 +224,8 @@ class Host:
              admission: dict[str, Any], decision: Decision, run_actor: Any) -> AsyncIterator[dict[str, Any]]:
         """Start the run's driver task and follow it: the run never depends on its reader."""
         live = self.live[run_id] = LiveRun()
-        task = asyncio.create_task(self._drive(run_id, event, binding, descriptor, admission, decision,
-                                               run_actor, live))
+        task = spawn_detached(self._drive(run_id, event, binding, descriptor, admission, decision,
+                                          run_actor, live))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return self._follow(live, 0)

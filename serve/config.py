@@ -37,6 +37,8 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
+from actors.providers.models import ModelProviderConfig
+from actors.providers.tools import ToolsConfig
 from protocol.agents import AgentConfig
 
 ENV_PREFIX = "RUNNERHOST_"
@@ -108,36 +110,23 @@ class HostSettings(_Strict):
     extra_runners: dict[str, str] = Field(default_factory=dict)
 
 
-class ModelProvider(BaseModel):
-    """``[[providers.models]]``: one host model id → one OpenAI-compatible endpoint."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model_id: str = Field(min_length=1, max_length=256)
-    base_url: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    api_key_env: str | None = None
-    fallback_model_id: str | None = None
-
-
 class ProvidersSettings(BaseModel):
-    """``[providers]``: models, tool providers, the tool catalog and knowledge bases.
+    """``[providers]``: models, tool providers and knowledge bases.
 
-    ``tools`` is handed unchanged to the actor layer's tool registry
-    (e.g. ``builtin = ["calculator"]``, ``[[providers.tools.mcp_servers]]``);
-    ``tool_catalog`` names the tools bindings may grant (name → description/parameters).
+    Validated with the provider classes' own models at load time, so a typo in a
+    provider table fails ``runnerhost serve`` with a clear message, not a run later.
+    Tools bindings may grant (and their JSON schemas) come from the tool registry.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    models: list[ModelProvider] = Field(default_factory=list)
-    tools: dict[str, Any] = Field(default_factory=dict)
-    tool_catalog: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: list[ModelProviderConfig] = Field(default_factory=list)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
     knowledge_bases: list[str] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod
-    def _unique_models(cls, value: list[ModelProvider]) -> list[ModelProvider]:
+    def _unique_models(cls, value: list[ModelProviderConfig]) -> list[ModelProviderConfig]:
         ids = [m.model_id for m in value]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -203,7 +192,6 @@ class Settings(_Strict):
 
     def host_config(self) -> HostConfig:
         providers = self.providers.model_dump(mode="json", exclude_none=True)
-        providers["models"] = [m.model_dump(mode="json", exclude_none=True) for m in self.providers.models]
         return HostConfig(
             namespace=self.host.namespace,
             storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,

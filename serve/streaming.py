@@ -17,17 +17,11 @@ terminal ``run.failed`` frame instead of a broken stream.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
-try:
-    import ray
-    import ray._raylet  # noqa: F401  (async_task_id lives there)
-except ImportError:  # pragma: no cover
-    ray = None  # type: ignore[assignment]
-
+from actors.tasks import spawn_detached
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
@@ -43,28 +37,9 @@ _background: set[asyncio.Task] = set()
 T = TypeVar("T")
 
 
-def _detached_context() -> contextvars.Context:
-    """A copy of the current context that is no longer a Ray child of the HTTP request's task.
-
-    Ray Serve cancels a request whose client hung up, and Ray cancels recursively every actor
-    call the request's task made — including those of a run started from it. Ray attributes
-    calls made from asyncio code to the task in the ``async_task_id`` context variable;
-    clearing it detaches the run, so it completes and its facts are recorded.
-    """
-    ctx = contextvars.copy_context()
-    var = getattr(getattr(ray, "_raylet", None), "async_task_id", None) if ray is not None else None
-    if var is not None:
-        ctx.run(var.set, None)
-    return ctx
-
-
 async def detached(coro: Awaitable[T]) -> T:
     """Await ``coro`` in a task (and context) that the request's cancellation does not reach."""
-    task = asyncio.get_running_loop().create_task(_as_coroutine(coro), context=_detached_context())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception never retrieved"
-    return await asyncio.shield(task)
+    return await asyncio.shield(spawn_detached(_as_coroutine(coro)))
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

@@ -48,8 +48,9 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     s = load_settings(cfg, env=env)
     assert s.server.port == 9002 and s.database_url == "postgresql+asyncpg://u@h/db"
     assert s.host.namespace == "ns1" and list(s.agents) == ["a1"]
-    assert s.host_config().providers["models"] == [
-        {"model_id": "m", "base_url": "http://x/v1", "model": "gpt", "api_key_env": "OPENAI_API_KEY"}]
+    [model] = s.host_config().providers["models"]
+    assert {k: model[k] for k in ("model_id", "base_url", "model", "api_key_env")} == {
+        "model_id": "m", "base_url": "http://x/v1", "model": "gpt", "api_key_env": "OPENAI_API_KEY"}
     s = load_settings(cfg, env=env, overrides={"server": {"port": 9003, "host": None}})
     assert s.server.port == 9003 and s.server.host == "127.0.0.1"
     assert s.gateway_url == "http://127.0.0.1:9003/mcp"
