@@ -31,6 +31,7 @@ from .core.frames import failed_frame, is_terminal
 from .core.pool import LeasePool
 from .core.runner_api import RunIdentity
 from .host_config import HostConfig
+from .placement import control_plane_options, pool_options
 from .registry_actor import RegistryActor, REGISTRY_NAME
 from .retry import call_with_retry, unwrap
 from .run_actor import RunActor, token_digest
@@ -73,7 +74,7 @@ class Host:
         self.registry = registry
         self.providers = providers
         pools = config.pools
-        spread = {"scheduling_strategy": "SPREAD"} if config.spread else {}
+        spread = pool_options(config.spread)
         self._actor_opts = dict(num_cpus=0, **spread)
         self.run_actors: LeasePool[Any] = LeasePool(
             self._new_run_actor, min_size=pools.run_actors_min, max_size=pools.run_actors_max,
@@ -95,7 +96,7 @@ class Host:
         storage = get_or_create_storage(config.storage, namespace=config.namespace)
         registry = RegistryActor.options(
             name=REGISTRY_NAME, namespace=config.namespace, lifetime="detached", get_if_exists=True,
-            num_cpus=0).remote(storage, config.extra_runners)
+            num_cpus=0, **control_plane_options()).remote(storage, config.extra_runners)
         providers = get_or_create_providers(config.providers, config.namespace)
         await registry.ready.remote()
         catalog = await providers.catalog.remote()

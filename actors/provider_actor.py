@@ -48,5 +48,6 @@ class ProviderActor:
 
 
 def get_or_create_providers(providers: dict[str, Any], namespace: str | None) -> Any:
+    from .placement import control_plane_options
     return ProviderActor.options(name=PROVIDER_NAME, namespace=namespace, lifetime="detached",
-                                 get_if_exists=True).remote(providers)
+                                 get_if_exists=True, **control_plane_options()).remote(providers)

@@ -120,6 +120,7 @@ class RegistryActor:
                             idle_s: float) -> Any:
         """Get or create the ConversationSessionActor of ``key`` (rebuilt if it died or was reaped)."""
         from protocol.sessions import SessionKey
+        from .placement import session_options
         from .session_actor import ConversationSessionActor, session_actor_name
         name = session_actor_name(SessionKey(**key))
         handle = self._sessions.get(name)
@@ -131,7 +132,7 @@ class RegistryActor:
                 self._sessions.pop(name, None)
         handle = ConversationSessionActor.options(
             name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
-            scheduling_strategy="SPREAD").remote(key, target, storage, idle_s)
+            **session_options()).remote(key, target, storage, idle_s)
         await handle.ping.remote()
         self._sessions[name] = handle
         return handle

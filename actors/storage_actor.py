@@ -102,5 +102,6 @@ class StorageActor:
 
 
 def get_or_create_storage(config: StorageConfig, namespace: str | None = None) -> Any:
+    from .placement import control_plane_options
     return StorageActor.options(name=STORAGE_NAME, namespace=namespace, lifetime="detached",
-                                get_if_exists=True).remote(config.model_dump())
+                                get_if_exists=True, **control_plane_options()).remote(config.model_dump())

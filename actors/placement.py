@@ -1,0 +1,53 @@
+"""Where the host's actors go on a (possibly multi-node) Ray cluster.
+
+Plain functions returning keyword arguments for ``ActorClass.options(...)``.
+
+* **Control plane** — the StorageActor, RegistryActor and ProviderActor — is
+  pinned to the *head* node, so losing a worker node never takes them down.
+  The pin is a resource request on ``node:__internal_head__``, the resource
+  Ray itself puts on the head node of every cluster (single-node ``ray.init()``
+  included; it is how Ray Serve pins its own controller). A resource pin, not
+  ``NodeAffinitySchedulingStrategy(head_node_id)``: these actors restart on
+  death (``max_restarts=-1``), and a node-id pin would make a restart
+  unschedulable forever once the head comes back with a new node id (GCS
+  fault tolerance, a replaced KubeRay head pod); the resource is always on
+  whatever node is the head now. If a cluster somehow has no head resource
+  (none seen among alive nodes), the pin is dropped rather than leaving the
+  actor pending.
+* **Pools** — RunActors and runner workers — and **session actors** use
+  ``SPREAD``: many cheap, replaceable actors; a node loss fails only the runs
+  they were serving (retryable) and the pools create replacements elsewhere.
+  Session actors are rebuilt from Postgres on the next turn.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+HEAD_RESOURCE = "node:__internal_head__"
+# A sliver of the head's 1.0 unit: every control actor fits (1000 of them), none is starved.
+HEAD_SLIVER = 0.001
+
+
+def _head_resource_available() -> bool:
+    import ray
+    try:
+        return HEAD_RESOURCE in ray.cluster_resources()
+    except Exception:  # not connected / GCS hiccup: better unpinned than never scheduled
+        return False
+
+
+def control_plane_options() -> dict[str, Any]:
+    """Options for the storage, registry and provider actors: on the head node when there is one."""
+    if _head_resource_available():
+        return {"resources": {HEAD_RESOURCE: HEAD_SLIVER}}
+    return {}
+
+
+def pool_options(spread: bool = True) -> dict[str, Any]:
+    """Scheduling of pooled RunActors and runner workers: spread over the nodes (``HostConfig.spread``)."""
+    return {"scheduling_strategy": "SPREAD"} if spread else {}
+
+
+def session_options() -> dict[str, Any]:
+    """Scheduling of ConversationSessionActors: spread; a lost one is rebuilt from Postgres."""
+    return {"scheduling_strategy": "SPREAD"}
