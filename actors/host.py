@@ -149,6 +149,9 @@ class Host:
             self.catalog.knowledge_bases = sorted({*self.catalog.knowledge_bases, kb_id})
         return result
 
+    async def knowledge_bases(self) -> list[str]:
+        return await self._storage_read("knowledge_bases")
+
     async def agents(self) -> list[dict[str, Any]]:
         return await self.registry.agents.remote()
 

@@ -33,7 +33,7 @@ from .auth import Authenticator, require
 from .config import Settings
 from .errors import BodyLimitMiddleware, install_error_handlers
 from .gateway import create_gateway, gateway_asgi
-from .models import (CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, AgentView,
+from .models import (KnowledgeDocument, KnowledgeIngested, CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, AgentView,
                      CancelAccepted, CancelRequest, Frame, Health, RunAccepted, RunStatusFilter,
                      SubmitEventRequest)
 from .queries import Queries
@@ -47,6 +47,7 @@ except PackageNotFoundError:  # pragma: no cover
 RunId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=256)]
 AgentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+DocId = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^#/\x00]+$")]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size (1..100)")]
 Cursor = Annotated[str | None, Query(max_length=512, description="opaque cursor from a previous page")]
 
@@ -210,6 +211,19 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
                 raise invalid_argument(exc.message, **exc.details) from None
             raise
         return AgentView(agent_id=agent_id, version=version, config=config)
+
+    # -- knowledge bases ---------------------------------------------------------------------------
+    @app.get("/v1/knowledge", tags=["knowledge"], response_model=list[str], dependencies=[require("read")],
+             responses=ERROR_RESPONSES, summary="Knowledge bases that hold documents")
+    async def knowledge_bases(request: Request):
+        return await H(request).knowledge_bases()
+
+    @app.put("/v1/knowledge/{kb_id}/documents/{doc_id}", tags=["knowledge"], response_model=KnowledgeIngested,
+             dependencies=[require("admin")], responses={**ERROR_RESPONSES, **TOO_LARGE},
+             summary="Add or replace one document of a knowledge base (chunked and indexed for retrieval)")
+    async def put_document(request: Request, kb_id: AgentId, doc_id: DocId, body: KnowledgeDocument):
+        return await H(request).ingest_knowledge(kb_id, doc_id, body.content, title=body.title,
+                                                 metadata=body.metadata)
 
     # -- health --------------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], response_model=Health, summary="Liveness (no auth)")

@@ -395,5 +395,31 @@ def runners(url: str = UrlOpt, api_key: Optional[str] = KeyOpt) -> None:
     console.print(table)
 
 
+@app.command()
+def ingest(kb_id: str = typer.Argument(..., help="Knowledge base id."),
+           files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                              help="UTF-8 text files; each becomes one document (id = file name)."),
+           url: str = UrlOpt, api_key: Optional[str] = KeyOpt) -> None:
+    """Ingest text files into a knowledge base (replacing documents of the same name)."""
+    from rich.progress import Progress
+    total = 0
+    with _client(url, api_key) as client, Progress(console=console) as progress:
+        task = progress.add_task(f"ingesting into {kb_id}", total=len(files))
+        for path in files:
+            try:
+                content = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                _fail(f"{path} is not UTF-8 text")
+            try:
+                r = client.put(f"/v1/knowledge/{kb_id}/documents/{path.name}",
+                               json={"content": content, "title": path.stem, "metadata": {"path": str(path)}})
+            except httpx.HTTPError as exc:
+                _fail(f"cannot reach {url}: {type(exc).__name__}")
+            _check(r)
+            total += r.json()["chunks"]
+            progress.advance(task)
+    console.print(f"[green]{len(files)} document(s), {total} chunk(s) in {kb_id}[/]")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -69,6 +69,22 @@ class AgentView(BaseModel):
     config: AgentConfig
 
 
+class KnowledgeDocument(BaseModel):
+    """Body of ``PUT /v1/knowledge/{kb_id}/documents/{doc_id}`` (replaces the document)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=4 << 20)
+    title: str | None = Field(default=None, max_length=512)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class KnowledgeIngested(BaseModel):
+    kb_id: str
+    doc_id: str
+    chunks: int
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str

@@ -71,6 +71,11 @@ def test_readme_quickstart(tmp_path: Path):
         assert ledger.returncode == 0 and "run.completed" in ledger.stdout
         agents = run_cli("agents", "--url", url)
         assert agents.returncode == 0 and "plugin:builtin/echo/default" in agents.stdout
+        doc = tmp_path / "vacation.md"
+        doc.write_text("Employees receive thirty days of paid vacation per year.")
+        ingested = run_cli("ingest", "handbook", str(doc), "--url", url)
+        assert ingested.returncode == 0 and "1 document(s)" in ingested.stdout, ingested.stdout + ingested.stderr
+        assert "handbook" in httpx.get(f"{url}/v1/knowledge").json()  # SQLite FTS5 on the embedded default
         missing = run_cli("send", "hi", "--agent", "nobody", "--url", url)
         assert missing.returncode == 1 and "not_found" in missing.stderr
     finally:
