@@ -3,7 +3,7 @@
 * ``serve_ray`` (session): the session's one local Ray (``ray_session`` from
   ``tests/conftest.py``), with the repo root on ``PYTHONPATH`` so Ray workers
   can import ``tests.serve.gateway_probe``.
-* ``serve_pg_url`` (session): ``rh_serve_<random>`` created with asyncpg,
+* ``serve_pg_url`` (session): a throwaway database from ``tests.conftest.pg_database``,
   migrated to head, dropped at the end.
 * ``serve_app`` (session): ``serve.start`` on a free loopback port, then
   ``serve.run(build_app(settings))`` — the real Serve ingress with a real Host —
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
-import asyncpg
 import httpx
 import pytest
 import ray
@@ -29,10 +28,9 @@ from actors.host_config import PoolConfig
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
 from serve.deployment import APP_NAME, build_app
-from store.migrate import upgrade_async
+from tests.conftest import pg_database
 
 REPO = Path(__file__).resolve().parents[2]
-PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ECHO = "plugin:builtin/echo/default"
 GATEWAY_PROBE = "plugin:test/gateway/default"
 
@@ -61,25 +59,9 @@ def serve_ray(ray_session) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 async def serve_pg_url() -> AsyncIterator[str]:
-    name = f"rh_serve_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        await upgrade_async(url)
+    """The Serve app's own throwaway database (separate from the actor tests' one)."""
+    async with pg_database() as url:
         yield url
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        finally:
-            await admin.close()
 
 
 def echo_agent(**runner_config) -> AgentConfig:
