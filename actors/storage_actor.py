@@ -28,10 +28,19 @@ TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError)
 DB_RETRY_DEADLINE_S = 30.0
 
 
+# SQLSTATE classes of a server that went away or does not accept connections yet:
+# 08 connection exception; 57P01-57P03 admin/crash shutdown, "cannot connect now"
+# (Postgres restarting). asyncpg's errors of these classes reach us as plain DBAPIError.
+TRANSIENT_SQLSTATES = ("08", "57P")
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return bool(exc.connection_invalidated) or sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=10000, num_cpus=0)
