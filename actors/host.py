@@ -280,6 +280,7 @@ class Host:
             log.warning("RunActor of %s died; recording a retryable failure", run_id)
             await self.run_actors.discard(run_actor)
             run_actor = None
+            await self._prune_dead(self.run_actors)
             await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True)
         except RunnerHostError as exc:
             if not live.done:
@@ -293,10 +294,26 @@ class Host:
                 await self._fail(run_id, live, "host.run_actor_died", "the run ended without a terminal frame", True)
             if worker is not None:
                 crashed = live.frames and live.frames[-1]["data"].get("code") == "runner.crashed"
-                await (worker_pool.discard(worker) if crashed else worker_pool.release(worker))
+                await worker_pool.release(worker)
+                if crashed:  # one death is rarely alone (node loss): drop every dead member now
+                    await self._prune_dead(worker_pool)
             if run_actor is not None:
                 await self.run_actors.release(run_actor)
             self.live.pop(run_id, None)
+
+    @staticmethod
+    async def _prune_dead(pool: LeasePool[Any]) -> int:
+        async def alive(member: Any) -> bool:
+            try:
+                await asyncio.wait_for(member.ping.remote(), 10)
+                return True
+            except Exception:
+                return False
+        members = pool.members()
+        dead = [m for m, ok in zip(members, await asyncio.gather(*(alive(m) for m in members))) if not ok]
+        for member in dead:
+            await pool.discard(member)
+        return len(dead)
 
     async def _fail(self, run_id: str, live: LiveRun, code: str, message: str, retryable: bool) -> None:
         """Finalize a run whose RunActor could not: ledger failed, lane released, terminal frame."""
