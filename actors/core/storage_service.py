@@ -67,15 +67,16 @@ class StorageService:
 
     async def _accept(self, session: AsyncSession, *, run_id: str | None, event: dict[str, Any],
                       agent_id: str | None, binding_id: str | None, runner_id: str | None,
-                      metadata: dict[str, Any] | None = None) -> EventEnvelope:
+                      metadata: dict[str, Any] | None = None) -> tuple[EventEnvelope, int | None]:
+        """Log the event (and its user transcript item); return it with its event-log sequence."""
         envelope = EventEnvelope.model_validate(event)
-        await EventLogStore(session).append(EventLogEntry.from_envelope(
+        record = await EventLogStore(session).append(EventLogEntry.from_envelope(
             envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
             metadata=metadata))
         entry = user_transcript_entry(envelope, run_id)
         if entry is not None:
             await self._transcript(session).append_many([entry])
-        return envelope
+        return envelope, record.seq
 
     async def _create_run(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str,
                           agent_id: str, binding_id: str, runner_id: str, deadline_at: float) -> None:
@@ -92,8 +93,8 @@ class StorageService:
 
     async def w_run_accept(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
                            deadline_at, scope_keys, frames=()) -> dict[str, Any]:
-        envelope = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
-                                      binding_id=binding_id, runner_id=runner_id)
+        envelope, _ = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
+                                         binding_id=binding_id, runner_id=runner_id)
         await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
                                runner_id=runner_id, deadline_at=deadline_at)
         if frames:
@@ -103,8 +104,8 @@ class StorageService:
     async def w_start_run(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
                           deadline_at, scope_keys) -> dict[str, Any]:
         """Accept (idempotently) and mark running; return the context handles and state snapshot."""
-        envelope = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
-                                      binding_id=binding_id, runner_id=runner_id)
+        envelope, event_seq = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
+                                                 binding_id=binding_id, runner_id=runner_id)
         await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
                                runner_id=runner_id, deadline_at=deadline_at)
         await RunLedgerStore(session).transition(run_id, "running")
@@ -113,7 +114,7 @@ class StorageService:
             seq, cursor = await self._transcript(session).latest(conversation_id)
             handles.update(transcript_seq=seq, latest_cursor=cursor,
                            has_history_before=seq > (1 if envelope.is_message else 0),
-                           event_seq=await EventLogStore(session).count(conversation_id))
+                           event_seq=event_seq)
         return handles
 
     async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
