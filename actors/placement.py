@@ -36,11 +36,14 @@ def _head_resource_available() -> bool:
         return False
 
 
+def head_pin() -> dict[str, Any]:
+    """Unconditionally on the head node (every Ray cluster has one)."""
+    return {"resources": {HEAD_RESOURCE: HEAD_SLIVER}}
+
+
 def control_plane_options() -> dict[str, Any]:
     """Options for the storage, registry and provider actors: on the head node when there is one."""
-    if _head_resource_available():
-        return {"resources": {HEAD_RESOURCE: HEAD_SLIVER}}
-    return {}
+    return head_pin() if _head_resource_available() else {}
 
 
 def pool_options(spread: bool = True) -> dict[str, Any]:
