@@ -1,0 +1,104 @@
+"""Fixtures of the fault-and-load suite: its own Serve application on the session's one local Ray.
+
+* ``load_pg_url`` (module): a throwaway Postgres database ``rh_test_<random>`` (migrated),
+  so the suite's counts are exact; dropped at the end.
+* ``load_app`` (module): the real Serve ingress with a real Host, built like
+  ``tests/serve/conftest.py``'s ``serve_app``, deployed as its own Serve application
+  ``runnerhost-load`` under the route prefix ``/rh-load`` in its own Ray namespace.
+  If Serve already runs in this session (``tests/serve`` went first), the app joins
+  that proxy and is deleted at the end; otherwise this fixture starts Serve on a free
+  loopback port and shuts it down at the end, so ``tests/serve`` can start its own later.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from actors.host_config import PoolConfig
+from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
+from serve.deployment import build_app
+from tests.conftest import pg_database
+from tests.serve.conftest import free_port, worker_env
+
+LOAD_APP = "runnerhost-load"
+ROUTE_PREFIX = "/rh-load"
+ADMIN_KEY = "rh-load-admin-" + uuid.uuid4().hex
+INGEST_KEY = "rh-load-ingest-" + uuid.uuid4().hex
+# named detached actors a Host creates in its namespace (they outlive the Serve app)
+NAMED_ACTORS = ("runnerhost-storage", "runnerhost-registry", "runnerhost-providers")
+
+
+@dataclass
+class LoadApp:
+    url: str                 # base URL including the route prefix
+    namespace: str           # Ray namespace of the Host's named actors
+    pg_url: str              # postgresql+asyncpg://… of the app's database
+    admin: dict
+    ingest: dict
+
+
+@pytest.fixture(scope="module")
+async def load_pg_url() -> AsyncIterator[str]:
+    async with pg_database() as url:
+        yield url
+
+
+def _serve_port_if_running() -> int | None:
+    from ray.serve.context import _get_global_client
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else int(client.http_config.port)
+
+
+@pytest.fixture(scope="module")
+def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
+    namespace = f"rh-load-{uuid.uuid4().hex[:8]}"
+    port = _serve_port_if_running()
+    started_serve = port is None
+    if started_serve:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = Settings(
+        server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
+        storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("load-data")), database_url=load_pg_url),
+        host=HostSettings(namespace=namespace),
+        # RunActors are leased one per run: the warm pool covers most of the clients,
+        # the rest grow on demand (~0.4 s each), and a killed one is replaced.
+        pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1, workers_max=2,
+                         acquire_timeout_s=30),
+        api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
+                  ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"])],
+    ).resolved()
+    serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
+              name=LOAD_APP, route_prefix=ROUTE_PREFIX, blocking=False)
+    url = f"http://127.0.0.1:{port}{ROUTE_PREFIX}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the load Serve app did not become healthy")
+            time.sleep(0.2)
+        yield LoadApp(url=url, namespace=namespace, pg_url=load_pg_url,
+                      admin={"Authorization": f"Bearer {ADMIN_KEY}"},
+                      ingest={"Authorization": f"Bearer {INGEST_KEY}"})
+    finally:
+        with contextlib.suppress(Exception):
+            if started_serve:
+                serve.shutdown()  # removes this app too; tests/serve starts its own Serve later
+            else:
+                serve.delete(LOAD_APP)
+        for name in NAMED_ACTORS:  # detached: they would otherwise hold DB connections until ray.shutdown
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
