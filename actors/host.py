@@ -104,7 +104,10 @@ class Host:
         host = cls(config, storage, registry, providers, catalog)
         for agent_id, agent in config.agents.items():
             await host.put_agent(agent_id, agent, only_if_absent=True)
-        await host.run_actors.warm()
+        # Serve at once with a couple of warm RunActors; the rest of the pool warms in the
+        # background (each is a process: ~0.4 s apiece, far more on a loaded 2-core machine).
+        await host.run_actors.warm(min(2, config.pools.run_actors_min))
+        host._background.add(spawn_detached(host.run_actors.warm()))
         return host
 
     async def _new_run_actor(self) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .agents import StateScope
 from .events import ContentPart
@@ -44,6 +44,15 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Compact(BaseModel):
+    """Serializes without ``None`` fields: frames carry what the runner said, not our defaults."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> Any:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -60,7 +69,7 @@ class ToolCall(BaseModel):
     provider_specific_fields: dict[str, Any] | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Compact):
     """A chat message or chunk; shape-compatible with LangBot's Message/MessageChunk."""
 
     model_config = ConfigDict(extra="allow")

@@ -7,6 +7,7 @@ Client side (HTTP to ``--url``, key from ``--api-key`` / ``RUNNERHOST_API_KEY``)
 from __future__ import annotations
 
 import json
+import signal
 import os
 import secrets
 import socket
@@ -148,7 +149,7 @@ def serve(
         console.print(Panel(
             "[bold]No API keys are configured.[/]\nThe server binds loopback only "
             f"([bold]{bind}[/]) and accepts [bold]any local request without a key[/].\n"
-            "Add \\[[api_keys]] to the config (see `runnerhost hash-key`) or set RUNNERHOST_API_KEYS "
+            f"Add {escape('[[api_keys]]')} to the config (see `runnerhost hash-key`) or set RUNNERHOST_API_KEYS "
             "before exposing it.", title="⚠ unauthenticated", border_style="yellow"))
 
     import ray
@@ -188,6 +189,7 @@ def serve(
         console.print(f"runnerhost send hello --agent echo --conversation c1 --url {url}",
                       markup=False, highlight=False, soft_wrap=True)
         console.file.flush()
+        _stop_on_signals()
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
@@ -200,6 +202,15 @@ def serve(
                 finally:
                     ray.shutdown()
             console.print("[dim]stopped.[/]")
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both shut down cleanly — even when started with SIGINT ignored
+    (a background job of a non-interactive shell inherits SIG_IGN)."""
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _safe_url(url: str) -> str:

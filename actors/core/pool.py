@@ -60,8 +60,14 @@ class LeasePool(Generic[T]):
     def in_use(self) -> int:
         return sum(m.leases for m in self._members)
 
-    async def warm(self) -> None:
-        await asyncio.gather(*(self._grow() for _ in range(self.min_size - self.size)))
+    async def warm(self, count: int | None = None) -> None:
+        """Create members up to ``min_size`` (or ``count`` more), never past ``max_size``."""
+        target = self.min_size if count is None else self.size + self._creating + count
+        missing = min(target, self.max_size) - self.size - self._creating
+        if missing <= 0:
+            return
+        self._creating += missing
+        await asyncio.gather(*(self._grow() for _ in range(missing)))
 
     async def acquire(self) -> T:
         deadline = time.monotonic() + self.acquire_timeout
@@ -148,8 +154,15 @@ class LeasePool(Generic[T]):
         return None
 
     async def _grow(self) -> None:
-        item = await self._factory()
+        try:
+            item = await self._factory()
+        except BaseException:
+            async with self._cond:
+                self._creating -= 1
+                self._cond.notify_all()
+            raise
         async with self._cond:
+            self._creating -= 1
             self._members.append(Member(item))
             self.created += 1
             self.peak_size = max(self.peak_size, self.size)

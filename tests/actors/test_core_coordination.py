@@ -186,3 +186,12 @@ async def test_group_commit_batches_and_isolates_a_bad_op():
     assert len(batches[0]) == 21  # one transaction for everyone ...
     assert ["bad"] in batches     # ... then the failing op alone
     await gc.close()
+
+
+async def test_warm_never_exceeds_max_and_counts_creations_in_flight():
+    async def factory():
+        await asyncio.sleep(0.01)
+        return object()
+    pool = LeasePool(factory, min_size=3, max_size=4)
+    await asyncio.gather(pool.warm(2), pool.warm(), pool.warm(5))
+    assert pool.size == 4 and pool.peak_size == 4
