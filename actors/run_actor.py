@@ -91,8 +91,10 @@ class RunActor:
             cancel_run=None,
         )
         override: RunResult | None = None
+        started = False  # no ledger row exists until start_run commits
         try:
             start = await self._write("start_run", **plan["start"])
+            started = True
             ctx = plan["ctx"]
             ctx["state"] = start.get("state") or ctx.get("state") or {}
             ctx["context"].update({k: start[k] for k in ("latest_cursor", "event_seq", "transcript_seq",
@@ -137,17 +139,18 @@ class RunActor:
             except Exception:
                 pass
         try:
-            await self._write(
-                "finish_run", run_id=run_id, status=status.value,
-                reason=terminal["data"].get("code") if terminal["type"] == ResultType.RUN_FAILED.value
-                else terminal["data"].get("finish_reason"),
-                frames=book.take_unflushed(),
-                assistant=self._assistant_item(plan, book, status),
-                dropped=[self._steering_record(e, "dropped") for e in dropped],
-                rollback=[{**u.__dict__, "runner_id": book.runner_id} for u in book.undo]
-                if (self._rollback and status is RunStatus.CANCELLED) else None,
-                rollback_requested=self._rollback and status is RunStatus.CANCELLED,
-            )
+            if started:  # without a ledger row there is nothing to finalize: the cause stands as is
+                await self._write(
+                    "finish_run", run_id=run_id, status=status.value,
+                    reason=terminal["data"].get("code") if terminal["type"] == ResultType.RUN_FAILED.value
+                    else terminal["data"].get("finish_reason"),
+                    frames=book.take_unflushed(),
+                    assistant=self._assistant_item(plan, book, status),
+                    dropped=[self._steering_record(e, "dropped") for e in dropped],
+                    rollback=[{**u.__dict__, "runner_id": book.runner_id} for u in book.undo]
+                    if (self._rollback and status is RunStatus.CANCELLED) else None,
+                    rollback_requested=self._rollback and status is RunStatus.CANCELLED,
+                )
         finally:
             self._reset()
         try:  # free the conversation lane now: queued runs must not wait for a reader
