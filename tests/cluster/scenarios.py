@@ -273,6 +273,10 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
     out: dict[str, Any] = cluster_ids(cluster, workers)
     async with running_host(host_config(url, artifacts, pools, agents)) as host:
         await host.warm_runner(NODE_RUNNER)
+        for _ in range(240):  # Host.start may warm the rest of the RunActor pool in the background
+            if host.run_actors.size >= pools.run_actors_min:
+                break
+            await asyncio.sleep(0.25)
         out["control"] = {name: await node_of(getattr(host, name)) for name in ("storage", "registry", "providers")}
         warm = [Tracked(host, f"warm{i}", "short") for i in range(6)]
         await asyncio.wait_for(asyncio.gather(*(r.task for r in warm)), 90)
