@@ -102,6 +102,9 @@ class Host:
         catalog = await providers.catalog.remote()
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
         host = cls(config, storage, registry, providers, catalog)
+        recovered = await host._storage_write("recover_stale_runs", grace_s=30.0)
+        if recovered:
+            log.warning("finalized %d run(s) left running past their deadline by a lost host", recovered)
         for agent_id, agent in config.agents.items():
             await host.put_agent(agent_id, agent, only_if_absent=True)
         # Serve at once with a couple of warm RunActors; the rest of the pool warms in the
@@ -256,6 +259,7 @@ class Host:
         worker_pool = None
         worker = None
         first_sequence = 0
+        start: dict[str, Any] | None = None
         try:
             start = self._start_payload(run_id, event, binding)
             if decision in (Decision.QUEUE, Decision.INTERRUPT, Decision.ROLLBACK):
@@ -275,31 +279,45 @@ class Host:
             else:
                 worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
                 worker = executor = await worker_pool.acquire()
-            plan = self._plan(run_id, event, binding, descriptor, start, executor, run_actor, first_sequence)
-            gen = run_actor.execute.options(num_returns="streaming").remote(plan)
-            async for ref in gen:
-                await live.publish(await ref)
+            for attempt in (1, 2):
+                plan = self._plan(run_id, event, binding, descriptor, start, executor, run_actor, first_sequence)
+                published = len(live.frames)
+                try:
+                    async for ref in run_actor.execute.options(num_returns="streaming").remote(plan):
+                        frame = await ref
+                        if is_terminal(frame) and frame["data"].get("code") == "runner.crashed":
+                            await self._prune_all()  # before anyone can submit onto a corpse
+                        await live.publish(frame)
+                    break
+                except RayActorError:
+                    if attempt == 2 or len(live.frames) > published:
+                        raise
+                # The leased RunActor was dead before the run began (e.g. its node was lost while
+                # idle): nothing happened yet, so take a live one and start for real.
+                await self.run_actors.discard(run_actor)
+                run_actor = None
+                await self._prune_all()
+                run_actor = await self.run_actors.acquire()
+                await self.registry.mark_started.remote(run_id, run_actor)
         except RayActorError:
             log.warning("RunActor of %s died; recording a retryable failure", run_id)
             await self.run_actors.discard(run_actor)
             run_actor = None
-            await self._prune_dead(self.run_actors)
-            await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True)
+            await self._prune_all()
+            await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True, start)
         except RunnerHostError as exc:
             if not live.done:
-                await self._fail(run_id, live, f"host.{exc.code.value}", exc.message, exc.retryable)
+                await self._fail(run_id, live, f"host.{exc.code.value}", exc.message, exc.retryable, start)
         except Exception as exc:  # never leave a reader hanging or a ledger row open
             log.exception("run %s failed in the host", run_id)
             if not live.done:
-                await self._fail(run_id, live, "host.error", type(exc).__name__, True)
+                await self._fail(run_id, live, "host.error", type(exc).__name__, True, start)
         finally:
             if not live.done:
-                await self._fail(run_id, live, "host.run_actor_died", "the run ended without a terminal frame", True)
+                await self._fail(run_id, live, "host.run_actor_died", "the run ended without a terminal frame",
+                                 True, start)
             if worker is not None:
-                crashed = live.frames and live.frames[-1]["data"].get("code") == "runner.crashed"
                 await worker_pool.release(worker)
-                if crashed:  # one death is rarely alone (node loss): drop every dead member now
-                    await self._prune_dead(worker_pool)
             if run_actor is not None:
                 await self.run_actors.release(run_actor)
             self.live.pop(run_id, None)
@@ -318,11 +336,18 @@ class Host:
             await pool.discard(member)
         return len(dead)
 
-    async def _fail(self, run_id: str, live: LiveRun, code: str, message: str, retryable: bool) -> None:
-        """Finalize a run whose RunActor could not: ledger failed, lane released, terminal frame."""
+    async def _prune_all(self) -> None:
+        """Drop dead members of every pool this host owns; one death is rarely alone (node loss)."""
+        await asyncio.gather(*(self._prune_dead(p) for p in [self.run_actors, *self.worker_pools.values()]))
+
+    async def _fail(self, run_id: str, live: LiveRun, code: str, message: str, retryable: bool,
+                    start: dict[str, Any] | None = None) -> None:
+        """Finalize a run whose RunActor could not: facts recorded (accepted if they were not yet),
+        ledger failed, lane released, terminal frame."""
         frame = failed_frame(run_id, code, message, retryable, None)
         try:
-            await self._storage_write("run_abort", run_id=run_id, code=code, message=message, frame=frame)
+            await self._storage_write("run_abort", run_id=run_id, code=code, message=message, frame=frame,
+                                      start=start)
         finally:
             await self._release(run_id)
             await live.publish(frame)

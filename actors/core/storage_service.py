@@ -7,11 +7,12 @@ an actor restart or a lost connection duplicates nothing.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from protocol.errors import invalid_argument
+from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
 from protocol.pages import RunEventRecord
 from store.agents import AgentStore
@@ -22,6 +23,8 @@ from store.ledger import RunLedgerStore
 from store.runtime_sessions import RuntimeSessionStore, owner_from_dict
 from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
+
+from .frames import failed_frame
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
@@ -230,13 +233,20 @@ class StorageService:
             thread_id=run.thread_id, run_id=run_id, runner_id=run.runner_id,
             data={"state_writes_reverted": len(undo)}))
 
-    async def w_run_abort(self, session, *, run_id, code, message, frame) -> dict[str, Any]:
-        """Finalize a run whose RunActor died: failed (retryable) unless already terminal."""
+    async def w_run_abort(self, session, *, run_id, code, message, frame, start=None) -> dict[str, Any]:
+        """Finalize a run whose RunActor died: failed (retryable) unless already terminal.
+
+        A run that died before its facts were written is accepted now (``start``), so the
+        event and the failure are on record either way.
+        """
         ledger = RunLedgerStore(session)
         try:
             run = await ledger.get(run_id)
-        except Exception:
-            return {"status": None}
+        except RunnerHostError as exc:
+            if exc.code is not ErrorCode.NOT_FOUND or start is None:
+                return {"status": None}
+            await self.w_run_accept(session, **start)
+            run = await ledger.get(run_id)
         if run.status in TERMINAL:
             return {"status": run.status}
         page = await ledger.events_page(run_id, limit=100)
@@ -248,6 +258,18 @@ class StorageService:
         await ledger.append_events(_frame_records(run_id, [frame]))
         run = await ledger.transition(run_id, "failed", code)
         return {"status": run.status, "sequence": frame["sequence"]}
+
+    async def w_recover_stale_runs(self, session, *, grace_s: float) -> int:
+        """Fail runs left non-terminal past their deadline (their host died with them)."""
+        ledger = RunLedgerStore(session)
+        cutoff = time.time() - grace_s
+        stale = [r for r in await ledger.list_non_terminal()
+                 if r.deadline_at is not None and r.deadline_at < cutoff]
+        for run in stale:
+            await self.w_run_abort(session, run_id=run.run_id, code="host.lost",
+                                   message="the host driving this run was lost", frame=failed_frame(
+                                       run.run_id, "host.lost", "the host driving this run was lost", True, None))
+        return len(stale)
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:

@@ -118,3 +118,27 @@ async def test_500_events_over_50_conversations(host, pg_url):
     print(f"\n500 echo runs via the actor layer: {500 / elapsed:.1f} runs/s, "
           f"p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {latencies[494] * 1000:.0f} ms, "
           f"RunActor pool peak {host.run_actors.peak_size}/{host.config.pools.run_actors_max}")
+
+
+async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(host, conv, pg_url):
+    for actor in host.run_actors.members():  # e.g. their node was lost while they were idle
+        ray.kill(actor, no_restart=True)
+    frames = await collect(await host.submit(message(conv, "still served"), "echo"))
+    assert frames[-1]["type"] == "run.completed", frames[-1]
+    assert [f["type"] for f in frames].count("run.started") == 1
+    c = await counts(pg_url, conv)
+    assert (c["events"], c["runs"], c["dup_events"]) == (1, 1, 0)
+
+
+async def test_runs_left_running_by_a_lost_host_are_finalized(host, conv):
+    from tests.actors.helpers import message as make_message
+    event = make_message(conv, "orphan").model_dump(mode="json")
+    run_id = f"run_orphan_{conv}"
+    await host._storage_write("run_accept", run_id=run_id, event=event, agent_id="echo", binding_id="echo@1",
+                              runner_id="plugin:builtin/echo/default", conversation_id=conv,
+                              deadline_at=time.time() - 120, scope_keys={})
+    assert await host._storage_write("recover_stale_runs", grace_s=30.0) >= 1
+    run = await host._storage_read("run_get", run_id=run_id)
+    assert run["status"] == "failed" and run["status_reason"] == "host.lost"
+    events = await host._storage_read("run_events_page", run_id=run_id, limit=10)
+    assert events["items"][-1]["type"] == "run.failed" and events["items"][-1]["data"]["retryable"] is True
