@@ -89,20 +89,7 @@ class LeasePool(Generic[T]):
                     await asyncio.wait_for(self._cond.wait(), remaining)
                 except asyncio.TimeoutError:
                     pass
-        try:
-            item = await self._factory()
-        except BaseException:
-            async with self._cond:
-                self._creating -= 1
-                self._cond.notify_all()
-            raise
-        async with self._cond:
-            self._creating -= 1
-            member = Member(item, leases=1)
-            self._members.append(member)
-            self.created += 1
-            self.peak_size = max(self.peak_size, self.size)
-            return item
+        return await self._create(leases=1)
 
     async def release(self, item: T) -> None:
         async with self._cond:
@@ -154,6 +141,10 @@ class LeasePool(Generic[T]):
         return None
 
     async def _grow(self) -> None:
+        await self._create(leases=0)
+
+    async def _create(self, leases: int) -> T:
+        """Finish a creation already counted in ``_creating`` (the count is released either way)."""
         try:
             item = await self._factory()
         except BaseException:
@@ -163,7 +154,8 @@ class LeasePool(Generic[T]):
             raise
         async with self._cond:
             self._creating -= 1
-            self._members.append(Member(item))
+            self._members.append(Member(item, leases=leases))
             self.created += 1
             self.peak_size = max(self.peak_size, self.size)
             self._cond.notify_all()
+            return item
