@@ -88,7 +88,7 @@ class StorageActor:
     async def _apply_batch(self, ops: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
         async def once() -> list[Any]:
             async with self._db.transaction() as session:
-                return [await self._service.write(session, kind, kwargs) for kind, kwargs in ops]
+                return await self._service.write_batch(session, list(ops))
         return await self._with_db_retry(once)
 
     async def _with_db_retry(self, fn):

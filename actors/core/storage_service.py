@@ -62,6 +62,27 @@ class StorageService:
         return TranscriptStore(session, cap=self._cap) if self._cap else TranscriptStore(session)
 
     # -- writes (one op inside a shared transaction) --------------------------------------
+    async def write_batch(self, session: AsyncSession, ops: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Apply a group-commit batch in order; consecutive ``run_events`` ops of many runs
+        become one bulk insert (the hot path of every streaming run)."""
+        results: list[Any] = []
+        i = 0
+        while i < len(ops):
+            kind, kwargs = ops[i]
+            if kind != "run_events":
+                results.append(await self.write(session, kind, kwargs))
+                i += 1
+                continue
+            j = i
+            while j < len(ops) and ops[j][0] == "run_events":
+                j += 1
+            group = [op_kwargs for _, op_kwargs in ops[i:j]]
+            await RunLedgerStore(session).append_events(
+                [r for op_kwargs in group for r in _frame_records(op_kwargs["run_id"], op_kwargs["frames"])])
+            results.extend(len(op_kwargs["frames"]) for op_kwargs in group)
+            i = j
+        return results
+
     async def write(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:
         handler: Callable[..., Awaitable[Any]] | None = getattr(self, f"w_{kind}", None)
         if handler is None:
@@ -133,7 +154,9 @@ class StorageService:
         return {"kb_id": kb_id, "doc_id": doc_id, "chunks": chunks}
 
     async def w_run_events(self, session, *, run_id, frames) -> int:
-        return await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
+        """Record frames idempotently; returns how many frames the call put on record."""
+        await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
+        return len(frames)
 
     async def w_state_set(self, session, *, scope_key, key, value, scope, runner_id) -> dict[str, Any]:
         written = await StateStore(session).set(scope_key, key, value, scope=scope, runner_id=runner_id)
