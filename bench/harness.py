@@ -45,19 +45,19 @@ class Plan:
 
     concurrency: int = 32
     conversations: int = 200
-    warmup_s: float = 5.0
+    warmup_s: float = 4.0
     duration_s: float = 15.0
-    scaling_warmup_s: float = 3.0
-    scaling_duration_s: float = 10.0
+    scaling_warmup_s: float = 2.0
+    scaling_duration_s: float = 8.0
     worker_counts: tuple[int, ...] = (1, 2, 4)
     ttff_count: int = 60
     steer_lanes: int = 4
     steer_trials: int = 10
     write_rows: int = 20_000
-    write_rows_per_call: tuple[int, ...] = (1, 8)
+    write_rows_per_call: tuple[int, ...] = (1, 8, 64)  # 64 = RunActor FLUSH_AT_FRAMES
     write_concurrency: int = 256
     write_runs: int = 500
-    write_max_s: float = 8.0  # per storage-actor variant: stop starting calls after this
+    write_max_s: float = 6.0  # per storage-actor variant: stop starting calls after this
     sections: tuple[str, ...] = SECTIONS
     profile_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -452,8 +452,10 @@ async def _in_process_writes(database_url: str, run_ids: list[str], rows: int, c
     db = Database(database_url)
     service = StorageService()
 
-    async def apply(ops):
+    async def apply(ops):  # what StorageActor._apply_batch does, minus the retry loop
         async with db.transaction() as session:
+            if hasattr(service, "write_batch"):
+                return await service.write_batch(session, list(ops))
             return [await service.write(session, kind, kwargs) for kind, kwargs in ops]
 
     committer = GroupCommitter(apply, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0)

@@ -280,9 +280,17 @@ def write_plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
          f"HTTP throughput (e2e/no-op = {r:.0%})" if r is not None else "HTTP throughput", "requests/s",
          ["#9e9e9e", "#1f77b4"])
     r = results.get("write_vs_raw")
-    bars(axes[1], ["raw asyncpg", "storage actor"], [results.get("raw_rows_per_s"), results.get("storage_rows_per_s")],
-         f"run-event writes (actor/raw = {r:.0%})" if r is not None else "run-event writes", "rows/s",
-         ["#9e9e9e", "#2ca02c"])
+    variants = _get(results, "sections", "writes", "variants") or []
+    labels, values = ["raw\nasyncpg"], [results.get("raw_rows_per_s")]
+    if variants:
+        labels += [f"actor\n{v['rows_per_call']} row/call" for v in variants]
+        values += [v.get("rows_per_s") for v in variants]
+    else:
+        labels.append("storage\nactor")
+        values.append(results.get("storage_rows_per_s"))
+    bars(axes[1], labels, values,
+         f"run-event writes (actor 1 row/call ÷ raw = {r:.1%})" if r is not None else "run-event writes",
+         "rows/s", ["#9e9e9e"] + ["#2ca02c"] * (len(values) - 1))
     ax = axes[2]
     scaling = [row for row in results.get("workers_scaling") or [] if row.get("events_per_s") is not None]
     if scaling:
