@@ -19,11 +19,15 @@ async def start(host, conv, agent, text):
 
 async def test_steer_absorbs_a_second_message_and_audits_it(host, conv):
     stream, first = await start(host, conv, "steer", "one two three four five six")
-    await asyncio.sleep(0.5)
+    assert first["type"] == "run.started", first
+    await stream.__anext__()  # the first delta: the run is live and pulling steering
+    lane = await host.registry.handles.remote([first["run_id"]])
+    assert lane and lane[0]["handle"] is not None, ("registry lost the active run", lane,
+                                                    await host.registry.active_count.remote())
     steered = await collect(await host.submit(message(conv, "also this"), "steer"))
     assert [f["type"] for f in steered] == ["event.steered"]
     assert steered[0]["data"]["claimed_by_run_id"] == first["run_id"]
-    frames = [first] + await collect(stream)
+    frames = await collect(stream)
     assert frames[-1]["type"] == "run.completed"
     assert "steered: also this" in text_of(frames)
     events = await events_of(host, conv)

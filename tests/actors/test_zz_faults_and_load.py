@@ -1,4 +1,7 @@
-"""Killing actors mid-run, and 500 events over 50 conversations, counted in Postgres directly."""
+"""Killing actors mid-run, and 500 events over 50 conversations, counted in Postgres directly.
+
+These tests kill the session host's shared actors, so the module runs last in tests/actors.
+"""
 from __future__ import annotations
 
 import asyncio
