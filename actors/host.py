@@ -24,6 +24,7 @@ from protocol.errors import ErrorCode, RunnerHostError, not_found
 from protocol.events import EventEnvelope
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 
+from .addresses import ActorAddress, PooledActor
 from .core.authz import ResourceCatalog, compute_access
 from .core.context_builder import build_context
 from .core.conversations import Decision
@@ -58,10 +59,10 @@ class LiveRun:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     done: bool = False
 
-    async def publish(self, frame: dict[str, Any]) -> None:
+    async def publish(self, frames: list[dict[str, Any]]) -> None:
         async with self.changed:
-            self.frames.append(frame)
-            if is_terminal(frame):
+            self.frames.extend(frames)
+            if frames and is_terminal(frames[-1]):
                 self.done = True
             self.changed.notify_all()
 
@@ -76,10 +77,10 @@ class Host:
         pools = config.pools
         spread = pool_options(config.spread)
         self._actor_opts = dict(num_cpus=0, **spread)
-        self.run_actors: LeasePool[Any] = LeasePool(
+        self.run_actors: LeasePool[PooledActor] = LeasePool(
             self._new_run_actor, min_size=pools.run_actors_min, max_size=pools.run_actors_max,
             acquire_timeout=pools.acquire_timeout_s, name="run-actor pool")
-        self.worker_pools: dict[str, LeasePool[Any]] = {}
+        self.worker_pools: dict[str, LeasePool[PooledActor]] = {}
         self.live: dict[str, LiveRun] = {}
         catalog = catalog or {}
         self.catalog = ResourceCatalog(
@@ -113,20 +114,29 @@ class Host:
         host._background.add(spawn_detached(host.run_actors.warm()))
         return host
 
-    async def _new_run_actor(self) -> Any:
-        actor = RunActor.options(**self._actor_opts).remote(self.storage, self.providers)
-        await actor.ping.remote()
-        return actor
+    def _address(self, kind: str) -> ActorAddress:
+        return ActorAddress(f"rh-{kind}-{uuid.uuid4().hex[:20]}", self.config.namespace)
 
-    def _worker_pool(self, runner_id: str, target: str) -> LeasePool[Any]:
+    async def _new_run_actor(self) -> PooledActor:
+        address = self._address("run")
+        actor = RunActor.options(name=address.name, namespace=address.namespace, **self._actor_opts).remote(
+            self.storage, self.providers, self.registry, address)
+        address.bind(actor)
+        await actor.ping.remote()
+        return PooledActor(actor, address)
+
+    def _worker_pool(self, runner_id: str, target: str) -> LeasePool[PooledActor]:
         pool = self.worker_pools.get(runner_id)
         if pool is None:
             p = self.config.pools
 
-            async def factory() -> Any:
-                worker = RunnerWorker.options(**self._actor_opts).remote(runner_id, target)
+            async def factory() -> PooledActor:
+                address = self._address("worker")
+                worker = RunnerWorker.options(name=address.name, namespace=address.namespace,
+                                              **self._actor_opts).remote(runner_id, target)
+                address.bind(worker)
                 await worker.ping.remote()
-                return worker
+                return PooledActor(worker, address)
             pool = LeasePool(factory, min_size=p.workers_min, max_size=p.workers_max, shared=True,
                              grow_at=p.runs_per_worker, acquire_timeout=p.acquire_timeout_s,
                              name=f"workers of {runner_id}")
@@ -173,7 +183,8 @@ class Host:
         try:
             admission = unwrap(await self.registry.admit.remote(
                 run_id, agent_id, event.model_dump(include={"event_type", "bot_id", "workspace_id", "source",
-                                                             "conversation_id", "thread_id"}), run_actor))
+                                                             "conversation_id", "thread_id"}),
+                run_actor.address))
         except BaseException:
             await self.run_actors.release(run_actor)
             raise
@@ -191,7 +202,7 @@ class Host:
                 await self.run_actors.release(run_actor)
                 return self._single(steered)
             fallback = await self.registry.admit_fallback.remote(
-                run_id, admission["binding"], admission["conv_key"], True, run_actor)
+                run_id, admission["binding"], admission["conv_key"], True, run_actor.address)
             decision, admission["wait_for"] = Decision(fallback["decision"]), fallback["wait_for"]
         return self._run(run_id, event, binding, descriptor, admission, decision, run_actor)
 
@@ -214,7 +225,7 @@ class Host:
             "subject": event.subject.model_dump(mode="json") if event.subject else None,
         }
         try:
-            claimed = await target["handle"].claim_steering.remote(target["run_id"], item)
+            claimed = await target["actor"].handle().claim_steering.remote(target["run_id"], item)
         except Exception as exc:  # a dying target must not break intake
             log.warning("steering claim into %s failed: %s", target["run_id"], type(exc).__name__)
             return None
@@ -231,7 +242,8 @@ class Host:
                 "data": {"claimed_by_run_id": target["run_id"], "event_id": event.event_id}, "sequence": None}
 
     def _run(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
-             admission: dict[str, Any], decision: Decision, run_actor: Any) -> AsyncIterator[dict[str, Any]]:
+             admission: dict[str, Any], decision: Decision, run_actor: PooledActor
+             ) -> AsyncIterator[dict[str, Any]]:
         """Start the run's driver task and follow it: the run never depends on its reader."""
         live = self.live[run_id] = LiveRun()
         task = spawn_detached(self._drive(run_id, event, binding, descriptor, admission, decision,
@@ -255,7 +267,7 @@ class Host:
 
     async def _drive(self, run_id: str, event: EventEnvelope, binding: AgentBinding,
                      descriptor: RunnerDescriptor, admission: dict[str, Any], decision: Decision,
-                     run_actor: Any, live: LiveRun) -> None:
+                     run_actor: PooledActor | None, live: LiveRun) -> None:
         worker_pool = None
         worker = None
         first_sequence = 0
@@ -268,26 +280,27 @@ class Host:
                           "sequence": 0}
                 await self._storage_write("run_accept", **start, frames=[queued])
                 first_sequence = 1
-                await live.publish(queued)
+                await live.publish([queued])
                 if decision is not Decision.QUEUE:
                     await self._cancel_runs(admission["wait_for"], f"{decision.value} by event {event.event_id}",
                                             rollback=decision is Decision.ROLLBACK)
                 await self.registry.wait_released.remote(admission["wait_for"], QUEUE_WAIT_S)
-                await self.registry.mark_started.remote(run_id, run_actor)
+                await self.registry.mark_started.remote(run_id, run_actor.address)
             if descriptor.execution == "session":
                 executor = await self._session_actor(event, binding, admission["runner_target"])
             else:
                 worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
-                worker = executor = await worker_pool.acquire()
+                worker = await worker_pool.acquire()
+                executor = worker.address
             for attempt in (1, 2):
-                plan = self._plan(run_id, event, binding, descriptor, start, executor, run_actor, first_sequence)
+                plan = self._plan(run_id, event, binding, descriptor, start, executor, first_sequence)
                 published = len(live.frames)
                 try:
-                    async for ref in run_actor.execute.options(num_returns="streaming").remote(plan):
-                        frame = await ref
-                        if is_terminal(frame) and frame["data"].get("code") == "runner.crashed":
+                    async for ref in run_actor.handle.execute.options(num_returns="streaming").remote(plan):
+                        frames = await ref
+                        if is_terminal(frames[-1]) and frames[-1]["data"].get("code") == "runner.crashed":
                             await self._prune_all()  # before anyone can submit onto a corpse
-                        await live.publish(frame)
+                        await live.publish(frames)
                     break
                 except RayActorError:
                     if attempt == 2 or len(live.frames) > published:
@@ -295,13 +308,15 @@ class Host:
                 # The leased RunActor was dead before the run began (e.g. its node was lost while
                 # idle): nothing happened yet, so take a live one and start for real.
                 await self.run_actors.discard(run_actor)
+                run_actor.address.forget()
                 run_actor = None
                 await self._prune_all()
                 run_actor = await self.run_actors.acquire()
-                await self.registry.mark_started.remote(run_id, run_actor)
+                await self.registry.mark_started.remote(run_id, run_actor.address)
         except RayActorError:
             log.warning("RunActor of %s died; recording a retryable failure", run_id)
             await self.run_actors.discard(run_actor)
+            run_actor.address.forget()
             run_actor = None
             await self._prune_all()
             await self._fail(run_id, live, "host.run_actor_died", "the run's actor died", True, start)
@@ -323,10 +338,10 @@ class Host:
             self.live.pop(run_id, None)
 
     @staticmethod
-    async def _prune_dead(pool: LeasePool[Any]) -> int:
-        async def alive(member: Any) -> bool:
+    async def _prune_dead(pool: LeasePool[PooledActor]) -> int:
+        async def alive(member: PooledActor) -> bool:
             try:
-                await asyncio.wait_for(member.ping.remote(), 10)
+                await asyncio.wait_for(member.handle.ping.remote(), 10)
                 return True
             except Exception:
                 return False
@@ -334,6 +349,7 @@ class Host:
         dead = [m for m, ok in zip(members, await asyncio.gather(*(alive(m) for m in members))) if not ok]
         for member in dead:
             await pool.discard(member)
+            member.address.forget()
         return len(dead)
 
     async def _prune_all(self) -> None:
@@ -350,7 +366,7 @@ class Host:
                                       start=start)
         finally:
             await self._release(run_id)
-            await live.publish(frame)
+            await live.publish([frame])
 
     async def _release(self, run_id: str) -> None:
         try:
@@ -359,14 +375,14 @@ class Host:
             log.error("could not release %s from the registry", run_id)
 
     async def _cancel_runs(self, run_ids: list[str], reason: str, rollback: bool) -> None:
-        for entry in await self.registry.handles.remote(run_ids):
-            if entry["handle"] is not None:
+        for entry in await self.registry.run_actors.remote(run_ids):
+            if entry["actor"] is not None:
                 try:
-                    await entry["handle"].cancel.remote(entry["run_id"], reason, rollback)
-                except RayActorError:
+                    await entry["actor"].handle().cancel.remote(entry["run_id"], reason, rollback)
+                except (RayActorError, ValueError):  # ValueError: no actor of that name any more
                     pass
 
-    async def _session_actor(self, event: EventEnvelope, binding: AgentBinding, target: str) -> Any:
+    async def _session_actor(self, event: EventEnvelope, binding: AgentBinding, target: str) -> ActorAddress:
         key = {"runner_id": binding.runner_id, "binding_id": binding.identity,
                "conversation_id": event.conversation_id, "thread_id": event.thread_id}
         return await self.registry.session_actor.remote(key, target, self.storage, self.config.namespace,
@@ -402,7 +418,7 @@ class Host:
         return {scope: key for scope, key in keys.items() if scope in enabled}
 
     def _plan(self, run_id: str, event: EventEnvelope, binding: AgentBinding, descriptor: RunnerDescriptor,
-              start: dict[str, Any], worker: Any, run_actor: Any, first_sequence: int) -> dict[str, Any]:
+              start: dict[str, Any], executor: ActorAddress, first_sequence: int) -> dict[str, Any]:
         start["deadline_at"] = time.time() + binding.timeout_s  # the clock starts when the run does
         manifest = RunnerManifest(id=descriptor.id, label=descriptor.label, capabilities=descriptor.capabilities,
                                   permissions=descriptor.permissions)
@@ -419,10 +435,10 @@ class Host:
         ctx = build_context(run_id=run_id, event=event, binding=binding, snapshot=snapshot, catalog=self.catalog,
                             runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id})
         return {
-            "run_id": run_id, "snapshot": snapshot, "identity": identity, "worker": worker, "self": run_actor,
+            "run_id": run_id, "snapshot": snapshot, "identity": identity, "executor": executor,
             "ctx": ctx.model_dump(mode="json"), "start": start, "scope_keys": start["scope_keys"],
             "steering_capacity": self.config.steering_capacity, "first_sequence": first_sequence,
-            "registry": self.registry, "gateway_url": self.config.gateway_url,
+            "gateway_url": self.config.gateway_url,
             "started_data": {"runner_id": binding.runner_id, "binding_id": binding.binding_id,
                              "agent_id": binding.agent_id, "event_id": event.event_id},
         }
@@ -471,15 +487,19 @@ class Host:
                 await asyncio.sleep(poll_s)
 
     async def cancel(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
-        handles = await self.registry.handles.remote([run_id])
-        if handles and handles[0]["handle"] is not None:
-            if await handles[0]["handle"].cancel.remote(run_id, reason or "cancelled by request", False):
-                return {"run_id": run_id, "cancel_requested": True}
+        entries = await self.registry.run_actors.remote([run_id])
+        if entries and entries[0]["actor"] is not None:
+            try:
+                if await entries[0]["actor"].handle().cancel.remote(run_id, reason or "cancelled by request",
+                                                                     False):
+                    return {"run_id": run_id, "cancel_requested": True}
+            except (RayActorError, ValueError):  # its actor is gone; the ledger tells the rest
+                pass
         run = await self._storage_read("run_get", run_id=run_id)
         if run["status"] in ("completed", "failed", "cancelled", "timeout"):
             raise RunnerHostError(ErrorCode.CONFLICT, f"run {run_id} already finished ({run['status']})",
                                   details={"status": run["status"]})
-        if handles:  # admitted and waiting in a queue: it will start; cancel it as it starts
+        if entries:  # admitted and waiting in a queue: it will start; cancel it as it starts
             raise RunnerHostError(ErrorCode.CONFLICT, f"run {run_id} is queued; cancel it once it starts")
         raise not_found(f"run {run_id} is not active on this host", run_id=run_id)
 
@@ -489,8 +509,8 @@ class Host:
             raise RunnerHostError(ErrorCode.UNAUTHORIZED, "missing capability token")
         found = unwrap(await self.registry.resolve_token.remote(token_digest(token)))
         try:
-            return unwrap(await found["handle"].gateway_call.remote(found["run_id"], method, kwargs))
-        except RayActorError:
+            return unwrap(await found["actor"].handle().gateway_call.remote(found["run_id"], method, kwargs))
+        except (RayActorError, ValueError):
             raise RunnerHostError(ErrorCode.UNAUTHORIZED, "run is not active") from None
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from .retry import reply
 PROVIDER_NAME = "runnerhost-providers"
 
 
-@ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0)
+@ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0, enable_task_events=False)
 class ProviderActor:
     def __init__(self, providers: dict[str, Any]) -> None:
         self._models = ModelRegistry([ModelProviderConfig.model_validate(c) for c in providers.get("models", [])])

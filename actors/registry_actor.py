@@ -13,6 +13,7 @@ import ray
 
 from protocol.errors import RunnerHostError
 
+from .addresses import ActorAddress
 from .core.registry import Registry
 from .retry import reply, unwrap
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 REGISTRY_NAME = "runnerhost-registry"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10000, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10000, num_cpus=0,
+            enable_task_events=False)
 class RegistryActor:
     def __init__(self, storage: Any, extra_runners: dict[str, str] | None = None) -> None:
         self._storage = storage
@@ -80,45 +82,47 @@ class RegistryActor:
                 for e in self._registry.resolver.agents.values()]
 
     # -- runs ----------------------------------------------------------------------
-    async def admit(self, run_id: str, agent_id: str | None, event: dict[str, Any], handle: Any) -> dict[str, Any]:
+    async def admit(self, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any) -> dict[str, Any]:
         async def go():
             await self._ensure_loaded()
-            return self._registry.admit(run_id=run_id, agent_id=agent_id, event=event, handle=handle)
+            return self._registry.admit(run_id=run_id, agent_id=agent_id, event=event, actor=actor)
         return await reply(go())
 
     async def admit_fallback(self, run_id: str, binding: dict[str, Any], conv_key: str | None,
-                             steerable: bool, handle: Any) -> dict[str, Any]:
+                             steerable: bool, actor: Any) -> dict[str, Any]:
         return self._registry.admit_fallback(run_id=run_id, binding=binding, conv_key=conv_key,
-                                             steerable=steerable, handle=handle)
+                                             steerable=steerable, actor=actor)
 
-    async def mark_started(self, run_id: str, handle: Any) -> None:
-        self._registry.index.mark_started(run_id, handle)
+    async def mark_started(self, run_id: str, actor: Any) -> None:
+        self._registry.index.mark_started(run_id, actor)
 
     async def release(self, run_id: str) -> bool:
         return self._registry.release(run_id)
 
-    async def register_token(self, token_hash: str, run_id: str, handle: Any) -> None:
-        self._registry.register_token(token_hash, run_id, handle)
+    async def register_token(self, token_hash: str, run_id: str, actor: Any) -> None:
+        self._registry.register_token(token_hash, run_id, actor)
 
     async def revoke_run_tokens(self, run_id: str) -> int:
         return self._registry.revoke_run_tokens(run_id)
 
     async def resolve_token(self, token_hash: str) -> dict[str, Any]:
         async def go():
-            run_id, handle = self._registry.resolve_token(token_hash)
-            return {"run_id": run_id, "handle": handle}
+            run_id, actor = self._registry.resolve_token(token_hash)
+            return {"run_id": run_id, "actor": actor}
         return await reply(go())
 
     async def wait_released(self, run_ids: list[str], timeout: float | None = None) -> bool:
         return await self._registry.index.wait_released(run_ids, timeout)
 
-    async def handles(self, run_ids: list[str]) -> list[dict[str, Any]]:
-        return self._registry.handles_of(run_ids)
+    async def run_actors(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """``{"run_id", "actor"}`` of each admitted run; ``actor`` is None until it starts."""
+        return self._registry.run_actors_of(run_ids)
 
     # -- directory of session actors -------------------------------------------------------
-    async def session_actor(self, key: dict[str, Any], target: str, storage: Any, namespace: str | None,
-                            idle_s: float) -> Any:
-        """Get or create the ConversationSessionActor of ``key`` (rebuilt if it died or was reaped)."""
+    async def session_actor(self, key: dict[str, Any], target: str, storage: Any, namespace: str,
+                            idle_s: float) -> ActorAddress:
+        """Get or create the ConversationSessionActor of ``key`` (rebuilt if it died or was reaped);
+        returns its address (executors travel by address, see ``actors.addresses``)."""
         from protocol.sessions import SessionKey
         from .placement import session_options
         from .session_actor import ConversationSessionActor, session_actor_name
@@ -126,16 +130,16 @@ class RegistryActor:
         handle = self._sessions.get(name)
         if handle is not None:
             try:
-                await handle.ping.remote()
-                return handle
+                info = await handle.ping.remote()
+                return ActorAddress(name, namespace, info["actor_id"])
             except Exception:
                 self._sessions.pop(name, None)
         handle = ConversationSessionActor.options(
             name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
             **session_options()).remote(key, target, storage, idle_s)
-        await handle.ping.remote()
+        info = await handle.ping.remote()
         self._sessions[name] = handle
-        return handle
+        return ActorAddress(name, namespace, info["actor_id"])
 
     async def sessions(self) -> list[str]:
         return sorted(self._sessions)

@@ -5,6 +5,12 @@ sequencing, deadline and cancellation, and serves the runner-facing API.
 Between runs it is reset and returned to the pool; ``api`` calls for any run
 id other than the current one — including a finished one — are
 ``unauthorized``.
+
+``execute`` streams *batches* of frames: ``run.started`` alone (time to first
+frame), then each batch of accepted results as it arrives from the executor;
+results that arrive together with the terminal result leave together with the
+terminal frame, after the ledger is final. Fewer objects per run on the Ray
+stream is most of what a short run costs.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from .core.authz import AccessSnapshot
 from .core.run import RunBook
 from .core.runner_api import RunIdentity, RunnerApiService
 from .core.steering import SteeringEntry, SteeringQueue
+from .addresses import ActorAddress
 from .providers_backend import ProviderBackend
 from .retry import call_with_retry, reply, unwrap
 
@@ -48,10 +55,16 @@ class _Deadline(Exception):
     pass
 
 
-@ray.remote(max_restarts=0, max_concurrency=1000)
+class _ExecutorLost(Exception):
+    pass
+
+
+@ray.remote(max_restarts=0, max_concurrency=1000, enable_task_events=False)
 class RunActor:
-    def __init__(self, storage: Any, providers: Any) -> None:
+    def __init__(self, storage: Any, providers: Any, registry: Any, address: ActorAddress) -> None:
         self._storage = storage
+        self._registry = registry
+        self.address = address
         self._providers = ProviderBackend(storage, providers)
         self._steering = SteeringQueue()
         self._reset()
@@ -65,14 +78,13 @@ class RunActor:
         self._cancel_reason: str | None = None
         self._rollback = False
         self._worker: Any = None
-        self._gateway_token_hash: str | None = None
 
     # -- pool support ----------------------------------------------------------
     async def ping(self) -> dict[str, Any]:
         return {"busy": self._book is not None, "node_id": ray.get_runtime_context().get_node_id()}
 
     # -- the run ------------------------------------------------------------------
-    async def execute(self, plan: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def execute(self, plan: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         if self._book is not None:
             raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "RunActor is already serving a run")
         run_id: str = plan["run_id"]
@@ -80,7 +92,8 @@ class RunActor:
         identity: RunIdentity = plan["identity"]
         book = RunBook(run_id, identity.runner_id)
         book.next_sequence = plan.get("first_sequence", 0)
-        self._book, self._snapshot, self._worker = book, snapshot, plan["worker"]
+        executor: ActorAddress = plan["executor"]
+        self._book, self._snapshot = book, snapshot
         self._token = secrets.token_urlsafe(24)
         self._steering.reset(plan.get("steering_capacity", 32))
         self._service = RunnerApiService(
@@ -91,6 +104,7 @@ class RunActor:
             cancel_run=None,
         )
         override: RunResult | None = None
+        pending: list[dict[str, Any]] = []  # accepted, not yet relayed; the rest leave with the terminal
         started = False  # no ledger row exists until start_run commits
         try:
             start = await self._write("start_run", **plan["start"])
@@ -101,20 +115,21 @@ class RunActor:
                                                           "has_history_before") if k in start})
             if snapshot.harness_gateway and plan.get("gateway_url"):
                 token = secrets.token_urlsafe(32)
-                await plan["registry"].register_token.remote(token_digest(token), run_id, plan["self"])
+                await self._registry.register_token.remote(token_digest(token), run_id, self.address)
                 ctx["runtime"]["metadata"].update({"gateway_url": plan["gateway_url"], "capability_token": token})
-            yield book.host_frame("run.started", plan["started_data"])
-            gen = plan["worker"].run.options(num_returns="streaming").remote(ctx, plan["self"], self._token)
+            yield [book.host_frame("run.started", plan["started_data"])]
+            try:
+                self._worker = executor.handle()
+            except ValueError:  # no such actor any more (e.g. its node was lost): as if it died now
+                raise _ExecutorLost() from None
+            gen = self._worker.run.options(num_returns="streaming").remote(ctx, self.address, self._token)
             last_flush = time.monotonic()
-            async for raw in self._relay(gen, snapshot.deadline_at):
-                verdict, out = book.accept(raw)
-                if not verdict.accepted:
-                    continue
-                await self._apply(book, verdict.result, plan)
-                if out is not None:
-                    yield out
-                if verdict.result.is_terminal:
+            async for batch in self._relay(gen, snapshot.deadline_at):
+                if await self._accept_batch(book, batch, plan, pending):
                     break
+                if pending:
+                    yield pending
+                    pending = []
                 if len(book.unflushed) >= FLUSH_AT_FRAMES or time.monotonic() - last_flush > FLUSH_EVERY_S:
                     await self._write("run_events", run_id=run_id, frames=book.take_unflushed())
                     last_flush = time.monotonic()
@@ -122,7 +137,7 @@ class RunActor:
             override = RunResult.failed(run_id, "runner.timeout", "the run passed its deadline", True)
         except _Cancelled:
             override = RunResult.failed(run_id, "run.cancelled", self._cancel_reason or "cancelled", False)
-        except RayActorError:
+        except (RayActorError, _ExecutorLost):
             override = RunResult.failed(run_id, "runner.crashed", "the runner worker died", True)
         except RunnerHostError as exc:
             override = RunResult.failed(run_id, f"host.{exc.code.value}", redact(exc.message), exc.retryable)
@@ -133,9 +148,9 @@ class RunActor:
             await self._stop_worker(run_id)
         status, terminal = book.finish(override)
         dropped = self._steering.close_and_drain()
-        if snapshot.harness_gateway and plan.get("registry") is not None:
+        if snapshot.harness_gateway:
             try:  # the token dies with the run (release revokes it too, belt and braces)
-                await plan["registry"].revoke_run_tokens.remote(run_id)
+                await self._registry.revoke_run_tokens.remote(run_id)
             except Exception:
                 pass
         try:
@@ -154,10 +169,25 @@ class RunActor:
         finally:
             self._reset()
         try:  # free the conversation lane now: queued runs must not wait for a reader
-            await call_with_retry(lambda: plan["registry"].release.remote(run_id), what="registry release")
+            await call_with_retry(lambda: self._registry.release.remote(run_id), what="registry release")
         except RunnerHostError:
             log.error("could not release run %s from the registry", run_id)
-        yield terminal
+        yield [*pending, terminal]
+
+    async def _accept_batch(self, book: RunBook, batch: list[Any], plan: dict[str, Any],
+                            out: list[dict[str, Any]]) -> bool:
+        """Validate and apply one batch of raw results, appending frames to relay to ``out``.
+        True once the runner's terminal result is accepted (anything after it is ignored)."""
+        for raw in batch:
+            verdict, frame = book.accept(raw)
+            if not verdict.accepted:
+                continue
+            await self._apply(book, verdict.result, plan)
+            if frame is not None:
+                out.append(frame)
+            if verdict.result.is_terminal:
+                return True
+        return False
 
     async def _relay(self, gen: Any, deadline_at: float | None) -> AsyncIterator[Any]:
         cancel_wait = asyncio.ensure_future(self._cancel.wait())

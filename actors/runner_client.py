@@ -19,16 +19,22 @@ from protocol.pages import (
 )
 from protocol.runner import RunnerAPI
 
+from .addresses import ActorAddress
 from .retry import unwrap
 
 
 class ActorRunnerAPI(RunnerAPI):
-    """Bound to one run: carries the run id and the lease token the RunActor checks."""
+    """Bound to one run: carries the run id and the lease token the RunActor checks.
+    The RunActor's handle is looked up on the first call (runners that never call cost nothing)."""
 
-    def __init__(self, run_actor: Any, run_id: str, token: str) -> None:
-        self._actor = run_actor
+    def __init__(self, run_actor: ActorAddress, run_id: str, token: str) -> None:
+        self._address = run_actor
         self.run_id = run_id
         self._token = token
+
+    @property
+    def _actor(self) -> Any:
+        return self._address.handle()
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return unwrap(await self._actor.api.remote(self.run_id, self._token, method, kwargs))

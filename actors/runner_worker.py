@@ -1,7 +1,9 @@
-"""RunnerWorker: one actor of a runner's pool; executes ``run(ctx, api)`` as a streaming generator.
+"""RunnerWorker: one actor of a runner's pool; executes ``run(ctx, api)`` as a streaming generator
+of result batches.
 
 A worker serves many runs concurrently (async actor); the execution logic
-lives in :class:`actors.core.runner_exec.RunnerExecutor`.
+lives in :class:`actors.core.runner_exec.RunnerExecutor`. The run's RunActor
+is passed by address and resolved only if the runner calls the runner API.
 """
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import ray
 from protocol.context import RunContext
 
 from .core.discovery import load_target
+from .addresses import ActorAddress
 from .core.runner_exec import RunnerExecutor
 from .runner_client import ActorRunnerAPI
 
 
-@ray.remote(max_restarts=0, max_concurrency=1000)
+@ray.remote(max_restarts=0, max_concurrency=1000, enable_task_events=False)
 class RunnerWorker:
     def __init__(self, runner_id: str, target: str) -> None:
         self._executor = RunnerExecutor(load_target(target)(), runner_id)
@@ -25,10 +28,10 @@ class RunnerWorker:
         return {"runner_id": self._executor.runner_id, "active": self._executor.active,
                 "node_id": ray.get_runtime_context().get_node_id()}
 
-    async def run(self, ctx_json: dict[str, Any], run_actor: Any, token: str):
+    async def run(self, ctx_json: dict[str, Any], run_actor: ActorAddress, token: str):
         ctx = RunContext.model_validate(ctx_json)
-        async for item in self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token)):
-            yield item
+        async for batch in self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token)):
+            yield batch
 
     async def cancel_run(self, run_id: str) -> bool:
         return self._executor.cancel(run_id)

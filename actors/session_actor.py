@@ -18,6 +18,7 @@ from protocol.context import RunContext
 from protocol.sessions import SessionKey
 
 from .core.discovery import load_target
+from .addresses import ActorAddress
 from .core.runner_exec import RunnerExecutor
 from .core.session import TurnGate, observe_session_id, with_resume_id
 from .retry import call_with_retry, unwrap
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 SESSION_PREFIX = "rh-session"
 
 
-@ray.remote(max_restarts=0, max_concurrency=1000, num_cpus=0)
+@ray.remote(max_restarts=0, max_concurrency=1000, num_cpus=0, enable_task_events=False)
 class ConversationSessionActor:
     def __init__(self, key: dict[str, Any], target: str, storage: Any, idle_s: float = 600.0) -> None:
         self.key = SessionKey(**key)
@@ -46,15 +47,16 @@ class ConversationSessionActor:
         return {"key": self.key.digest(), "status": self._gate.status.value, "turns": self._gate.turns,
                 "external_session_id": self._external_id,
                 "max_concurrent_turns": self._gate.max_concurrent_seen,
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "actor_id": ray.get_runtime_context().get_actor_id()}
 
-    async def run(self, ctx_json: dict[str, Any], run_actor: Any, token: str):
+    async def run(self, ctx_json: dict[str, Any], run_actor: ActorAddress, token: str):
         async with self._gate:
             await self._load()
             ctx = RunContext.model_validate(with_resume_id(ctx_json, self._external_id))
-            frames = self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token))
-            async for frame in observe_session_id(frames, lambda sid: self._remember(sid, ctx.run_id)):
-                yield frame
+            batches = self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token))
+            async for batch in observe_session_id(batches, lambda sid: self._remember(sid, ctx.run_id)):
+                yield batch
 
     async def cancel_run(self, run_id: str) -> bool:
         return self._executor.cancel(run_id)

@@ -43,7 +43,8 @@ def _transient(exc: BaseException) -> bool:
     return bool(exc.connection_invalidated) or sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=10000, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=10000, num_cpus=0,
+            enable_task_events=False)
 class StorageActor:
     def __init__(self, config: dict[str, Any]) -> None:
         from store.engine import Database

@@ -12,7 +12,8 @@ task, so a client that hangs up (Serve then cancels the request, and Ray
 cancels its child calls recursively) does not cut the run short — it
 completes and its facts are recorded. :func:`relay` reads frames through a
 queue; should the source ever raise mid-stream, the client still gets a
-terminal ``run.failed`` frame instead of a broken stream.
+terminal ``run.failed`` frame instead of a broken stream. Frames that are
+ready together go out as one body chunk (one message to the Serve proxy).
 """
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ def _failure_frame(run_id: str | None, exc: BaseException) -> dict[str, Any]:
 
 
 async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
-                keepalive: float | None = None) -> AsyncIterator[dict[str, Any] | None]:
-    """Yield the frames of ``source``; ``None`` marks a keep-alive tick (after ``keepalive`` s of silence).
+                keepalive: float | None = None) -> AsyncIterator[list[dict[str, Any]] | None]:
+    """Yield the frames of ``source`` in batches of those already available (never waiting for more);
+    ``None`` marks a keep-alive tick (after ``keepalive`` s of silence).
 
     ``detach=True``: the source is pumped by a task that outlives this generator,
     so a disconnecting client never cuts a run short.
@@ -102,15 +104,25 @@ async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
             except asyncio.TimeoutError:
                 yield None
                 continue
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                if not seen_terminal:
-                    yield _failure_frame(last_run_id, item)
-                return
-            last_run_id = item.get("run_id", last_run_id)
-            seen_terminal = seen_terminal or item.get("type") in TERMINAL_TYPES
-            yield item
+            batch: list[dict[str, Any]] = []
+            while True:
+                if item is _END:
+                    if batch:
+                        yield batch
+                    return
+                if isinstance(item, BaseException):
+                    if not seen_terminal:
+                        batch.append(_failure_frame(last_run_id, item))
+                    if batch:
+                        yield batch
+                    return
+                last_run_id = item.get("run_id", last_run_id)
+                seen_terminal = seen_terminal or item.get("type") in TERMINAL_TYPES
+                batch.append(item)
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            yield batch
     finally:
         if not detach and not task.done():
             task.cancel()
@@ -120,11 +132,12 @@ def stream_response(request: Request, source: AsyncIterator[dict[str, Any]], *, 
     sse = wants_sse(request)
 
     async def body() -> AsyncIterator[bytes]:
-        async for frame in relay(source, detach=detach, keepalive=KEEPALIVE_S if sse else None):
-            if frame is None:
+        encode = encode_sse if sse else encode_ndjson
+        async for batch in relay(source, detach=detach, keepalive=KEEPALIVE_S if sse else None):
+            if batch is None:
                 yield b": keep-alive\n\n"
             else:
-                yield encode_sse(frame) if sse else encode_ndjson(frame)
+                yield b"".join(encode(frame) for frame in batch)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type=SSE if sse else NDJSON, headers=headers)

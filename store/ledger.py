@@ -14,9 +14,9 @@ Invariants:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,13 +28,15 @@ from ._common import (
     check_limit,
     check_optional_text,
     check_storable,
+    check_row,
     check_text,
+    dialect_name,
     encode_json,
     epoch,
     fetch_keyset,
+    insert_for,
     insert_rows,
     now,
-    unique_by,
 )
 from .models import RUN_STATUSES, AgentRun, AgentRunEvent
 
@@ -51,6 +53,20 @@ _R = AgentRun.__table__
 _E = AgentRunEvent.__table__
 _RUNS = Keyset("run_list", ("t", "r"), (float, str))
 _EVENTS = Keyset("run_event", ("n",), (int,))
+
+#: One result of a run as the hot path hands it over: (run_id, sequence, type, data).
+EventRow = tuple[str, int, str, dict[str, Any]]
+
+# Postgres: every row of a batch in one statement — five arrays, one round trip, one plan —
+# instead of a multi-row VALUES list rebuilt per batch. Rows of unknown runs are skipped by
+# the EXISTS (the caller is told via not_found); used (run_id, sequence) pairs by ON CONFLICT.
+_PG_BULK_EVENTS = text(
+    "INSERT INTO agent_run_event (run_id, sequence, type, data_json, created_at) "
+    "SELECT u.run_id, u.sequence, u.type, CAST(u.data AS jsonb), u.created_at "
+    "FROM unnest(CAST(:run_ids AS text[]), CAST(:sequences AS bigint[]), CAST(:types AS text[]), "
+    "CAST(:datas AS text[]), CAST(:stamps AS float8[])) AS u(run_id, sequence, type, data, created_at) "
+    "WHERE EXISTS (SELECT 1 FROM agent_run r WHERE r.run_id = u.run_id) "
+    "ON CONFLICT (run_id, sequence) DO NOTHING")
 
 
 class RunLedgerStore:
@@ -78,6 +94,32 @@ class RunLedgerStore:
             "cancel_requested_at": None, "metadata_json": dict(metadata or {}),
         }], conflict=("run_id",), returning=list(_R.c))
         return _run(rows[0]) if rows else await self.get(run_id)
+
+    async def start(self, run_id: str, **fields: Any) -> RunRecord:
+        """Record the run as ``running`` in one statement: a new row (with ``fields`` as in
+        :meth:`create`) or the ``created`` row of a queued run moved on. A retry returns the
+        running run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
+        check_text(run_id, "run_id", max_len=128)
+        stamp = now()
+        row = {"run_id": run_id, "event_id": None, "agent_id": None, "binding_id": None, "runner_id": None,
+               "conversation_id": None, "thread_id": None, "bot_id": None, "workspace_id": None,
+               "deadline_at": None, **fields, "status": "running", "status_reason": None, "created_at": stamp,
+               "started_at": stamp, "finished_at": None, "updated_at": stamp, "cancel_requested_at": None,
+               "metadata_json": dict(fields.pop("metadata", None) or {})}
+        row.pop("metadata", None)
+        check_row(_R, row)
+        stmt = insert_for(self._session, _R).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"], where=_R.c.status == "created",
+            set_={"status": "running", "started_at": stamp, "updated_at": stamp})
+        found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
+        if found is not None:
+            return _run(found)
+        current = await self.get(run_id)
+        if current.status == "running":
+            return current
+        raise invalid_argument(f"illegal run status transition {current.status} → running",
+                               **{"from": current.status, "to": "running", "run_id": run_id})
 
     async def transition(self, run_id: str, status: str, reason: str | None = None) -> RunRecord:
         """Move the run to ``status`` (see the module invariants); returns the run.
@@ -169,20 +211,49 @@ class RunLedgerStore:
         return await self.append_events([event]) == 1
 
     async def append_events(self, events: Sequence[RunEventRecord]) -> int:
-        """Record results of any runs with one batched multi-row INSERT; returns
-        how many were new. Only run_id, sequence, type, data and created_at are
-        persisted. Unknown run → ``not_found`` (nothing is written)."""
+        """Record results of any runs in one batched INSERT; returns how many were
+        new. Only run_id, sequence, type, data and created_at are persisted.
+        Unknown run → ``not_found`` (the caller's transaction must not commit)."""
+        return await self.append_rows([(e.run_id, e.sequence, e.type, e.data) for e in events],
+                                      created_at={(e.run_id, e.sequence): float(e.created_at)
+                                                  for e in events if e.created_at is not None})
+
+    async def append_rows(self, rows: Iterable[EventRow], *,
+                          created_at: dict[tuple[str, int], float] | None = None) -> int:
+        """:meth:`append_events` for plain ``(run_id, sequence, type, data)`` tuples — the
+        storage actor's hot path, with no model per row. Each ``data`` is encoded once."""
         stamp = now()
-        rows = [_event_row(e, stamp) for e in unique_by(events, lambda e: (e.run_id, e.sequence))]
-        if not rows:
+        checked: dict[tuple[str, int], tuple[str, int, str, str, float, Any]] = {}
+        for run_id, sequence, type_, data in rows:
+            if (run_id, sequence) in checked:
+                continue
+            encoded = _check_event(run_id, sequence, type_, data)
+            at = created_at.get((run_id, sequence), stamp) if created_at else stamp
+            checked[(run_id, sequence)] = (run_id, sequence, type_, encoded, at, data)
+        if not checked:
             return 0
-        run_ids = {r["run_id"] for r in rows}
+        values = list(checked.values())
+        if dialect_name(self._session) == "postgresql":
+            result = await self._session.execute(_PG_BULK_EVENTS, {
+                "run_ids": [v[0] for v in values], "sequences": [v[1] for v in values],
+                "types": [v[2] for v in values], "datas": [v[3] for v in values],
+                "stamps": [v[4] for v in values]})
+            count = result.rowcount
+            if count < len(values):  # used sequences (a retry) or unknown runs: which?
+                await self._require_runs({v[0] for v in values})
+            return count
+        await self._require_runs({v[0] for v in values})
+        count, _ = await insert_rows(self._session, _E, [
+            {"run_id": r, "sequence": n, "type": t, "data_json": data if data is not None else {},
+             "created_at": at} for r, n, t, _, at, data in values],
+            conflict=("run_id", "sequence"), checked=True)
+        return count
+
+    async def _require_runs(self, run_ids: set[str]) -> None:
         known = set((await self._session.execute(
             select(_R.c.run_id).where(_R.c.run_id.in_(run_ids)))).scalars())
         if missing := sorted(run_ids - known):
             raise not_found("run not found", run_ids=missing[:10])
-        count, _ = await insert_rows(self._session, _E, rows, conflict=("run_id", "sequence"))
-        return count
 
     async def events_page(self, run_id: str, *, after_cursor: str | None = None,
                           limit: int = 50) -> RunEventPage:
@@ -200,15 +271,14 @@ class RunLedgerStore:
                             prev_cursor=cursors[0] if cursors else None)
 
 
-def _event_row(event: RunEventRecord, stamp: float) -> dict[str, Any]:
-    check_text(event.run_id, "run_id", max_len=128)
-    check_text(event.type, "type", max_len=64)
-    if event.sequence < 0:
-        raise invalid_argument("sequence must be ≥ 0", run_id=event.run_id)
-    encode_json(event.data, field="run event data", max_bytes=MAX_EVENT_DATA_BYTES)
-    return {"run_id": event.run_id, "sequence": event.sequence, "type": event.type,
-            "data_json": event.data,
-            "created_at": float(event.created_at) if event.created_at is not None else stamp}
+def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any) -> str:
+    """Validate one run event; its ``data`` encoded as JSON."""
+    check_text(run_id, "run_id", max_len=128)
+    check_text(type_, "type", max_len=64)
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+        raise invalid_argument("sequence must be an integer ≥ 0", run_id=run_id)
+    return encode_json(data if data is not None else {}, field="run event data",
+                       max_bytes=MAX_EVENT_DATA_BYTES)
 
 
 def _run(row: Row[Any]) -> RunRecord:

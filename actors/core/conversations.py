@@ -40,7 +40,7 @@ class LaneEntry:
     run_id: str
     runner_id: str
     steerable: bool
-    handle: Any = None           # the RunActor serving it, once leased
+    actor: Any = None            # the address of the RunActor serving it, once leased
     started: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -82,7 +82,7 @@ class ConversationIndex:
             if strategy is MultitaskStrategy.REJECT:
                 return Admission(Decision.REJECT, run_id, wait_for=others)
             if strategy is MultitaskStrategy.STEER:
-                running = [e for e in lane if e.started and e.steerable and e.handle is not None]
+                running = [e for e in lane if e.started and e.steerable and e.actor is not None]
                 if running:
                     return Admission(Decision.STEER, run_id, target=running[-1])
                 decision = Decision.QUEUE  # nothing to steer into: the normal path
@@ -105,11 +105,11 @@ class ConversationIndex:
         self._register(conv_key, LaneEntry(run_id, runner_id, steerable))
         return Admission(Decision.QUEUE if others else Decision.START, run_id, wait_for=others)
 
-    def mark_started(self, run_id: str, handle: Any) -> None:
+    def mark_started(self, run_id: str, actor: Any) -> None:
         entry = self.get(run_id)
         if entry is not None:
             entry.started = True
-            entry.handle = handle
+            entry.actor = actor
 
     def release(self, run_id: str) -> bool:
         found = self._runs.pop(run_id, None)

@@ -53,7 +53,7 @@ class Registry:
         self.resolver.load(entries)
 
     # -- admission -------------------------------------------------------------------
-    def admit(self, *, run_id: str, agent_id: str | None, event: dict[str, Any], handle: Any) -> dict[str, Any]:
+    def admit(self, *, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any) -> dict[str, Any]:
         binding = self.resolver.resolve(
             agent_id=agent_id, event_type=event["event_type"], bot_id=event.get("bot_id"),
             workspace_id=event.get("workspace_id"), source=event.get("source"))
@@ -65,7 +65,7 @@ class Registry:
                                     event.get("conversation_id"), event.get("thread_id"))
         admission = self.index.admit(conv_key, run_id, binding.runner_id, binding.multitask_strategy, steerable)
         if admission.decision is Decision.START:
-            self.index.mark_started(run_id, handle)
+            self.index.mark_started(run_id, actor)
         return self._describe(admission, binding, spec, conv_key)
 
     def release(self, run_id: str) -> bool:
@@ -73,17 +73,17 @@ class Registry:
         return self.index.release(run_id)
 
     def admit_fallback(self, *, run_id: str, binding: dict[str, Any], conv_key: str | None,
-                       steerable: bool, handle: Any) -> dict[str, Any]:
+                       steerable: bool, actor: Any) -> dict[str, Any]:
         admission = self.index.admit_fallback(conv_key, run_id, binding["runner_id"], steerable)
         if admission.decision is Decision.START:
-            self.index.mark_started(run_id, handle)
+            self.index.mark_started(run_id, actor)
         return {"decision": admission.decision.value, "wait_for": admission.wait_for}
 
     @staticmethod
     def _describe(admission: Admission, binding: Any, spec: RunnerSpec, conv_key: str | None) -> dict[str, Any]:
         targets = []
         if admission.target is not None:
-            targets = [{"run_id": admission.target.run_id, "handle": admission.target.handle}]
+            targets = [{"run_id": admission.target.run_id, "actor": admission.target.actor}]
         return {
             "decision": admission.decision.value,
             "wait_for": admission.wait_for,
@@ -95,8 +95,8 @@ class Registry:
         }
 
     # -- harness gateway capability tokens (stored hashed; dead when the run ends) --------
-    def register_token(self, token_hash: str, run_id: str, handle: Any) -> None:
-        self._tokens[token_hash] = (run_id, handle)
+    def register_token(self, token_hash: str, run_id: str, actor: Any) -> None:
+        self._tokens[token_hash] = (run_id, actor)
 
     def resolve_token(self, token_hash: str) -> tuple[str, Any]:
         found = self._tokens.get(token_hash)
@@ -110,10 +110,10 @@ class Registry:
             del self._tokens[h]
         return len(dead)
 
-    def handles_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+    def run_actors_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
         out = []
         for rid in run_ids:
             entry = self.index.get(rid)
             if entry is not None:
-                out.append({"run_id": rid, "handle": entry.handle})
+                out.append({"run_id": rid, "actor": entry.actor})
         return out

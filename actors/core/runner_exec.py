@@ -3,6 +3,11 @@
 Each run's generator is pumped by its own task so a cancel can interrupt the
 runner even while it awaits; the generator is always closed (its ``finally``
 blocks run). Runner exceptions become ``run.failed`` results, never silence.
+
+Results leave in batches: everything the runner produced while the previous
+batch was in flight goes out as one list, so a burst of results costs one
+object on the Ray stream instead of one per result. The first result of a
+burst is never held back waiting for company.
 """
 from __future__ import annotations
 
@@ -19,6 +24,20 @@ from protocol.runner import Runner, RunnerAPI
 
 log = logging.getLogger(__name__)
 _END = object()
+MAX_BATCH = 256
+
+
+def drain(first: Any, queue: asyncio.Queue) -> tuple[list[Any], bool]:
+    """``first`` plus whatever is already queued, up to the end marker: (batch, ended)."""
+    batch: list[Any] = []
+    item = first
+    while True:
+        if item is _END:
+            return batch, True
+        batch.append(item)
+        if queue.empty():
+            return batch, False
+        item = queue.get_nowait()
 
 
 def _plain(raw: Any) -> Any:
@@ -39,18 +58,20 @@ class RunnerExecutor:
     def active(self) -> int:
         return len(self._tasks)
 
-    async def execute(self, ctx: RunContext, api: RunnerAPI) -> AsyncIterator[dict[str, Any]]:
+    async def execute(self, ctx: RunContext, api: RunnerAPI) -> AsyncIterator[list[dict[str, Any]]]:
+        """Batches (non-empty lists) of the run's raw results, in order."""
         if ctx.run_id in self._cancelled:
             return
-        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=MAX_BATCH)
         task = asyncio.create_task(self._pump(ctx, api, queue))
         self._tasks[ctx.run_id] = task
         try:
             while True:
-                item = await queue.get()
-                if item is _END:
+                batch, ended = drain(await queue.get(), queue)
+                if batch:
+                    yield batch
+                if ended:
                     return
-                yield item
         finally:
             self._tasks.pop(ctx.run_id, None)
             if not task.done():

@@ -56,12 +56,15 @@ def with_resume_id(ctx_json: dict[str, Any], stored_session_id: str | None) -> d
     return ctx_json
 
 
-async def observe_session_id(frames: AsyncIterator[dict[str, Any]],
-                             on_session_id: Callable[[str], Awaitable[None]]) -> AsyncIterator[dict[str, Any]]:
-    """Relay frames; persist the external session id as soon as the runner reports one."""
-    async for frame in frames:
-        data = frame.get("data") or {}
-        if (frame.get("type") == "state.updated" and data.get("scope") == "conversation"
-                and data.get("key") == EXTERNAL_SESSION_KEY and isinstance(data.get("value"), str)):
-            await on_session_id(data["value"])
-        yield frame
+async def observe_session_id(batches: AsyncIterator[list[dict[str, Any]]],
+                             on_session_id: Callable[[str], Awaitable[None]]
+                             ) -> AsyncIterator[list[dict[str, Any]]]:
+    """Relay result batches; persist the external session id as soon as the runner reports one
+    (before the batch that carries it moves on)."""
+    async for batch in batches:
+        for frame in batch:
+            data = frame.get("data") or {}
+            if (frame.get("type") == "state.updated" and data.get("scope") == "conversation"
+                    and data.get("key") == EXTERNAL_SESSION_KEY and isinstance(data.get("value"), str)):
+                await on_session_id(data["value"])
+        yield batch

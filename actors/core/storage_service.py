@@ -14,12 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
-from protocol.pages import RunEventRecord
 from store.agents import AgentStore
 from store.event_log import EventLogEntry, EventLogStore
 from store.knowledge import KnowledgeStore
 from store.kv import KvStore
-from store.ledger import RunLedgerStore
+from store.ledger import EventRow, RunLedgerStore
 from store.runtime_sessions import RuntimeSessionStore, owner_from_dict
 from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
@@ -47,8 +46,9 @@ def user_transcript_entry(event: EventEnvelope, run_id: str | None) -> Transcrip
     )
 
 
-def _frame_records(run_id: str, frames: list[dict[str, Any]]) -> list[RunEventRecord]:
-    return [RunEventRecord(run_id=run_id, sequence=f["sequence"], type=f["type"], data=f.get("data") or {})
+def _frame_rows(run_id: str, frames: list[dict[str, Any]]) -> list[EventRow]:
+    """Ledger rows of relayed frames (frames without a sequence are not part of the run's stream)."""
+    return [(run_id, f["sequence"], f["type"], f.get("data") or {})
             for f in frames if f.get("sequence") is not None]
 
 
@@ -77,8 +77,8 @@ class StorageService:
             while j < len(ops) and ops[j][0] == "run_events":
                 j += 1
             group = [op_kwargs for _, op_kwargs in ops[i:j]]
-            await RunLedgerStore(session).append_events(
-                [r for op_kwargs in group for r in _frame_records(op_kwargs["run_id"], op_kwargs["frames"])])
+            await RunLedgerStore(session).append_rows(
+                [r for op_kwargs in group for r in _frame_rows(op_kwargs["run_id"], op_kwargs["frames"])])
             results.extend(len(op_kwargs["frames"]) for op_kwargs in group)
             i = j
         return results
@@ -103,8 +103,10 @@ class StorageService:
         return envelope, record.seq
 
     async def _create_run(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str,
-                          agent_id: str, binding_id: str, runner_id: str, deadline_at: float) -> None:
-        await RunLedgerStore(session).create(
+                          agent_id: str, binding_id: str, runner_id: str, deadline_at: float,
+                          running: bool = False) -> None:
+        ledger = RunLedgerStore(session)
+        await (ledger.start if running else ledger.create)(
             run_id, event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id, runner_id=runner_id,
             conversation_id=envelope.conversation_id, thread_id=envelope.thread_id, bot_id=envelope.bot_id,
             workspace_id=envelope.workspace_id, deadline_at=deadline_at)
@@ -122,7 +124,7 @@ class StorageService:
         await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
                                runner_id=runner_id, deadline_at=deadline_at)
         if frames:
-            await RunLedgerStore(session).append_events(_frame_records(run_id, list(frames)))
+            await RunLedgerStore(session).append_rows(_frame_rows(run_id, list(frames)))
         return {"run_id": run_id}
 
     async def w_start_run(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
@@ -131,8 +133,7 @@ class StorageService:
         envelope, event_seq = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
                                                  binding_id=binding_id, runner_id=runner_id)
         await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
-                               runner_id=runner_id, deadline_at=deadline_at)
-        await RunLedgerStore(session).transition(run_id, "running")
+                               runner_id=runner_id, deadline_at=deadline_at, running=True)
         handles: dict[str, Any] = {"state": await StateStore(session).snapshot(scope_keys) if scope_keys else {}}
         if conversation_id:
             seq, cursor = await self._transcript(session).latest(conversation_id)
@@ -155,7 +156,7 @@ class StorageService:
 
     async def w_run_events(self, session, *, run_id, frames) -> int:
         """Record frames idempotently; returns how many frames the call put on record."""
-        await RunLedgerStore(session).append_events(_frame_records(run_id, frames))
+        await RunLedgerStore(session).append_rows(_frame_rows(run_id, frames))
         return len(frames)
 
     async def w_state_set(self, session, *, scope_key, key, value, scope, runner_id) -> dict[str, Any]:
@@ -224,7 +225,7 @@ class StorageService:
     async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
                            rollback=None, rollback_requested=False) -> dict[str, Any]:
         ledger = RunLedgerStore(session)
-        await ledger.append_events(_frame_records(run_id, frames))
+        await ledger.append_rows(_frame_rows(run_id, frames))
         if dropped:
             await self.w_steering_audit(session, records=dropped)
         if rollback_requested:
@@ -278,7 +279,7 @@ class StorageService:
             last = await ledger.events_page(run_id, after_cursor=last.next_cursor, limit=100)
         seqs = [e.sequence for e in page.items] + [e.sequence for e in last.items]
         frame = {**frame, "sequence": (max(seqs) + 1) if seqs else 0}
-        await ledger.append_events(_frame_records(run_id, [frame]))
+        await ledger.append_rows(_frame_rows(run_id, [frame]))
         run = await ledger.transition(run_id, "failed", code)
         return {"status": run.status, "sequence": frame["sequence"]}
 

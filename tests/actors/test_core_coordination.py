@@ -63,7 +63,7 @@ def test_steer_targets_the_started_steerable_run_and_falls_back_to_queue():
     handle = object()
     idx.mark_started("r1", handle)
     adm = idx.admit("k", "r2", ECHO, MultitaskStrategy.STEER, steerable=True)
-    assert adm.decision is Decision.STEER and adm.target.handle is handle
+    assert adm.decision is Decision.STEER and adm.target.actor is handle
     assert idx.get("r2") is None
     fb = idx.admit_fallback("k", "r2", ECHO, True)
     assert fb.decision is Decision.QUEUE and fb.wait_for == ["r1"]

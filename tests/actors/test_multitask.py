@@ -21,8 +21,8 @@ async def test_steer_absorbs_a_second_message_and_audits_it(host, conv):
     stream, first = await start(host, conv, "steer", "one two three four five six")
     assert first["type"] == "run.started", first
     await stream.__anext__()  # the first delta: the run is live and pulling steering
-    lane = await host.registry.handles.remote([first["run_id"]])
-    assert lane and lane[0]["handle"] is not None, ("registry lost the active run", lane,
+    lane = await host.registry.run_actors.remote([first["run_id"]])
+    assert lane and lane[0]["actor"] is not None, ("registry lost the active run", lane,
                                                     await host.registry.active_count.remote())
     steered = await collect(await host.submit(message(conv, "also this"), "steer"))
     assert [f["type"] for f in steered] == ["event.steered"]

@@ -38,8 +38,8 @@ async def counts(pg_url: str, conv: str) -> dict[str, int]:
 
 
 async def running_handle(host, run_id: str):
-    entries = await host.registry.handles.remote([run_id])
-    return entries[0]["handle"]
+    entries = await host.registry.run_actors.remote([run_id])
+    return entries[0]["actor"].handle()
 
 
 async def test_killing_a_run_actor_mid_run_records_a_retryable_failure(host, conv, pg_url):
@@ -64,7 +64,7 @@ async def test_killing_a_runner_worker_mid_run_records_a_retryable_failure(host,
     first = await stream.__anext__()
     await asyncio.sleep(0.5)
     for worker in host.worker_pools["plugin:builtin/echo/default"].members():
-        ray.kill(worker, no_restart=True)
+        ray.kill(worker.handle, no_restart=True)
     frames = [first] + await collect(stream)
     assert frames[-1]["type"] == "run.failed"
     assert frames[-1]["data"]["code"] == "runner.crashed" and frames[-1]["data"]["retryable"] is True
@@ -125,7 +125,7 @@ async def test_500_events_over_50_conversations(host, pg_url):
 
 async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(host, conv, pg_url):
     for actor in host.run_actors.members():  # e.g. their node was lost while they were idle
-        ray.kill(actor, no_restart=True)
+        ray.kill(actor.handle, no_restart=True)
     frames = await collect(await host.submit(message(conv, "still served"), "echo"))
     assert frames[-1]["type"] == "run.completed", frames[-1]
     assert [f["type"] for f in frames].count("run.started") == 1

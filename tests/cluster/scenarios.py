@@ -195,15 +195,20 @@ class Tracked:
         return self.frames[0]["run_id"] if self.frames else None
 
     async def run_actor_node(self) -> str | None:
-        entries = await self.host.registry.handles.remote([self.run_id])
-        handle = entries[0]["handle"] if entries else None
-        return await ping_node(handle) if handle is not None else None
+        entries = await self.host.registry.run_actors.remote([self.run_id])
+        address = entries[0]["actor"] if entries else None
+        if address is None:
+            return None
+        try:
+            return await ping_node(address.handle())
+        except ValueError:  # no actor of that name any more
+            return None
 
 
 async def pool_nodes(host: Host) -> dict[str, list[list[Any]]]:
     """Per pool, ``[node_id or None if dead, leases]`` of each member."""
     pools = {"run_actors": host.run_actors, **host.worker_pools}
-    return {name: [[await ping_node(m.item), m.leases] for m in list(pool._members)]
+    return {name: [[await ping_node(m.item.handle), m.leases] for m in list(pool._members)]
             for name, pool in pools.items()}
 
 

@@ -2,7 +2,7 @@
 
 2,000 events over 200 conversations go through ``POST /v1/events`` (NDJSON) from
 concurrent clients while a fault task, at 20 / 40 / 60 / 80 % progress, kills a busy
-RunActor (``ray.kill`` through the registry's handle of a live run), SIGKILLs the
+RunActor (``ray.kill`` through the registry's address of a live run), SIGKILLs the
 process of a runner worker of this app, kills the storage actor (it restarts) and
 restarts Postgres (``pg_ctlcluster … restart``). Afterwards Postgres is read directly:
 
@@ -185,9 +185,9 @@ async def kill_run_actor(load: Load) -> dict[str, Any]:
         now = time.monotonic()
         fresh = [rid for rid, (agent, at) in list(load.live.items()) if agent == SLOW_AGENT and now - at < 0.5]
         for run_id in fresh:
-            entries = await registry.handles.remote([run_id])
-            if entries and entries[0].get("handle") is not None:
-                ray.kill(entries[0]["handle"], no_restart=True)
+            entries = await registry.run_actors.remote([run_id])
+            if entries and entries[0].get("actor") is not None:
+                ray.kill(entries[0]["actor"].handle(), no_restart=True)
                 return {"fault": "kill RunActor", "run_id": run_id}
         await asyncio.sleep(0.02)
     raise AssertionError("no live slow run to kill a RunActor under")

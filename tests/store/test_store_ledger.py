@@ -150,3 +150,46 @@ async def test_request_cancel_and_non_terminal(db, uid):
         assert (await ledger.request_cancel(done)).cancel_requested_at is None
         open_runs = {r.run_id for r in await ledger.list_non_terminal()}
     assert {running, fresh} <= open_runs and done not in open_runs
+
+
+async def test_start_records_a_running_run_in_one_step_and_is_idempotent(db, uid):
+    fresh = uid("run")
+    async with db.transaction() as s:
+        ledger = RunLedgerStore(s)
+        started = await ledger.start(fresh, conversation_id="c", agent_id="a", deadline_at=2e9)
+        assert started.status == "running" and started.started_at is not None
+        assert started.conversation_id == "c" and started.deadline_at == 2_000_000_000
+        assert await ledger.start(fresh, conversation_id="other") == started  # a retry changes nothing
+    queued = await _run(db, uid, conversation_id="q")
+    async with db.transaction() as s:
+        moved = await RunLedgerStore(s).start(queued, conversation_id="ignored")
+    assert moved.status == "running" and moved.conversation_id == "q" and moved.started_at is not None
+
+
+async def test_start_of_a_finished_run_is_an_illegal_transition(db, uid, fails_with):
+    run_id = await _run(db, uid)
+    async with db.transaction() as s:
+        await RunLedgerStore(s).transition(run_id, "cancelled", "withdrawn")
+    async with db.transaction() as s:
+        with fails_with(ErrorCode.INVALID_ARGUMENT) as info:
+            await RunLedgerStore(s).start(run_id)
+    assert info.value.details["from"] == "cancelled" and info.value.details["to"] == "running"
+
+
+async def test_append_rows_of_many_runs_skips_used_sequences_and_rejects_unknown_runs(db, uid, fails_with):
+    run_a, run_b = await _run(db, uid), await _run(db, uid)
+    rows = [(run_a, 0, "message.delta", {"chunk": {"content": "a"}}), (run_b, 0, "run.started", {}),
+            (run_a, 1, "run.completed", {"finish_reason": "stop"}), (run_a, 0, "message.delta", {"dup": True})]
+    async with db.transaction() as s:
+        assert await RunLedgerStore(s).append_rows(rows) == 3
+    async with db.transaction() as s:
+        assert await RunLedgerStore(s).append_rows(rows[:2]) == 0  # a retried batch adds nothing
+        page = await RunLedgerStore(s).events_page(run_a)
+    assert [(e.sequence, e.type, e.data) for e in page.items] == [
+        (0, "message.delta", {"chunk": {"content": "a"}}), (1, "run.completed", {"finish_reason": "stop"})]
+    with fails_with(ErrorCode.NOT_FOUND) as info:
+        async with db.transaction() as s:
+            await RunLedgerStore(s).append_rows([(run_b, 1, "x", {}), ("run-missing-" + run_a, 0, "x", {})])
+    assert info.value.details["run_ids"] == ["run-missing-" + run_a]
+    async with db.transaction() as s:  # the failed batch wrote nothing, not even run_b's known row
+        assert [e.sequence for e in (await RunLedgerStore(s).events_page(run_b)).items] == [0]
