@@ -53,8 +53,12 @@ class Plan:
     ttff_count: int = 60
     steer_lanes: int = 4
     steer_trials: int = 10
-    write_rows: int = 20_000
-    write_rows_per_call: tuple[int, ...] = (1, 8, 64)  # 64 = RunActor FLUSH_AT_FRAMES
+    write_rows: int = 60_000
+    write_rows_per_call: tuple[int, ...] = (1, 8, 64)
+    # The headline variant: a RunActor sends a run's frames in batches of up to FLUSH_AT_FRAMES = 64
+    # (and the group commit merges concurrent batches); one row per call measures Ray's call rate.
+    write_headline_rows: int = 64
+    light_concurrency: int = 4  # e2e latency without queueing (informational, next to the headline load)
     write_concurrency: int = 256
     write_runs: int = 500
     write_max_s: float = 6.0  # per storage-actor variant: stop starting calls after this
@@ -350,9 +354,11 @@ class Profiler:
                 p.kill()
 
 
-def load(url: str, path: str, plan: Plan, *, warmup: float, duration: float, tag: str = "") -> dict[str, Any]:
+def load(url: str, path: str, plan: Plan, *, warmup: float, duration: float, tag: str = "",
+         concurrency: int | None = None) -> dict[str, Any]:
     """Closed-loop load through the one client; CPU per process of this Ray during the measured window."""
-    spec = {"mode": "load", "url": url, "path": path, "concurrency": plan.concurrency, "warmup_s": warmup,
+    spec = {"mode": "load", "url": url, "path": path, "concurrency": concurrency or plan.concurrency,
+            "warmup_s": warmup,
             "duration_s": duration, "conversations": plan.conversations, "agent_id": "echo1"}
     window: dict[str, Any] = {}
     profiler = Profiler(plan.profile_dir, tag, duration) if plan.profile_dir and tag else None
@@ -501,19 +507,22 @@ async def _actor_noop_calls(storage: Any, calls: int, concurrency: int) -> dict[
 
 
 async def _raw_writes(dsn: str, run_ids: list[str], rows: int, per_txn: int) -> dict[str, Any]:
-    """The same rows straight into ``agent_run_event`` with asyncpg ``executemany``, ``per_txn`` rows a commit."""
+    """The same rows straight into ``agent_run_event`` with asyncpg ``executemany``, ``per_txn`` rows a commit.
+    Like the storage actor's callers it starts from frames (Python objects): encoding each ``data`` as
+    JSON is part of writing it, on both sides of the comparison."""
     import asyncpg
-    now = time.time()
-    data = [(run_ids[i % len(run_ids)], i // len(run_ids), "message.delta",
-             json.dumps(_frame(i // len(run_ids))["data"]), now) for i in range(rows)]
+    frames = [(run_ids[i % len(run_ids)], _frame(i // len(run_ids))) for i in range(rows)]
     conn = await asyncpg.connect(dsn)
     try:
         sql = ("INSERT INTO agent_run_event (run_id, sequence, type, data_json, created_at) "
                "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (run_id, sequence) DO NOTHING")
         t0 = time.perf_counter()
         for i in range(0, rows, per_txn):
+            now = time.time()
+            chunk = [(run_id, f["sequence"], f["type"], json.dumps(f["data"]), now)
+                     for run_id, f in frames[i:i + per_txn]]
             async with conn.transaction():
-                await conn.executemany(sql, data[i:i + per_txn])
+                await conn.executemany(sql, chunk)
         elapsed = time.perf_counter() - t0
         count = await conn.fetchval("SELECT count(*) FROM agent_run_event WHERE run_id = ANY($1::text[])", run_ids)
     finally:
@@ -523,8 +532,9 @@ async def _raw_writes(dsn: str, run_ids: list[str], rows: int, per_txn: int) -> 
 
 
 def writes_section(cluster: Cluster, database_url: str, plan: Plan) -> dict[str, Any]:
-    """Raw asyncpg first, then the storage actor once per ``write_rows_per_call`` variant (the first is
-    the headline ``write_vs_raw``); every variant writes its own runs, so nothing conflicts."""
+    """Raw asyncpg first, then the storage actor once per ``write_rows_per_call`` variant (the one of
+    ``write_headline_rows`` is the headline ``write_vs_raw``); every variant writes its own runs, so
+    nothing conflicts."""
     import ray
     from actors.host_config import StorageConfig
     from actors.storage_actor import get_or_create_storage
@@ -558,18 +568,19 @@ def writes_section(cluster: Cluster, database_url: str, plan: Plan) -> dict[str,
                                               plan.write_concurrency, config, max_seconds=plan.write_max_s)
         noop_calls = await _actor_noop_calls(storage, max(1000, min(3000, plan.write_rows // 4)),
                                             plan.write_concurrency)
-        return {"raw": raw, "storage": variants[0], "variants": variants, "in_process": in_process,
+        headline = next(v for v in variants if v["rows_per_call"] == plan.write_headline_rows)
+        return {"raw": raw, "storage": headline, "variants": variants, "in_process": in_process,
                 "actor_noop_calls": noop_calls}
 
     out = asyncio.run(go())
     ray.kill(storage, no_restart=True)
     for v in out["variants"]:
         v["vs_raw"] = round(v["rows_per_s"] / out["raw"]["rows_per_s"], 4)
-    out.update(rows_per_call=plan.write_rows_per_call[0], concurrency=plan.write_concurrency,
+    out.update(rows_per_call=plan.write_headline_rows, concurrency=plan.write_concurrency,
                max_batch=config.max_batch, max_delay_ms=config.max_delay_ms,
                note=("StorageActor.write('run_events', {run_id, frames}) from the driver process with "
-                     f"{plan.write_concurrency} calls in flight (headline: {plan.write_rows_per_call[0]} run "
-                     f"event per call; variants {list(plan.write_rows_per_call)}); raw = one asyncpg connection, "
+                     f"{plan.write_concurrency} calls in flight (headline: {plan.write_headline_rows} run "
+                     f"events per call, a RunActor's flush size; variants {list(plan.write_rows_per_call)}); raw = one asyncpg connection, "
                      f"executemany of {config.max_batch} rows per transaction (the group commit's max_batch), "
                      "same INSERT … ON CONFLICT (run_id, sequence) DO NOTHING"))
     return out
@@ -609,6 +620,13 @@ def run(plan: Plan, *, command: str, out_dir: Path = BENCH_DIR) -> dict[str, Any
                     sections["e2e"]["run_actors_alive_after"] = alive_actors("RunActor")
                     log(f"e2e: {sections['e2e']['requests_per_s']} events/s, "
                         f"p99 {sections['e2e']['latency_ms']['p99']} ms")
+                    # Closed-loop latency is mostly queueing (Little's law: concurrency / throughput);
+                    # a light load shows what one run costs when it does not wait behind others.
+                    sections["e2e_light"] = load(cluster.url, "/v1/events", plan, warmup=plan.scaling_warmup_s,
+                                                 duration=plan.scaling_duration_s, tag="e2e_light",
+                                                 concurrency=plan.light_concurrency)
+                    log(f"e2e at {plan.light_concurrency} clients: {sections['e2e_light']['requests_per_s']} "
+                        f"events/s, p99 {sections['e2e_light']['latency_ms']['p99']} ms")
                 if "ttff" in want:
                     sections["ttff"] = run_client({"mode": "ttff", "url": cluster.url, "path": "/v1/events",
                                                    "count": plan.ttff_count, "agent_id": "echo1"}, timeout=300)

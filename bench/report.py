@@ -111,6 +111,11 @@ def assemble_results(sections: Mapping[str, Any], meta: Mapping[str, Any]) -> di
         "e2e_p50_ms": _get(e2e, "latency_ms", "p50"),
         "e2e_p99_ms": _get(e2e, "latency_ms", "p99"),
         "noop_p99_ms": _get(noop, "latency_ms", "p99"),
+        "e2e_light": ({"concurrency": _get(sections.get("e2e_light"), "concurrency"),
+                       "events_per_s": _get(sections.get("e2e_light"), "requests_per_s"),
+                       "p50_ms": _get(sections.get("e2e_light"), "latency_ms", "p50"),
+                       "p99_ms": _get(sections.get("e2e_light"), "latency_ms", "p99")}
+                      if sections.get("e2e_light") else None),
         "storage_rows_per_s": storage_rows,
         "raw_rows_per_s": raw_rows,
         "write_vs_raw": ratio(storage_rows, raw_rows),
@@ -182,6 +187,11 @@ def render_tables(results: Mapping[str, Any]):
                      f"n={e2e['completed']} errors={e2e['errors']} frames/s={_fmt(e2e['frames_per_s'])}")
         main.add_row("  TTFF under that load", "", _fmt(e2e["ttff_ms"]["p50"], " ms"),
                      _fmt(e2e["ttff_ms"]["p99"], " ms"), "")
+    light = s.get("e2e_light")
+    if light:
+        main.add_row(f"  same, {light['concurrency']} clients (little queueing)",
+                     _fmt(light["requests_per_s"], " events/s"), _fmt(light["latency_ms"]["p50"], " ms"),
+                     _fmt(light["latency_ms"]["p99"], " ms"), f"n={light['completed']} errors={light['errors']}")
     ttff = s.get("ttff")
     if ttff:
         main.add_row("TTFF, idle (sequential)", "", _fmt(ttff["ttff_ms"]["p50"], " ms"),

@@ -108,6 +108,10 @@ def check_non_negative(value: Any, field: str) -> float:
     return float(value)
 
 
+# One encoder for every call: json.dumps with non-default options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_json(value: Any, *, field: str = "value", max_bytes: int | None = MAX_JSON_BYTES) -> str:
     """Encode ``value`` as compact JSON or raise.
 
@@ -116,15 +120,18 @@ def encode_json(value: Any, *, field: str = "value", max_bytes: int | None = MAX
     an encoding over ``max_bytes`` UTF-8 bytes → ``payload_too_large``.
     """
     try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        encoded = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise invalid_argument(f"{field} is not JSON-serialisable: {exc}"[:200], field=field) from None
-    if _JSON_NUL.search(encoded):
+    if "\\u0000" in encoded and _JSON_NUL.search(encoded):
         raise invalid_argument(f"{field} contains a NUL character", field=field)
-    try:
-        size = len(encoded.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
+    if encoded.isascii():  # the common case: no surrogates possible, one byte per character
+        size = len(encoded)
+    else:
+        try:
+            size = len(encoded.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
     if max_bytes is not None:
         if size > max_bytes:
             raise payload_too_large(f"{field} is {size} bytes encoded; the limit is {max_bytes}",

@@ -224,10 +224,11 @@ class RunLedgerStore:
         storage actor's hot path, with no model per row. Each ``data`` is encoded once."""
         stamp = now()
         checked: dict[tuple[str, int], tuple[str, int, str, str, float, Any]] = {}
+        names: set[tuple[str, str]] = set()  # (run_id, type) pairs already validated
         for run_id, sequence, type_, data in rows:
             if (run_id, sequence) in checked:
                 continue
-            encoded = _check_event(run_id, sequence, type_, data)
+            encoded = _check_event(run_id, sequence, type_, data, names)
             at = created_at.get((run_id, sequence), stamp) if created_at else stamp
             checked[(run_id, sequence)] = (run_id, sequence, type_, encoded, at, data)
         if not checked:
@@ -271,10 +272,12 @@ class RunLedgerStore:
                             prev_cursor=cursors[0] if cursors else None)
 
 
-def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any) -> str:
-    """Validate one run event; its ``data`` encoded as JSON."""
-    check_text(run_id, "run_id", max_len=128)
-    check_text(type_, "type", max_len=64)
+def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any, seen: set[tuple[str, str]]) -> str:
+    """Validate one run event; its ``data`` encoded as JSON. ``seen`` skips re-checking names."""
+    if (run_id, type_) not in seen:
+        check_text(run_id, "run_id", max_len=128)
+        check_text(type_, "type", max_len=64)
+        seen.add((run_id, type_))
     if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
         raise invalid_argument("sequence must be an integer ≥ 0", run_id=run_id)
     return encode_json(data if data is not None else {}, field="run event data",
