@@ -97,10 +97,6 @@ def _idle(report: dict) -> dict:
     return idle
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "actor layer: pools learn of a dead member only when a run fails on it (Host._prune_dead runs after a "
-    "detected death, per pool), so after an idle node loss the next run to lease a dead RunActor fails "
-    "host.run_actor_died and a dead runner worker lingers until it crashes a run"))
 def test_after_an_idle_node_loss_no_run_lands_on_a_dead_member(report):
     idle = _idle(report)
     failed = [r for r in idle["runs"] if r["terminal"]["type"] != "run.completed"]
@@ -108,10 +104,6 @@ def test_after_an_idle_node_loss_no_run_lands_on_a_dead_member(report):
     assert all(node is not None for pool in idle["pools_end"].values() for node, _ in pool), idle["pools_end"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "actor layer: a run whose leased RunActor was already dead fails before start_run, and the storage "
-    "op run_abort skips runs without a ledger row — the client got a run_id and run.failed, the ledger "
-    "and EventLog have nothing"))
 def test_a_run_failed_on_a_dead_run_actor_is_still_in_the_ledger(report):
     idle = _idle(report)
     died = [r for r in idle["runs"] if r["terminal"]["code"] == "host.run_actor_died"]

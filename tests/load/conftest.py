@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
-import httpx
 import pytest
 import ray
 from ray import serve
@@ -26,7 +24,7 @@ from actors.host_config import PoolConfig
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
 from serve.deployment import build_app
 from tests.conftest import pg_database
-from tests.serve.conftest import free_port, worker_env
+from tests.serve.conftest import free_port, wait_healthy, worker_env
 
 LOAD_APP = "runnerhost-load"
 ROUTE_PREFIX = "/rh-load"
@@ -79,17 +77,8 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
     serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
               name=LOAD_APP, route_prefix=ROUTE_PREFIX, blocking=False)
     url = f"http://127.0.0.1:{port}{ROUTE_PREFIX}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the load Serve app did not become healthy")
-            time.sleep(0.2)
+        wait_healthy(url, timeout=90)
         yield LoadApp(url=url, namespace=namespace, pg_url=load_pg_url,
                       admin={"Authorization": f"Bearer {ADMIN_KEY}"},
                       ingest={"Authorization": f"Bearer {INGEST_KEY}"})

@@ -45,6 +45,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout: float) -> None:
+    """Block until ``GET {url}/healthz`` answers 200 (a Serve app comes up in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Serve app at {url} did not become healthy within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def worker_env() -> dict:
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     return {"env_vars": {"PYTHONPATH": path}}
@@ -106,16 +120,7 @@ def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
     serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
               name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the Serve app did not become healthy")
-        time.sleep(0.2)
+    wait_healthy(url, timeout=60)
     yield ServeApp(url=url, settings=settings,
                    admin={"Authorization": f"Bearer {ADMIN_KEY}"},
                    ingest={"Authorization": f"Bearer {INGEST_KEY}"},
