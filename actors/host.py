@@ -35,7 +35,7 @@ from .host_config import HostConfig
 from .placement import control_plane_options, pool_options
 from .registry_actor import RegistryActor, REGISTRY_NAME
 from .retry import call_with_retry, unwrap
-from .run_actor import RunActor, token_digest
+from .run_actor import ExecutorUnavailable, RunActor, token_digest
 from .runner_worker import RunnerWorker
 from .provider_actor import get_or_create_providers
 from .storage_actor import get_or_create_storage
@@ -111,8 +111,38 @@ class Host:
         # Serve at once with a couple of warm RunActors; the rest of the pool warms in the
         # background (each is a process: ~0.4 s apiece, far more on a loaded 2-core machine).
         await host.run_actors.warm(min(2, config.pools.run_actors_min))
-        host._background.add(spawn_detached(host.run_actors.warm()))
+        host._background.add(spawn_detached(host._warm_pools()))
+        if config.pools.health_check_s > 0:
+            host._background.add(spawn_detached(host._maintain_pools(config.pools.health_check_s)))
         return host
+
+    async def _maintain_pools(self, interval: float) -> None:
+        """Pool upkeep, forever: drop idle members that died (their node was lost while nothing ran
+        on them, so no run noticed), retire members idle past ``idle_shrink_s`` down to each pool's
+        minimum, and top the pools back up to it."""
+        while True:
+            await asyncio.sleep(interval)
+            for pool in [self.run_actors, *self.worker_pools.values()]:
+                try:
+                    await self._prune_dead(pool, pool.idle())
+                    for member in await pool.shrink_idle(self.config.pools.idle_shrink_s):
+                        member.address.forget()
+                        ray.kill(member.handle, no_restart=True)
+                    await pool.warm()
+                except Exception as exc:  # upkeep must never die; the next round tries again
+                    log.warning("upkeep of %s failed: %s", pool.name, type(exc).__name__)
+
+    async def _warm_pools(self) -> None:
+        """Bring the RunActor pool and the worker pools of every pooled runner an agent is bound to
+        up to their minimum, so the first runs do not pay for actor creation (~0.4 s each)."""
+        await self.run_actors.warm()
+        try:
+            pooled = {d["id"] for d in await self.registry.runners.remote() if d.get("execution") == "pool"}
+            bound = {a["config"]["runner_id"] for a in await self.registry.agents.remote()}
+            for runner_id in sorted(pooled & bound):
+                await self.warm_runner(runner_id)
+        except Exception as exc:  # warming is an optimisation: runs still grow the pools on demand
+            log.warning("could not warm the runner pools: %s", type(exc).__name__)
 
     def _address(self, kind: str) -> ActorAddress:
         return ActorAddress(f"rh-{kind}-{uuid.uuid4().hex[:20]}", self.config.namespace)
@@ -286,13 +316,14 @@ class Host:
                                             rollback=decision is Decision.ROLLBACK)
                 await self.registry.wait_released.remote(admission["wait_for"], QUEUE_WAIT_S)
                 await self.registry.mark_started.remote(run_id, run_actor.address)
-            if descriptor.execution == "session":
-                executor = await self._session_actor(event, binding, admission["runner_target"])
-            else:
+            if descriptor.execution != "session":
                 worker_pool = self._worker_pool(binding.runner_id, admission["runner_target"])
-                worker = await worker_pool.acquire()
-                executor = worker.address
-            for attempt in (1, 2):
+            for attempt in (1, 2, 3):
+                if descriptor.execution == "session":
+                    executor = await self._session_actor(event, binding, admission["runner_target"])
+                else:
+                    worker = worker or await worker_pool.acquire()
+                    executor = worker.address
                 plan = self._plan(run_id, event, binding, descriptor, start, executor, first_sequence)
                 published = len(live.frames)
                 try:
@@ -302,17 +333,29 @@ class Host:
                             await self._prune_all()  # before anyone can submit onto a corpse
                         await live.publish(frames)
                     break
-                except RayActorError:
-                    if attempt == 2 or len(live.frames) > published:
+                except ExecutorUnavailable:
+                    # Its worker (or session actor) was gone before the run began, e.g. its node was
+                    # lost while idle: nothing happened yet, so run on a live one.
+                    if attempt == 3:
                         raise
-                # The leased RunActor was dead before the run began (e.g. its node was lost while
-                # idle): nothing happened yet, so take a live one and start for real.
-                await self.run_actors.discard(run_actor)
-                run_actor.address.forget()
-                run_actor = None
-                await self._prune_all()
-                run_actor = await self.run_actors.acquire()
-                await self.registry.mark_started.remote(run_id, run_actor.address)
+                    if worker is not None:
+                        await worker_pool.discard(worker)
+                        worker.address.forget()
+                        worker = None
+                    await self._prune_all()
+                except RayActorError:
+                    if attempt == 3 or len(live.frames) > published:
+                        raise
+                    # The leased RunActor was dead before the run began: the same, for the RunActor.
+                    await self.run_actors.discard(run_actor)
+                    run_actor.address.forget()
+                    run_actor = None
+                    await self._prune_all()
+                    run_actor = await self.run_actors.acquire()
+                    await self.registry.mark_started.remote(run_id, run_actor.address)
+        except ExecutorUnavailable:
+            log.warning("no live executor for %s; recording a retryable failure", run_id)
+            await self._fail(run_id, live, "runner.crashed", "no live runner worker", True, start)
         except RayActorError:
             log.warning("RunActor of %s died; recording a retryable failure", run_id)
             await self.run_actors.discard(run_actor)
@@ -338,14 +381,15 @@ class Host:
             self.live.pop(run_id, None)
 
     @staticmethod
-    async def _prune_dead(pool: LeasePool[PooledActor]) -> int:
+    async def _prune_dead(pool: LeasePool[PooledActor], members: list[PooledActor] | None = None) -> int:
+        """Ping ``members`` (default: all of the pool's) and discard those that do not answer."""
         async def alive(member: PooledActor) -> bool:
             try:
                 await asyncio.wait_for(member.handle.ping.remote(), 10)
                 return True
             except Exception:
                 return False
-        members = pool.members()
+        members = pool.members() if members is None else members
         dead = [m for m, ok in zip(members, await asyncio.gather(*(alive(m) for m in members))) if not ok]
         for member in dead:
             await pool.discard(member)

@@ -19,6 +19,9 @@ class PoolConfig(BaseModel):
     runs_per_worker: int = Field(default=32, ge=1)
     acquire_timeout_s: float = Field(default=60.0, gt=0)
     idle_shrink_s: float = Field(default=120.0, gt=0)
+    # Pool upkeep period: ping idle members (a node can die under them while nothing runs), retire
+    # those idle past idle_shrink_s down to the minimum, top up to the minimum. 0 turns it off.
+    health_check_s: float = Field(default=5.0, ge=0)
 
 
 class StorageConfig(BaseModel):

@@ -55,8 +55,9 @@ class _Deadline(Exception):
     pass
 
 
-class _ExecutorLost(Exception):
-    pass
+class ExecutorUnavailable(Exception):
+    """The run's worker or session actor no longer exists (e.g. its node was lost while it was
+    idle). Raised before anything of the run happened, so the host may retry with another."""
 
 
 @ray.remote(max_restarts=0, max_concurrency=1000, enable_task_events=False)
@@ -93,6 +94,10 @@ class RunActor:
         book = RunBook(run_id, identity.runner_id)
         book.next_sequence = plan.get("first_sequence", 0)
         executor: ActorAddress = plan["executor"]
+        try:
+            self._worker = executor.handle()
+        except ValueError:
+            raise ExecutorUnavailable(executor.name) from None
         self._book, self._snapshot = book, snapshot
         self._token = secrets.token_urlsafe(24)
         self._steering.reset(plan.get("steering_capacity", 32))
@@ -118,10 +123,6 @@ class RunActor:
                 await self._registry.register_token.remote(token_digest(token), run_id, self.address)
                 ctx["runtime"]["metadata"].update({"gateway_url": plan["gateway_url"], "capability_token": token})
             yield [book.host_frame("run.started", plan["started_data"])]
-            try:
-                self._worker = executor.handle()
-            except ValueError:  # no such actor any more (e.g. its node was lost): as if it died now
-                raise _ExecutorLost() from None
             gen = self._worker.run.options(num_returns="streaming").remote(ctx, self.address, self._token)
             last_flush = time.monotonic()
             async for batch in self._relay(gen, snapshot.deadline_at):
@@ -137,7 +138,7 @@ class RunActor:
             override = RunResult.failed(run_id, "runner.timeout", "the run passed its deadline", True)
         except _Cancelled:
             override = RunResult.failed(run_id, "run.cancelled", self._cancel_reason or "cancelled", False)
-        except (RayActorError, _ExecutorLost):
+        except RayActorError:
             override = RunResult.failed(run_id, "runner.crashed", "the runner worker died", True)
         except RunnerHostError as exc:
             override = RunResult.failed(run_id, f"host.{exc.code.value}", redact(exc.message), exc.retryable)

@@ -645,8 +645,8 @@ def run(plan: Plan, *, command: str, out_dir: Path = BENCH_DIR) -> dict[str, Any
             if "workers" in want:
                 scaling = []
                 for n in plan.worker_counts:
-                    # runs_per_worker=1: the shared pool grows to its max at once (it is not warmed to
-                    # workers_min at start), then spreads runs over the least-loaded of the n workers
+                    # workers_min = workers_max = n: the host warms n workers at start; runs_per_worker=1
+                    # spreads runs over the least-loaded of them
                     cluster.deploy_runnerhost(db.url, f"w{n}", workers_min=n, workers_max=n, runs_per_worker=1)
                     result = load(cluster.url, "/v1/events", plan, warmup=plan.scaling_warmup_s,
                                   duration=plan.scaling_duration_s, tag=f"workers{n}")

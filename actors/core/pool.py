@@ -57,6 +57,10 @@ class LeasePool(Generic[T]):
     def members(self) -> list[T]:
         return [m.item for m in self._members]
 
+    def idle(self) -> list[T]:
+        """Members without a lease right now."""
+        return [m.item for m in self._members if m.leases == 0]
+
     def in_use(self) -> int:
         return sum(m.leases for m in self._members)
 

@@ -60,7 +60,7 @@ async def host(ray_session, pg_url, tmp_path_factory, fake_openai) -> Host:
         namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
         storage=StorageConfig(database_url=pg_url, artifact_root=str(tmp_path_factory.mktemp("artifacts"))),
         pools=PoolConfig(run_actors_min=8, run_actors_max=16, workers_min=1, workers_max=2,
-                         acquire_timeout_s=120),
+                         acquire_timeout_s=120, health_check_s=1.0),
         steering_capacity=3,
         agents=AGENTS,
         extra_runners={**PROBE_RUNNERS, **SDK_RUNNERS},

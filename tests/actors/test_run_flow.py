@@ -35,3 +35,14 @@ async def test_echo_run_streams_frames_and_records_every_fact(host, conv):
     assert [(i["role"], i["content"]) for i in page["items"]] == [
         ("user", "hello brave world"), ("assistant", "echo: hello brave world")]
     assert [i["seq"] for i in page["items"]] == [1, 2]
+
+
+async def test_host_start_warms_the_worker_pools_of_bound_pooled_runners(host):
+    import asyncio
+    echo = "plugin:builtin/echo/default"
+    for _ in range(300):  # warming runs in the background after start
+        pool = host.worker_pools.get(echo)
+        if pool is not None and pool.size >= host.config.pools.workers_min:
+            break
+        await asyncio.sleep(0.1)
+    assert host.worker_pools[echo].size >= host.config.pools.workers_min

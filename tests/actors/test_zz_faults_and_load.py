@@ -145,3 +145,18 @@ async def test_runs_left_running_by_a_lost_host_are_finalized(host, conv):
     assert run["status"] == "failed" and run["status_reason"] == "host.lost"
     events = await host._storage_read("run_events_page", run_id=run_id, limit=10)
     assert events["items"][-1]["type"] == "run.failed" and events["items"][-1]["data"]["retryable"] is True
+
+
+async def test_pool_upkeep_replaces_an_idle_run_actor_that_died_unnoticed(host):
+    idle = host.run_actors.idle()
+    assert idle, "the pool should hold idle RunActors between tests"
+    victim = idle[0]
+    ray.kill(victim.handle, no_restart=True)  # nothing runs on it: no run will notice
+    for _ in range(100):
+        if victim not in host.run_actors.members() and host.run_actors.size >= host.config.pools.run_actors_min:
+            break
+        await asyncio.sleep(0.1)
+    assert victim not in host.run_actors.members()
+    assert host.run_actors.size >= host.config.pools.run_actors_min
+    alive = await asyncio.gather(*(m.handle.ping.remote() for m in host.run_actors.members()))
+    assert len(alive) == host.run_actors.size

@@ -271,6 +271,7 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
        show whether the pools still hand out members that died with it.
     """
     pools = PoolConfig(run_actors_min=9, run_actors_max=16, workers_min=3, workers_max=4, runs_per_worker=2,
+                       health_check_s=1.0,
                        acquire_timeout_s=90)
     agents = {"long": node_agent(24, 0.5), "short": node_agent(1, 0.05),
               "claude": harness_agent(str(Path(artifacts) / "ws"))}
@@ -370,6 +371,7 @@ async def idle_node_loss(host: Host, cluster: Cluster, node: Any) -> dict[str, A
                      "ledger": await ledger_tail(host, run.run_id) if run.run_id else None,
                      "error": repr(run.task.exception()) if run.task.exception() else None})
     out["runs"] = runs
+    await asyncio.sleep(2 * host.config.pools.health_check_s)  # one full upkeep round after the runs
     out["pools_end"] = await pool_nodes(host)
     return out
 
