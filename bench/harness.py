@@ -196,7 +196,17 @@ class Cluster:
         from ray import serve
         ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False, namespace=self.prefix)
-        serve.start(http_options={"host": "127.0.0.1", "port": self.port}, logging_config=logging_config())
+        for attempt in range(3):  # Ray's own processes bind random ports too: the one picked may be gone
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": self.port}, logging_config=logging_config())
+                return
+            except Exception as exc:
+                if attempt == 2:
+                    raise
+                log(f"Serve could not bind port {self.port} ({type(exc).__name__}); trying another")
+                serve.shutdown()
 
     def stop(self) -> None:
         import ray
