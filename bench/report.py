@@ -293,13 +293,14 @@ def write_plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     variants = _get(results, "sections", "writes", "variants") or []
     labels, values = ["raw\nasyncpg"], [results.get("raw_rows_per_s")]
     if variants:
-        labels += [f"actor\n{v['rows_per_call']} row/call" for v in variants]
+        labels += [f"actor\n{v['rows_per_call']} rows/call" for v in variants]
         values += [v.get("rows_per_s") for v in variants]
     else:
         labels.append("storage\nactor")
         values.append(results.get("storage_rows_per_s"))
+    per_call = _get(results, "sections", "writes", "rows_per_call")
     bars(axes[1], labels, values,
-         f"run-event writes (actor 1 row/call ÷ raw = {r:.1%})" if r is not None else "run-event writes",
+         f"run-event writes (actor {per_call} rows/call ÷ raw = {r:.0%})" if r is not None else "run-event writes",
          "rows/s", ["#9e9e9e"] + ["#2ca02c"] * (len(values) - 1))
     ax = axes[2]
     scaling = [row for row in results.get("workers_scaling") or [] if row.get("events_per_s") is not None]
