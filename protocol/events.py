@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

@@ -1,7 +1,6 @@
 """SPEC §3: every runner-API call is checked against the snapshot frozen at run start."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest

@@ -102,7 +102,6 @@ async def test_interrupt_cancels_the_active_run_and_keeps_its_facts(host, conv):
 
 
 async def test_rollback_leaves_no_trace_of_the_rolled_back_run(host, conv):
-    from store.state import scope_key
     done = await run_to_end(host, message(conv, "keep me"), "counter")
     assert done[-1]["type"] == "run.completed"
     s1, f1 = await start(host, conv, "rollback", "undo " * 10)

@@ -152,11 +152,10 @@ async def test_pool_upkeep_replaces_an_idle_run_actor_that_died_unnoticed(host):
     assert idle, "the pool should hold idle RunActors between tests"
     victim = idle[0]
     ray.kill(victim.handle, no_restart=True)  # nothing runs on it: no run will notice
-    for _ in range(100):
-        if victim not in host.run_actors.members() and host.run_actors.size >= host.config.pools.run_actors_min:
-            break
-        await asyncio.sleep(0.1)
-    assert victim not in host.run_actors.members()
-    assert host.run_actors.size >= host.config.pools.run_actors_min
+
+    async def healed() -> bool:
+        return (victim not in host.run_actors.members()
+                and host.run_actors.size >= host.config.pools.run_actors_min)
+    await wait_until(healed, timeout=15.0, interval=0.1)  # upkeep runs every second in these tests
     alive = await asyncio.gather(*(m.handle.ping.remote() for m in host.run_actors.members()))
     assert len(alive) == host.run_actors.size

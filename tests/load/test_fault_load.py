@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
 import uuid
