@@ -103,7 +103,7 @@ class Host:
         catalog = await providers.catalog.remote()
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
         host = cls(config, storage, registry, providers, catalog)
-        recovered = await host._storage_write("recover_stale_runs", grace_s=30.0)
+        recovered = await host._storage_write("recover_stale_runs", grace_s=config.stale_run_grace_s)
         if recovered:
             log.warning("finalized %d run(s) left running past their deadline by a lost host", recovered)
         for agent_id, agent in config.agents.items():
@@ -114,7 +114,22 @@ class Host:
         host._background.add(spawn_detached(host._warm_pools()))
         if config.pools.health_check_s > 0:
             host._background.add(spawn_detached(host._maintain_pools(config.pools.health_check_s)))
+        if config.stale_run_check_s > 0:
+            host._background.add(spawn_detached(host._sweep_stale_runs(config.stale_run_check_s)))
         return host
+
+    async def _sweep_stale_runs(self, interval: float) -> None:
+        """Forever: finalize runs some lost host left ``running`` past their deadline (any host may:
+        a live one ends its runs at their deadline), so they do not wait for the next host start."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                swept = await self._storage_write("recover_stale_runs", grace_s=self.config.stale_run_grace_s,
+                                                  include_queued=False)
+                if swept:
+                    log.warning("finalized %d run(s) a lost host left running past their deadline", swept)
+            except Exception as exc:  # the sweep must never die; the next round tries again
+                log.warning("stale-run sweep failed: %s", type(exc).__name__)
 
     async def _maintain_pools(self, interval: float) -> None:
         """Pool upkeep, forever: drop idle members that died (their node was lost while nothing ran

@@ -46,4 +46,8 @@ class HostConfig(BaseModel):
     extra_runners: dict[str, str] = Field(default_factory=dict)  # runner id -> "module:Class"
     gateway_url: str | None = None
     session_idle_s: float = Field(default=600.0, gt=0)
+    # Sweep for runs left `running` past deadline + grace by a lost host (e.g. an ingress replica that
+    # died with its node); 0 turns the sweep off (recovery then happens only at host start).
+    stale_run_check_s: float = Field(default=60.0, ge=0)
+    stale_run_grace_s: float = Field(default=30.0, ge=0)
     spread: bool = True

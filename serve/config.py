@@ -108,6 +108,8 @@ class HostSettings(_Strict):
     steering_capacity: int = Field(default=32, ge=1, le=1024)
     spread: bool = True
     extra_runners: dict[str, str] = Field(default_factory=dict)
+    stale_run_check_s: float = Field(default=60.0, ge=0)
+    stale_run_grace_s: float = Field(default=30.0, ge=0)
 
 
 class ProvidersSettings(BaseModel):
@@ -204,6 +206,8 @@ class Settings(_Strict):
             extra_runners=dict(self.host.extra_runners),
             gateway_url=self.gateway_url,
             spread=self.host.spread,
+            stale_run_check_s=self.host.stale_run_check_s,
+            stale_run_grace_s=self.host.stale_run_grace_s,
         )
 
     def check_bind(self) -> None:

@@ -283,12 +283,17 @@ class StorageService:
         run = await ledger.transition(run_id, "failed", code)
         return {"status": run.status, "sequence": frame["sequence"]}
 
-    async def w_recover_stale_runs(self, session, *, grace_s: float) -> int:
-        """Fail runs left non-terminal past their deadline (their host died with them)."""
+    async def w_recover_stale_runs(self, session, *, grace_s: float, include_queued: bool = True) -> int:
+        """Fail runs left non-terminal past their deadline (their host died with them).
+
+        A ``running`` run past its deadline has lost its driver: the RunActor ends every run at its
+        deadline. A queued (``created``) run's deadline only starts when it does, so it is stale only
+        when no host can still be holding it — at host start (``include_queued``), not in the sweep."""
         ledger = RunLedgerStore(session)
         cutoff = time.time() - grace_s
         stale = [r for r in await ledger.list_non_terminal()
-                 if r.deadline_at is not None and r.deadline_at < cutoff]
+                 if r.deadline_at is not None and r.deadline_at < cutoff
+                 and (include_queued or r.status == "running")]
         for run in stale:
             await self.w_run_abort(session, run_id=run.run_id, code="host.lost",
                                    message="the host driving this run was lost", frame=failed_frame(

@@ -62,6 +62,7 @@ async def host(ray_session, pg_url, tmp_path_factory, fake_openai) -> Host:
         pools=PoolConfig(run_actors_min=8, run_actors_max=16, workers_min=1, workers_max=2,
                          acquire_timeout_s=120, health_check_s=1.0),
         steering_capacity=3,
+        stale_run_check_s=1.0,
         agents=AGENTS,
         extra_runners={**PROBE_RUNNERS, **SDK_RUNNERS},
         providers={"tools": {"builtin": True},

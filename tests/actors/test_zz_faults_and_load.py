@@ -147,6 +147,26 @@ async def test_runs_left_running_by_a_lost_host_are_finalized(host, conv):
     assert events["items"][-1]["type"] == "run.failed" and events["items"][-1]["data"]["retryable"] is True
 
 
+async def test_the_sweep_finalizes_running_orphans_and_leaves_queued_runs_alone(host, conv):
+    from tests.actors.helpers import message as make_message
+    common = dict(agent_id="echo", binding_id="echo@1", runner_id="plugin:builtin/echo/default",
+                  conversation_id=conv, deadline_at=time.time() - 120, scope_keys={})
+    running, queued = f"run_swept_{conv}", f"run_queued_{conv}"
+    await host._storage_write("start_run", run_id=running, event=make_message(conv, "lost").model_dump(mode="json"),
+                              **common)
+    await host._storage_write("run_accept", run_id=queued,
+                              event=make_message(conv, "waiting").model_dump(mode="json"), **common)
+
+    async def swept() -> bool:
+        return (await host._storage_read("run_get", run_id=running))["status"] == "failed"
+    await wait_until(swept, timeout=15.0, interval=0.2)  # the sweep runs every second in these tests
+    assert (await host._storage_read("run_get", run_id=running))["status_reason"] == "host.lost"
+    # a queued run's deadline starts when the run does: only host start may judge it lost
+    assert (await host._storage_read("run_get", run_id=queued))["status"] == "created"
+    assert await host._storage_write("recover_stale_runs", grace_s=30.0) >= 1  # what host start does
+    assert (await host._storage_read("run_get", run_id=queued))["status"] == "failed"
+
+
 async def test_pool_upkeep_replaces_an_idle_run_actor_that_died_unnoticed(host):
     idle = host.run_actors.idle()
     assert idle, "the pool should hold idle RunActors between tests"
