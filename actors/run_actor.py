@@ -29,11 +29,11 @@ from protocol.lifecycle import RunStatus
 from protocol.redact import redact
 from protocol.results import ResultType, RunResult
 
+from .addresses import ActorAddress
 from .core.authz import AccessSnapshot
 from .core.run import RunBook
 from .core.runner_api import RunIdentity, RunnerApiService
 from .core.steering import SteeringEntry, SteeringQueue
-from .addresses import ActorAddress
 from .providers_backend import ProviderBackend
 from .retry import call_with_retry, reply, unwrap
 
