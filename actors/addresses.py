@@ -10,6 +10,7 @@ each process resolves an address once and keeps the handle.
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import ray
 
 _CACHE_SIZE = 4096
 _handles: collections.OrderedDict["ActorAddress", Any] = collections.OrderedDict()
+_heard_from: dict["ActorAddress", float] = {}  # monotonic time the actor last answered this process
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,21 @@ class ActorAddress:
         """Seed the cache with a handle this process already holds (e.g. its creator's)."""
         _handles[self] = handle
 
+    def heard_from(self) -> None:
+        """Record that the actor just answered (it was alive a moment ago)."""
+        _heard_from[self] = time.monotonic()
+        while len(_heard_from) > _CACHE_SIZE:
+            del _heard_from[next(iter(_heard_from))]
+
+    def silent_for(self) -> float:
+        """Seconds since the actor last answered this process (infinite if never)."""
+        last = _heard_from.get(self)
+        return float("inf") if last is None else time.monotonic() - last
+
     def forget(self) -> None:
         """Drop the cached handle (the actor died or left its pool)."""
         _handles.pop(self, None)
+        _heard_from.pop(self, None)
 
 
 @dataclass(eq=False)

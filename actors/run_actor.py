@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.25
 FLUSH_AT_FRAMES = 64
+# An executor silent this long may have died with its node while idle: ping it alongside start_run.
+EXECUTOR_RECHECK_S = 2.0
 
 
 def token_digest(token: str) -> str:
@@ -112,7 +114,7 @@ class RunActor:
         pending: list[dict[str, Any]] = []  # accepted, not yet relayed; the rest leave with the terminal
         started = False  # no ledger row exists until start_run commits
         try:
-            start = await self._write("start_run", **plan["start"])
+            start = await self._start(run_id, plan, executor)
             started = True
             ctx = plan["ctx"]
             ctx["state"] = start.get("state") or ctx.get("state") or {}
@@ -126,6 +128,7 @@ class RunActor:
             gen = self._worker.run.options(num_returns="streaming").remote(ctx, self.address, self._token)
             last_flush = time.monotonic()
             async for batch in self._relay(gen, snapshot.deadline_at):
+                executor.heard_from()
                 if await self._accept_batch(book, batch, plan, pending):
                     break
                 if pending:
@@ -134,6 +137,9 @@ class RunActor:
                 if len(book.unflushed) >= FLUSH_AT_FRAMES or time.monotonic() - last_flush > FLUSH_EVERY_S:
                     await self._write("run_events", run_id=run_id, frames=book.take_unflushed())
                     last_flush = time.monotonic()
+        except ExecutorUnavailable:
+            self._reset()  # nothing reached the client; the host retries on another executor
+            raise
         except _Deadline:
             override = RunResult.failed(run_id, "runner.timeout", "the run passed its deadline", True)
         except _Cancelled:
@@ -174,6 +180,23 @@ class RunActor:
         except RunnerHostError:
             log.error("could not release run %s from the registry", run_id)
         yield [*pending, terminal]
+
+    async def _start(self, run_id: str, plan: dict[str, Any], executor: ActorAddress) -> dict[str, Any]:
+        """Record the run as running (idempotent: a retried start changes nothing) and, if the executor
+        has been silent for a while, check in the same breath that it still exists."""
+        if executor.silent_for() <= EXECUTOR_RECHECK_S:
+            return await self._write("start_run", **plan["start"])
+        start, ping = await asyncio.gather(self._write("start_run", **plan["start"]),
+                                           self._worker.ping.remote(), return_exceptions=True)
+        if isinstance(ping, RayActorError):
+            executor.forget()
+            raise ExecutorUnavailable(executor.name)
+        if isinstance(ping, BaseException):
+            raise ping
+        executor.heard_from()
+        if isinstance(start, BaseException):
+            raise start
+        return start
 
     async def _accept_batch(self, book: RunBook, batch: list[Any], plan: dict[str, Any],
                             out: list[dict[str, Any]]) -> bool:
