@@ -4,11 +4,19 @@ Invariants: at most ``max_size`` members exist; a lease beyond that waits
 (backpressure) and fails with ``rate_limited`` after ``acquire_timeout``; a
 member is never leased twice at once unless ``shared`` (runner workers serve
 many runs each — then the least-loaded member is chosen, and the pool grows
-only when every member carries ``grow_at`` leases).
+only when every member carries ``grow_at`` leases, the new member going to the
+caller that made it grow).
+
+An exclusive pool grows in the background: the caller that finds every member
+leased starts a creation and takes whichever member is free first — a released
+one or the new one. Creating an actor takes ~0.4 s idle and seconds under load,
+while a run frees its RunActor in milliseconds, so a caller tied to its own
+creation would wait for nothing.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, TypeVar
@@ -16,6 +24,7 @@ from typing import Awaitable, Callable, Generic, TypeVar
 from protocol.errors import ErrorCode, RunnerHostError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -46,6 +55,8 @@ class LeasePool(Generic[T]):
         self.name = name
         self._members: list[Member[T]] = []
         self._creating = 0
+        self._growth_error: BaseException | None = None  # the last background creation failure
+        self._growing: set[asyncio.Task] = set()
         self._cond = asyncio.Condition()
         self.peak_size = 0
         self.created = 0
@@ -81,9 +92,14 @@ class LeasePool(Generic[T]):
                 if member is not None:
                     member.leases += 1
                     return member.item
+                if self._growth_error is not None and self.size == 0 and self._creating == 0:
+                    error, self._growth_error = self._growth_error, None
+                    raise error  # nothing exists and creating failed: this caller gets the failure
                 if self.size + self._creating < self.max_size:
                     self._creating += 1
-                    break
+                    if self.shared:
+                        break
+                    self._grow_in_background()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise RunnerHostError(ErrorCode.RATE_LIMITED,
@@ -147,16 +163,31 @@ class LeasePool(Generic[T]):
     async def _grow(self) -> None:
         await self._create(leases=0)
 
-    async def _create(self, leases: int) -> T:
-        """Finish a creation already counted in ``_creating`` (the count is released either way)."""
+    def _grow_in_background(self) -> None:
+        """Finish a creation already counted in ``_creating`` without tying a caller to it."""
+        async def grow() -> None:
+            try:
+                await self._create(leases=0, record_failure=True)
+            except Exception as exc:  # recorded for the waiters; logged here so it is never silent
+                log.warning("%s: creating a member failed: %s", self.name, type(exc).__name__)
+        task = asyncio.get_running_loop().create_task(grow())
+        self._growing.add(task)
+        task.add_done_callback(self._growing.discard)
+
+    async def _create(self, leases: int, record_failure: bool = False) -> T:
+        """Finish a creation already counted in ``_creating`` (the count is released either way);
+        ``record_failure`` keeps the error for callers waiting on a background creation."""
         try:
             item = await self._factory()
-        except BaseException:
+        except BaseException as exc:
             async with self._cond:
                 self._creating -= 1
+                if record_failure and isinstance(exc, Exception):
+                    self._growth_error = exc
                 self._cond.notify_all()
             raise
         async with self._cond:
+            self._growth_error = None
             self._creating -= 1
             self._members.append(Member(item, leases=leases))
             self.created += 1

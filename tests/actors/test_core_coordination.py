@@ -195,3 +195,27 @@ async def test_warm_never_exceeds_max_and_counts_creations_in_flight():
     pool = LeasePool(factory, min_size=3, max_size=4)
     await asyncio.gather(pool.warm(2), pool.warm(), pool.warm(5))
     assert pool.size == 4 and pool.peak_size == 4
+
+
+async def test_a_caller_that_made_an_exclusive_pool_grow_takes_whichever_member_frees_first():
+    async def slow_factory():
+        await asyncio.sleep(0.3)  # actor creation: slow, while runs free members in milliseconds
+        return object()
+    pool = LeasePool(slow_factory, min_size=1, max_size=2, acquire_timeout=5)
+    await pool.warm()
+    first = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())  # every member leased: starts a creation
+    await asyncio.sleep(0.02)
+    await pool.release(first)
+    assert await asyncio.wait_for(waiter, 0.1) is first  # not held back by the creation it started
+    await asyncio.sleep(0.4)
+    assert pool.size == 2 and pool.idle() and pool.in_use() == 1  # the new member joined, idle
+
+
+async def test_exclusive_pool_growth_failure_reaches_callers_when_nothing_exists():
+    async def broken_factory():
+        raise RuntimeError("cannot create an actor")
+    pool = LeasePool(broken_factory, max_size=2, acquire_timeout=5)
+    with pytest.raises(RuntimeError, match="cannot create"):
+        await asyncio.wait_for(pool.acquire(), 1)
+    assert pool.size == 0
