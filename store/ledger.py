@@ -84,15 +84,11 @@ class RunLedgerStore:
                      metadata: dict[str, Any] | None = None) -> RunRecord:
         """Record a new run in status ``created``; a retry returns the stored run."""
         check_text(run_id, "run_id", max_len=128)
-        stamp = now()
-        _, rows = await insert_rows(self._session, _R, [{
-            "run_id": run_id, "event_id": event_id, "agent_id": agent_id,
-            "binding_id": binding_id, "runner_id": runner_id, "conversation_id": conversation_id,
-            "thread_id": thread_id, "bot_id": bot_id, "workspace_id": workspace_id,
-            "status": "created", "status_reason": None, "created_at": stamp, "started_at": None,
-            "finished_at": None, "updated_at": stamp, "deadline_at": deadline_at,
-            "cancel_requested_at": None, "metadata_json": dict(metadata or {}),
-        }], conflict=("run_id",), returning=list(_R.c))
+        _, rows = await insert_rows(self._session, _R, [_new_run_row(
+            run_id, "created", now(), event_id=event_id, agent_id=agent_id, binding_id=binding_id,
+            runner_id=runner_id, conversation_id=conversation_id, thread_id=thread_id, bot_id=bot_id,
+            workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata)],
+            conflict=("run_id",), returning=list(_R.c))
         return _run(rows[0]) if rows else await self.get(run_id)
 
     async def start(self, run_id: str, **fields: Any) -> RunRecord:
@@ -101,25 +97,14 @@ class RunLedgerStore:
         running run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
         check_text(run_id, "run_id", max_len=128)
         stamp = now()
-        row = {"run_id": run_id, "event_id": None, "agent_id": None, "binding_id": None, "runner_id": None,
-               "conversation_id": None, "thread_id": None, "bot_id": None, "workspace_id": None,
-               "deadline_at": None, **fields, "status": "running", "status_reason": None, "created_at": stamp,
-               "started_at": stamp, "finished_at": None, "updated_at": stamp, "cancel_requested_at": None,
-               "metadata_json": dict(fields.pop("metadata", None) or {})}
-        row.pop("metadata", None)
+        row = _new_run_row(run_id, "running", stamp, **fields)
         check_row(_R, row)
         stmt = insert_for(self._session, _R).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id"], where=_R.c.status == "created",
             set_={"status": "running", "started_at": stamp, "updated_at": stamp})
         found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
-        if found is not None:
-            return _run(found)
-        current = await self.get(run_id)
-        if current.status == "running":
-            return current
-        raise invalid_argument(f"illegal run status transition {current.status} → running",
-                               **{"from": current.status, "to": "running", "run_id": run_id})
+        return _run(found) if found is not None else await self._already(run_id, "running")
 
     async def transition(self, run_id: str, status: str, reason: str | None = None) -> RunRecord:
         """Move the run to ``status`` (see the module invariants); returns the run.
@@ -140,8 +125,11 @@ class RunLedgerStore:
         row = (await self._session.execute(
             update(_R).where(_R.c.run_id == run_id, _R.c.status.in_(sources))
             .values(**values).returning(*_R.c))).one_or_none()
-        if row is not None:
-            return _run(row)
+        return _run(row) if row is not None else await self._already(run_id, status)
+
+    async def _already(self, run_id: str, status: str) -> RunRecord:
+        """After a status change matched no row: the run when it already is in ``status`` (a retry),
+        else the change was illegal → ``invalid_argument`` with ``details={"from", "to"}``."""
         current = await self.get(run_id)
         if current.status == status:
             return current
@@ -270,6 +258,20 @@ class RunLedgerStore:
         return RunEventPage(items=items, has_more=has_more,
                             next_cursor=cursors[-1] if has_more else None,
                             prev_cursor=cursors[0] if cursors else None)
+
+
+def _new_run_row(run_id: str, status: str, stamp: float, *, event_id: str | None = None,
+                 agent_id: str | None = None, binding_id: str | None = None, runner_id: str | None = None,
+                 conversation_id: str | None = None, thread_id: str | None = None, bot_id: str | None = None,
+                 workspace_id: str | None = None, deadline_at: float | None = None,
+                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``agent_run`` row of a run recorded now in ``status`` (``created`` or ``running``)."""
+    return {"run_id": run_id, "event_id": event_id, "agent_id": agent_id, "binding_id": binding_id,
+            "runner_id": runner_id, "conversation_id": conversation_id, "thread_id": thread_id,
+            "bot_id": bot_id, "workspace_id": workspace_id, "status": status, "status_reason": None,
+            "created_at": stamp, "started_at": stamp if status == "running" else None, "finished_at": None,
+            "updated_at": stamp, "deadline_at": deadline_at, "cancel_requested_at": None,
+            "metadata_json": dict(metadata or {})}
 
 
 def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any, seen: set[tuple[str, str]]) -> str:
