@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 import httpx
 
+from store.scratch import create_database, database_url, drop_database
+
 from . import procs
 from .report import SECTIONS, assemble_results, git_commit, machine_info, print_report, utc_now, write_json, \
     write_plot
@@ -114,41 +116,20 @@ def _asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def _create_db(name: str) -> None:
-    import asyncpg
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def _drop_db(name: str) -> None:
-    import asyncpg
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
-
-
 class BenchDatabase:
     """``rh_bench_<random>``: created and migrated on enter, dropped on exit."""
 
     def __init__(self) -> None:
         self.name = f"rh_bench_{uuid.uuid4().hex[:12]}"
-        base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        self.url = f"{base}/{self.name}"
+        self.url = database_url(PG_ADMIN_DSN, self.name)
 
     def __enter__(self) -> "BenchDatabase":
         from store.migrate import upgrade
-        asyncio.run(_create_db(self.name))
+        asyncio.run(create_database(PG_ADMIN_DSN, self.name))
         try:
             upgrade(self.url)
         except BaseException:
-            asyncio.run(_drop_db(self.name))
+            asyncio.run(drop_database(PG_ADMIN_DSN, self.name))
             raise
         return self
 
@@ -156,7 +137,7 @@ class BenchDatabase:
         deadline = time.monotonic() + 60
         while True:  # Postgres may be restarting (other engineers' fault tests share it)
             try:
-                asyncio.run(_drop_db(self.name))
+                asyncio.run(drop_database(PG_ADMIN_DSN, self.name))
                 return
             except Exception as e:
                 if time.monotonic() > deadline:

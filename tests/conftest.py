@@ -18,11 +18,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
-import asyncpg
 import pytest
 
 from store.engine import Database
 from store.migrate import upgrade_async
+from store.scratch import create_database, drop_database
 
 PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -32,25 +32,13 @@ PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN",
 async def pg_database(*, migrate: bool = True) -> AsyncIterator[str]:
     """A new Postgres database ``rh_test_<random>``; yields its asyncpg URL, then drops it."""
     name = f"rh_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
+    url = await create_database(PG_ADMIN_DSN, name)
     try:
         if migrate:
             await upgrade_async(url)
         yield url
     finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        finally:
-            await admin.close()
+        await drop_database(PG_ADMIN_DSN, name)
 
 
 @asynccontextmanager

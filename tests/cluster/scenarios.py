@@ -34,7 +34,6 @@ if _OWN_TMP:  # before ray is imported: the cluster's files (and address file) s
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rhc", dir="/tmp")
 os.environ.pop("RAY_ADDRESS", None)
 
-import asyncpg  # noqa: E402
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -45,6 +44,7 @@ from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy  # no
 from protocol.events import EventEnvelope  # noqa: E402
 from protocol.sessions import SessionKey  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
+from store.scratch import create_database, drop_database  # noqa: E402
 from tests.cluster.node_runner import NODE_RUNNER, RUNNERS  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -67,24 +67,12 @@ def log(*parts: Any) -> None:
 @contextmanager
 def throwaway_database() -> Iterator[str]:
     name = f"rh_cluster_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str, *args: Any) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql, *args)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
+    url = asyncio.run(create_database(PG_ADMIN_DSN, name))
     try:
         upgrade(url)
         yield url
     finally:
-        asyncio.run(admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = $1 AND pid <> pg_backend_pid()", name))
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}"'))
+        asyncio.run(drop_database(PG_ADMIN_DSN, name))
 
 
 @contextmanager
