@@ -402,6 +402,27 @@ async def _seed_runs(dsn: str, run_ids: list[str]) -> None:
         await conn.close()
 
 
+async def _drive_writes(calls: list[tuple[str, list[dict[str, Any]]]], write: Callable[..., Any],
+                        concurrency: int, max_seconds: float) -> tuple[int, float]:
+    """``concurrency`` writers take ``(run_id, frames)`` calls off one list until it is empty or
+    ``max_seconds`` have passed (no new call starts after that); returns (rows written, seconds)."""
+    it = iter(calls)
+    written = 0
+
+    async def writer() -> None:
+        nonlocal written
+        for run_id, frames in it:
+            if time.perf_counter() > deadline:
+                return
+            n = await write(run_id, frames)
+            written += n  # not `written += await …`: that reads `written` before the await
+
+    t0 = time.perf_counter()
+    deadline = t0 + max_seconds
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    return written, time.perf_counter() - t0
+
+
 async def _storage_writes(storage: Any, run_ids: list[str], rows: int, per_call: int,
                           concurrency: int, max_seconds: float = 15.0) -> dict[str, Any]:
     """Up to ``rows`` run events through ``StorageActor.write('run_events', ...)``, ``concurrency`` calls in
@@ -414,22 +435,12 @@ async def _storage_writes(storage: Any, run_ids: list[str], rows: int, per_call:
         seq = next_seq[run_id]
         next_seq[run_id] = seq + per_call
         calls.append((run_id, [_frame(seq + k) for k in range(per_call)]))
-    it = iter(calls)
-    written = 0
 
-    async def worker() -> None:
-        nonlocal written
-        for run_id, frames in it:
-            if time.perf_counter() > deadline:
-                return
-            n = unwrap(await storage.write.remote("run_events", {"run_id": run_id, "frames": frames}))
-            written += n  # not `written += await …`: that reads `written` before the await
+    async def write(run_id: str, frames: list[dict[str, Any]]) -> int:
+        return unwrap(await storage.write.remote("run_events", {"run_id": run_id, "frames": frames}))
 
     before = await storage.stats.remote()
-    t0 = time.perf_counter()
-    deadline = t0 + max_seconds
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t0
+    written, elapsed = await _drive_writes(calls, write, concurrency, max_seconds)
     after = await storage.stats.remote()
     batches = after["batches"] - before["batches"]
     ops = after["ops"] - before["ops"]
@@ -451,28 +462,16 @@ async def _in_process_writes(database_url: str, run_ids: list[str], rows: int, c
 
     async def apply(ops):  # what StorageActor._apply_batch does, minus the retry loop
         async with db.transaction() as session:
-            if hasattr(service, "write_batch"):
-                return await service.write_batch(session, list(ops))
-            return [await service.write(session, kind, kwargs) for kind, kwargs in ops]
+            return await service.write_batch(session, list(ops))
 
     committer = GroupCommitter(apply, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000.0)
     calls = [(run_ids[i % len(run_ids)], [_frame(i // len(run_ids))]) for i in range(rows)]
-    it = iter(calls)
-    written = 0
 
-    async def worker() -> None:
-        nonlocal written
-        for run_id, frames in it:
-            if time.perf_counter() > deadline:
-                return
-            n = await committer.submit(("run_events", {"run_id": run_id, "frames": frames}))
-            written += n
+    async def write(run_id: str, frames: list[dict[str, Any]]) -> int:
+        return await committer.submit(("run_events", {"run_id": run_id, "frames": frames}))
 
     try:
-        t0 = time.perf_counter()
-        deadline = t0 + max_seconds
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
+        written, elapsed = await _drive_writes(calls, write, concurrency, max_seconds)
     finally:
         await committer.close()
         await db.dispose()
