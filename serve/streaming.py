@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
+from actors.core.frames import is_terminal, take_ready
 from actors.tasks import spawn_detached
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -30,7 +31,6 @@ log = logging.getLogger("runnerhost.serve")
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
-TERMINAL_TYPES = frozenset({"run.completed", "run.failed"})
 KEEPALIVE_S = 15.0
 
 _END = object()
@@ -104,25 +104,21 @@ async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
             except asyncio.TimeoutError:
                 yield None
                 continue
+            items, ended = take_ready(item, queue, _END)
             batch: list[dict[str, Any]] = []
-            while True:
-                if item is _END:
-                    if batch:
-                        yield batch
-                    return
-                if isinstance(item, BaseException):
+            for item in items:
+                if isinstance(item, BaseException):  # the source broke: end with a terminal frame
                     if not seen_terminal:
                         batch.append(_failure_frame(last_run_id, item))
-                    if batch:
-                        yield batch
-                    return
-                last_run_id = item.get("run_id", last_run_id)
-                seen_terminal = seen_terminal or item.get("type") in TERMINAL_TYPES
-                batch.append(item)
-                if queue.empty():
+                    ended = True
                     break
-                item = queue.get_nowait()
-            yield batch
+                last_run_id = item.get("run_id", last_run_id)
+                seen_terminal = seen_terminal or is_terminal(item)
+                batch.append(item)
+            if batch:
+                yield batch
+            if ended:
+                return
     finally:
         if not detach and not task.done():
             task.cancel()

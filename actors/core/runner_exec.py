@@ -22,22 +22,11 @@ from protocol.redact import redact
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
 
+from .frames import take_ready
+
 log = logging.getLogger(__name__)
 _END = object()
 MAX_BATCH = 256
-
-
-def drain(first: Any, queue: asyncio.Queue) -> tuple[list[Any], bool]:
-    """``first`` plus whatever is already queued, up to the end marker: (batch, ended)."""
-    batch: list[Any] = []
-    item = first
-    while True:
-        if item is _END:
-            return batch, True
-        batch.append(item)
-        if queue.empty():
-            return batch, False
-        item = queue.get_nowait()
 
 
 def _plain(raw: Any) -> Any:
@@ -67,7 +56,7 @@ class RunnerExecutor:
         self._tasks[ctx.run_id] = task
         try:
             while True:
-                batch, ended = drain(await queue.get(), queue)
+                batch, ended = take_ready(await queue.get(), queue, _END)
                 if batch:
                     yield batch
                 if ended:
