@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import ray
 from ray.exceptions import RayActorError
@@ -113,39 +113,44 @@ class Host:
         await host.run_actors.warm(min(2, config.pools.run_actors_min))
         host._background.add(spawn_detached(host._warm_pools()))
         if config.pools.health_check_s > 0:
-            host._background.add(spawn_detached(host._maintain_pools(config.pools.health_check_s)))
+            host._background.add(spawn_detached(
+                host._every(config.pools.health_check_s, host._upkeep_pools, "pool upkeep")))
         if config.stale_run_check_s > 0:
-            host._background.add(spawn_detached(host._sweep_stale_runs(config.stale_run_check_s)))
+            host._background.add(spawn_detached(
+                host._every(config.stale_run_check_s, host._sweep_stale_runs, "stale-run sweep")))
         return host
 
-    async def _sweep_stale_runs(self, interval: float) -> None:
-        """Forever: finalize runs some lost host left ``running`` past their deadline (any host may:
-        a live one ends its runs at their deadline), so they do not wait for the next host start."""
+    @staticmethod
+    async def _every(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+        """``step`` every ``interval`` seconds, forever: a failed round is logged, the next one tries again."""
         while True:
             await asyncio.sleep(interval)
             try:
-                swept = await self._storage_write("recover_stale_runs", grace_s=self.config.stale_run_grace_s,
-                                                  include_queued=False)
-                if swept:
-                    log.warning("finalized %d run(s) a lost host left running past their deadline", swept)
-            except Exception as exc:  # the sweep must never die; the next round tries again
-                log.warning("stale-run sweep failed: %s", type(exc).__name__)
+                await step()
+            except Exception as exc:
+                log.warning("%s failed: %s", what, type(exc).__name__)
 
-    async def _maintain_pools(self, interval: float) -> None:
-        """Pool upkeep, forever: drop idle members that died (their node was lost while nothing ran
-        on them, so no run noticed), retire members idle past ``idle_shrink_s`` down to each pool's
-        minimum, and top the pools back up to it."""
-        while True:
-            await asyncio.sleep(interval)
-            for pool in [self.run_actors, *self.worker_pools.values()]:
-                try:
-                    await self._prune_dead(pool, pool.idle())
-                    for member in await pool.shrink_idle(self.config.pools.idle_shrink_s):
-                        member.address.forget()
-                        ray.kill(member.handle, no_restart=True)
-                    await pool.warm()
-                except Exception as exc:  # upkeep must never die; the next round tries again
-                    log.warning("upkeep of %s failed: %s", pool.name, type(exc).__name__)
+    async def _sweep_stale_runs(self) -> None:
+        """Finalize runs some lost host left ``running`` past their deadline (any host may: a live one
+        ends its runs at their deadline), so they do not wait for the next host start."""
+        swept = await self._storage_write("recover_stale_runs", grace_s=self.config.stale_run_grace_s,
+                                          include_queued=False)
+        if swept:
+            log.warning("finalized %d run(s) a lost host left running past their deadline", swept)
+
+    async def _upkeep_pools(self) -> None:
+        """Drop idle members that died (their node was lost while nothing ran on them, so no run
+        noticed), retire members idle past ``idle_shrink_s`` down to each pool's minimum, and top the
+        pools back up to it. One pool's failure does not skip the others."""
+        for pool in [self.run_actors, *self.worker_pools.values()]:
+            try:
+                await self._prune_dead(pool, pool.idle())
+                for member in await pool.shrink_idle(self.config.pools.idle_shrink_s):
+                    member.address.forget()
+                    ray.kill(member.handle, no_restart=True)
+                await pool.warm()
+            except Exception as exc:
+                log.warning("upkeep of %s failed: %s", pool.name, type(exc).__name__)
 
     async def _warm_pools(self) -> None:
         """Bring the RunActor pool and the worker pools of every pooled runner an agent is bound to
