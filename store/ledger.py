@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import invalid_argument, not_found
+from protocol.lifecycle import TERMINAL_STATUSES as _TERMINAL
 from protocol.pages import RunEventPage, RunEventRecord, RunPage, RunRecord
 
 from ._common import (
@@ -40,7 +41,7 @@ from ._common import (
 )
 from .models import RUN_STATUSES, AgentRun, AgentRunEvent
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+TERMINAL_STATUSES = frozenset(s.value for s in _TERMINAL)
 NON_TERMINAL_STATUSES = ("created", "running")
 TRANSITIONS: dict[str, frozenset[str]] = {
     "created": frozenset({"running", "cancelled", "failed"}),
@@ -81,28 +82,32 @@ class RunLedgerStore:
                      runner_id: str | None = None, conversation_id: str | None = None,
                      thread_id: str | None = None, bot_id: str | None = None,
                      workspace_id: str | None = None, deadline_at: float | None = None,
-                     metadata: dict[str, Any] | None = None) -> RunRecord:
+                     metadata: dict[str, Any] | None = None, owner_host: str | None = None) -> RunRecord:
         """Record a new run in status ``created``; a retry returns the stored run."""
         check_text(run_id, "run_id", max_len=128)
         _, rows = await insert_rows(self._session, _R, [_new_run_row(
             run_id, "created", now(), event_id=event_id, agent_id=agent_id, binding_id=binding_id,
             runner_id=runner_id, conversation_id=conversation_id, thread_id=thread_id, bot_id=bot_id,
-            workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata)],
+            workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata,
+            owner_host=owner_host)],
             conflict=("run_id",), returning=list(_R.c))
         return _run(rows[0]) if rows else await self.get(run_id)
 
     async def start(self, run_id: str, **fields: Any) -> RunRecord:
         """Record the run as ``running`` in one statement: a new row (with ``fields`` as in
-        :meth:`create`) or the ``created`` row of a queued run moved on. A retry returns the
-        running run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
+        :meth:`create`) or the ``created`` row of a queued run moved on (its ``deadline_at``
+        replaced when given: the clock starts when the run does). A retry returns the running
+        run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
         check_text(run_id, "run_id", max_len=128)
         stamp = now()
         row = _new_run_row(run_id, "running", stamp, **fields)
         check_row(_R, row)
+        moved_on: dict[str, Any] = {"status": "running", "started_at": stamp, "updated_at": stamp}
+        if fields.get("deadline_at") is not None:
+            moved_on["deadline_at"] = fields["deadline_at"]
         stmt = insert_for(self._session, _R).values(**row)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["run_id"], where=_R.c.status == "created",
-            set_={"status": "running", "started_at": stamp, "updated_at": stamp})
+            index_elements=["run_id"], where=_R.c.status == "created", set_=moved_on)
         found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
         return _run(found) if found is not None else await self._already(run_id, "running")
 
@@ -191,6 +196,31 @@ class RunLedgerStore:
             .order_by(_R.c.created_at, _R.c.run_id))
         return [_run(r) for r in rows]
 
+    async def list_orphaned(self, *, gone_hosts: Sequence[str], overdue_before: float,
+                            limit: int = 1000) -> list[RunRecord]:
+        """Non-terminal runs nobody will finish, oldest first: those owned by a host that is gone,
+        and those ``running`` (or, with no recorded owner, ``created``) past ``overdue_before`` —
+        a live host ends each of its runs at its deadline."""
+        overdue = and_(_R.c.deadline_at.is_not(None), _R.c.deadline_at < overdue_before,
+                       or_(_R.c.status == "running", _R.c.owner_host.is_(None)))
+        orphaned = or_(_R.c.owner_host.in_(list(gone_hosts)), overdue) if gone_hosts else overdue
+        rows = await self._session.execute(
+            select(_R).where(_R.c.status.in_(NON_TERMINAL_STATUSES), orphaned)
+            .order_by(_R.c.created_at, _R.c.run_id).limit(limit))
+        return [_run(r) for r in rows]
+
+    async def list_cancel_requested(self, owner_host: str, *, limit: int = 1000) -> list[str]:
+        """Queued (``created``) runs of ``owner_host`` whose cancellation was requested."""
+        rows = await self._session.execute(
+            select(_R.c.run_id).where(_R.c.owner_host == owner_host, _R.c.status == "created",
+                                      _R.c.cancel_requested_at.is_not(None)).limit(limit))
+        return [r.run_id for r in rows]
+
+    async def last_sequence(self, run_id: str) -> int | None:
+        """The highest recorded ``sequence`` of the run, ``None`` when it has no event."""
+        return (await self._session.execute(
+            select(func.max(_E.c.sequence)).where(_E.c.run_id == run_id))).scalar_one_or_none()
+
     # -- run events -------------------------------------------------------------
     async def append_event(self, run_id: str, sequence: int, type: str,
                            data: dict[str, Any] | None = None) -> bool:
@@ -245,11 +275,14 @@ class RunLedgerStore:
             raise not_found("run not found", run_ids=missing[:10])
 
     async def events_page(self, run_id: str, *, after_cursor: str | None = None,
-                          limit: int = 50) -> RunEventPage:
-        """The run's events in ascending ``sequence`` after ``after_cursor``."""
+                          limit: int = 50, from_sequence: int | None = None) -> RunEventPage:
+        """The run's events in ascending ``sequence`` after ``after_cursor`` (or, host-internal,
+        from ``from_sequence`` on)."""
         check_text(run_id, "run_id", max_len=128)
         check_limit(limit)
         after = _EVENTS.decode(after_cursor, run_id)
+        if from_sequence is not None and after is None and from_sequence > 0:
+            after = (from_sequence - 1,)
         rows, has_more = await fetch_keyset(self._session, select(_E).where(_E.c.run_id == run_id),
                                             [_E.c.sequence], before=None, after=after,
                                             limit=limit, backward=False)
@@ -264,14 +297,14 @@ def _new_run_row(run_id: str, status: str, stamp: float, *, event_id: str | None
                  agent_id: str | None = None, binding_id: str | None = None, runner_id: str | None = None,
                  conversation_id: str | None = None, thread_id: str | None = None, bot_id: str | None = None,
                  workspace_id: str | None = None, deadline_at: float | None = None,
-                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                 metadata: dict[str, Any] | None = None, owner_host: str | None = None) -> dict[str, Any]:
     """The ``agent_run`` row of a run recorded now in ``status`` (``created`` or ``running``)."""
     return {"run_id": run_id, "event_id": event_id, "agent_id": agent_id, "binding_id": binding_id,
             "runner_id": runner_id, "conversation_id": conversation_id, "thread_id": thread_id,
             "bot_id": bot_id, "workspace_id": workspace_id, "status": status, "status_reason": None,
             "created_at": stamp, "started_at": stamp if status == "running" else None, "finished_at": None,
             "updated_at": stamp, "deadline_at": deadline_at, "cancel_requested_at": None,
-            "metadata_json": dict(metadata or {})}
+            "metadata_json": dict(metadata or {}), "owner_host": owner_host}
 
 
 def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any, seen: set[tuple[str, str]]) -> str:

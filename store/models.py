@@ -117,6 +117,9 @@ class EventLog(Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
     event_time: Mapped[float | None]
     created_at: Mapped[float] = mapped_column(default=now, index=True)
+    #: SHA-256 of the request that submitted an inbound event (agent id + the fields the client
+    #: set): a re-sent ``event_id`` with the same digest is a retry, with another one a conflict.
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index(None, "conversation_id", "id"),
@@ -236,9 +239,12 @@ class AgentRun(Base):
     deadline_at: Mapped[float | None]
     cancel_requested_at: Mapped[float | None]
     metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The host (``runnerhost_host.host_id``) that accepted the run and drives it.
+    owner_host: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index(None, "conversation_id", "created_at"),
+        Index(None, "owner_host", "status"),
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     )
 
@@ -354,3 +360,23 @@ class AgentKv(Base):
         UniqueConstraint("area", "namespace", "key"),
         CheckConstraint(_in("area", KV_AREAS), name="area"),
     )
+
+
+class RunnerHostInstance(Base):
+    """A host (one per ingress replica) and its heartbeat: the owner of the runs it accepted.
+
+    A host whose heartbeat is older than the dead-after bound, or that recorded its stop, is
+    gone; any live host then finalizes its non-terminal runs (``host.lost``).
+    """
+
+    __tablename__ = "runnerhost_host"
+
+    host_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The Ray GCS address and session the host lived in: a later host on the same GCS address
+    #: but another session proves this one's session is over.
+    ray_address: Mapped[str | None] = mapped_column(String(256))
+    ray_session: Mapped[str | None] = mapped_column(String(256))
+    started_at: Mapped[float] = mapped_column(default=now)
+    heartbeat_at: Mapped[float] = mapped_column(default=now)
+    stopped_at: Mapped[float | None]
+    info_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
