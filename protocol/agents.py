@@ -109,6 +109,10 @@ class AgentConfig(_Config):
     enabled: bool = True
     scope: BindingScope = Field(default_factory=BindingScope)
     description: str | None = Field(default=None, max_length=2000)
+    #: Where this agent's runs execute: "default" = what the runner declares; "pool" = the
+    #: runner's worker pool (process isolation); "in_actor" = inside the run's RunActor (the
+    #: operator trusts the runner's code: one hop less). Harness (session) runners ignore it.
+    execution: Literal["default", "pool", "in_actor"] = "default"
 
     @field_validator("event_types")
     @classmethod
@@ -136,6 +140,7 @@ class AgentBinding(_Config):
     delivery_policy: DeliveryPolicy
     multitask_strategy: MultitaskStrategy
     timeout_s: float
+    execution: Literal["default", "pool", "in_actor"] = "default"
 
     @classmethod
     def from_agent(cls, agent_id: str, agent: AgentConfig, version: int = 0) -> "AgentBinding":
@@ -151,6 +156,7 @@ class AgentBinding(_Config):
             delivery_policy=agent.delivery_policy,
             multitask_strategy=agent.multitask_strategy,
             timeout_s=agent.timeout_s,
+            execution=agent.execution,
         )
 
     @property

@@ -63,10 +63,12 @@ class RunnerManifest(BaseModel):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     permissions: Permissions = Field(default_factory=Permissions)
     config_schema: list[ConfigField] = Field(default_factory=list)
-    #: "pool": any worker of the runner's pool may serve a run. "session": turns of one
-    #: (runner, binding, conversation, thread) go through one ConversationSessionActor,
+    #: Where a run's runner executes by default. "pool": any worker of the runner's pool (its own
+    #: processes, isolated from the host's). "in_actor": inside the run's own RunActor — one hop
+    #: less, for trusted in-process runners; an agent may choose "pool" instead. "session": turns
+    #: of one (runner, binding, conversation, thread) go through one ConversationSessionActor,
     #: one at a time (external harnesses with a native session).
-    execution: Literal["pool", "session"] = "pool"
+    execution: Literal["pool", "session", "in_actor"] = "pool"
 
 
 class RunnerDescriptor(BaseModel):
@@ -79,7 +81,7 @@ class RunnerDescriptor(BaseModel):
     permissions: Permissions
     config_schema: list[ConfigField]
     version: str
-    execution: Literal["pool", "session"] = "pool"
+    execution: Literal["pool", "session", "in_actor"] = "pool"
     source: Literal["builtin", "entry_point"] = "builtin"
 
     @classmethod

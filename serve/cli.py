@@ -156,6 +156,7 @@ def serve(
     from ray import serve as ray_serve
     from ray.serve.schema import LoggingConfig
 
+    from actors.placement import local_ray_resources
     from store.migrate import upgrade
 
     from .deployment import APP_NAME, build_app
@@ -166,7 +167,8 @@ def serve(
             upgrade(settings.database_url)
             status.update("[bold]Starting a local Ray…")
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                     namespace=settings.host.namespace)
+                     namespace=settings.host.namespace,
+                     resources=local_ray_resources(settings.pools.node_run_slots))
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)

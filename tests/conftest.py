@@ -96,6 +96,11 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 
+#: Run slots of the test session's Ray node: every host of the session (actor tests, the Serve app,
+#: the load app) shares them, as the hosts of one cluster do.
+RUN_SLOTS = 160
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (2-core machine: keep it small).
@@ -104,8 +109,11 @@ def ray_session():
     are importable inside runner workers.
     """
     import ray
+
+    from actors.placement import RUN_SLOT_RESOURCE
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
+                 resources={RUN_SLOT_RESOURCE: RUN_SLOTS},
                  runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
     yield
     ray.shutdown()

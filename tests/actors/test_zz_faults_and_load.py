@@ -50,7 +50,7 @@ async def test_killing_a_run_actor_mid_run_records_a_retryable_failure(host, con
     frames = [first] + await collect(stream)
     assert frames[-1]["type"] == "run.failed" and frames[-1]["data"]["retryable"] is True
     assert frames[-1]["data"]["code"] == "host.run_actor_died"
-    run = await host._storage_read("run_get", run_id=first["run_id"])
+    run = await host.read("run_get", run_id=first["run_id"])
     assert run["status"] == "failed"
     later = await collect(await host.submit(message(conv, "again"), "echo"))
     assert later[-1]["type"] == "run.completed"
@@ -141,9 +141,9 @@ async def test_runs_left_running_by_a_lost_host_are_finalized(host, conv):
                               runner_id="plugin:builtin/echo/default", conversation_id=conv,
                               deadline_at=time.time() - 120, scope_keys={})
     assert await host._storage_write("recover_stale_runs", grace_s=30.0) >= 1
-    run = await host._storage_read("run_get", run_id=run_id)
+    run = await host.read("run_get", run_id=run_id)
     assert run["status"] == "failed" and run["status_reason"] == "host.lost"
-    events = await host._storage_read("run_events_page", run_id=run_id, limit=10)
+    events = await host.read("run_events_page", run_id=run_id, limit=10)
     assert events["items"][-1]["type"] == "run.failed" and events["items"][-1]["data"]["retryable"] is True
 
 
@@ -158,13 +158,13 @@ async def test_the_sweep_finalizes_running_orphans_and_leaves_queued_runs_alone(
                               event=make_message(conv, "waiting").model_dump(mode="json"), **common)
 
     async def swept() -> bool:
-        return (await host._storage_read("run_get", run_id=running))["status"] == "failed"
+        return (await host.read("run_get", run_id=running))["status"] == "failed"
     await wait_until(swept, timeout=15.0, interval=0.2)  # the sweep runs every second in these tests
-    assert (await host._storage_read("run_get", run_id=running))["status_reason"] == "host.lost"
+    assert (await host.read("run_get", run_id=running))["status_reason"] == "host.lost"
     # a queued run's deadline starts when the run does: only host start may judge it lost
-    assert (await host._storage_read("run_get", run_id=queued))["status"] == "created"
+    assert (await host.read("run_get", run_id=queued))["status"] == "created"
     assert await host._storage_write("recover_stale_runs", grace_s=30.0) >= 1  # what host start does
-    assert (await host._storage_read("run_get", run_id=queued))["status"] == "failed"
+    assert (await host.read("run_get", run_id=queued))["status"] == "failed"
 
 
 async def test_pool_upkeep_replaces_an_idle_run_actor_that_died_unnoticed(host):

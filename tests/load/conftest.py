@@ -69,8 +69,7 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
         host=HostSettings(namespace=namespace),
         # RunActors are leased one per run: the warm pool covers most of the clients,
         # the rest grow on demand (~0.4 s each), and a killed one is replaced.
-        pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1, workers_max=2,
-                         acquire_timeout_s=30),
+        pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1, workers_max=2),
         api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
                   ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"])],
     ).resolved()
