@@ -283,18 +283,19 @@ async def test_a_stale_id_that_is_not_a_session_id_is_recovered(ws):
 
 
 async def test_claude_resume_keeps_the_original_id_not_the_per_invocation_tag(ws, native_store):
-    """Claude Code 2.1.x reports a new session_id on every line of a --resume invocation that
-    names no session on disk; only the original id resumes. The runner never stores the tag."""
+    """Some Claude Code 2.1.x builds report a new session_id on every line of a --resume invocation
+    that names no session on disk (upstream #8069 / #58760; 2.1.197 here does not); only the
+    original id resumes. The runner never stores the tag."""
     first = await collect(make_ctx("claude", "one", ws))
     [sid] = [u["value"] for u in session_updates(first)]
-    second = await collect(make_ctx("claude", "two", ws, state={"external.session_id": sid}))
+    second = await collect(make_ctx("claude", "two [[resume-tag]]", ws, state={"external.session_id": sid}))
     assert terminal(second)[0] == "run.completed" and session_updates(second) == []
     [store] = native_files(native_store, "claude")  # one session file: the original's
     records = [json.loads(line) for line in store.read_text().splitlines()]
     tag = [r for r in records if r["type"] == "user"][1]["invocation_session_id"]
     assert tag != sid  # the fake tagged the resumed invocation like the real CLI
     third = await collect(make_ctx("claude", "three [[history]]", ws, state={"external.session_id": sid}))
-    assert reply_json(third, "HISTORY:") == ["one", "two"] and resume_actions(third) == []
+    assert reply_json(third, "HISTORY:") == ["one", "two [[resume-tag]]"] and resume_actions(third) == []
 
 
 @KINDS
