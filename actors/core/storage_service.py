@@ -355,8 +355,10 @@ class StorageService:
         return await self._artifact_store(session).read_range(artifact_id, offset, length,
                                                               conversation_id=conversation_id)
 
-    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
-        return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
+    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5, filters=None, query_vector=None,
+                                   model_id=None):  # [fidelity, issue 11] filters, vectors
+        return await KnowledgeStore(session).retrieve(kb_id, query, top_k, filters=filters,
+                                                      query_vector=query_vector, model_id=model_id)
 
     async def r_session_get(self, session, *, owner):
         return await RuntimeSessionStore(session).get_active(owner_from_dict(owner))
@@ -377,3 +379,17 @@ class StorageService:
     async def r_transcript_count(self, session, *, conversation_id):
         seq, _ = await self._transcript(session).latest(conversation_id)
         return seq
+
+    # -- [fidelity, issue 11] new read ops: backward run-event paging, chunks still to embed ---------------
+    async def r_run_events_page_backward(self, session, *, run_id, before_cursor=None, limit=50):
+        from store.run_event_pages import events_page_backward
+        await RunLedgerStore(session).get(run_id)
+        return await events_page_backward(session, run_id, before_cursor=before_cursor, limit=limit)
+
+    async def r_knowledge_missing_vectors(self, session, *, kb_id, model_id, limit=64):
+        return await KnowledgeStore(session).missing_vectors(kb_id, model_id, limit)
+
+    # -- [fidelity, issue 11] new write op: an embedding-backed knowledge base's vectors -----------------
+    async def w_knowledge_vectors(self, session, *, kb_id, model_id, rows):
+        return await KnowledgeStore(session).store_vectors(kb_id, model_id, rows)
+
