@@ -25,7 +25,7 @@ class Permissions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[Literal["invoke", "stream", "rerank"]] = Field(default_factory=list)
+    models: list[Literal["invoke", "stream", "rerank", "count_tokens"]] = Field(default_factory=list)
     tools: list[Literal["detail", "call"]] = Field(default_factory=list)
     knowledge_bases: list[Literal["list", "retrieve"]] = Field(default_factory=list)
     history: list[Literal["page", "search"]] = Field(default_factory=list)

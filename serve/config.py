@@ -34,7 +34,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
@@ -112,6 +112,23 @@ class HostSettings(_Strict):
     stale_run_grace_s: float = Field(default=30.0, ge=0)
 
 
+class KnowledgeBaseSettings(_Strict):
+    """``[providers.knowledge.<kb_id>]``: a knowledge base's search. With ``embedding_model_id``
+    (an ``embedding`` model of ``[[providers.models]]``) it is searched by vector — chunks are
+    embedded lazily, on the first search after an ingest — otherwise by full text."""
+
+    embedding_model_id: str | None = Field(default=None, min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class SkillSettings(_Strict):
+    """``[providers.skills.<name>]``: a skill runners may be granted (``resource_policy.skills``)."""
+
+    display_name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=4000)
+
+
 class ProvidersSettings(BaseModel):
     """``[providers]``: models, tool providers and knowledge bases.
 
@@ -125,6 +142,17 @@ class ProvidersSettings(BaseModel):
     models: list[ModelProviderConfig] = Field(default_factory=list)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     knowledge_bases: list[str] = Field(default_factory=list)
+    knowledge: dict[str, KnowledgeBaseSettings] = Field(default_factory=dict)
+    skills: dict[str, SkillSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _embedding_models_exist(self) -> "ProvidersSettings":
+        types = {m.model_id: m.model_type for m in self.models}
+        for kb_id, kb in self.knowledge.items():
+            if kb.embedding_model_id and types.get(kb.embedding_model_id) != "embedding":
+                raise ValueError(f"knowledge base {kb_id!r}: embedding_model_id {kb.embedding_model_id!r} is not "
+                                 "an embedding model of [[providers.models]] (model_type = \"embedding\")")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -194,6 +222,8 @@ class Settings(_Strict):
 
     def host_config(self) -> HostConfig:
         providers = self.providers.model_dump(mode="json", exclude_none=True)
+        providers["knowledge_bases"] = sorted(set(providers.get("knowledge_bases") or [])
+                                              | set(providers.get("knowledge") or {}))
         return HostConfig(
             namespace=self.host.namespace,
             storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,
