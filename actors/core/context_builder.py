@@ -69,11 +69,11 @@ def granted_resources(snapshot: AccessSnapshot, catalog: ResourceCatalog,
 
 
 def run_model(config: dict[str, Any], resources: Resources) -> str | None:
-    """The model the run will mostly talk to: its configured one when granted, else the first llm."""
-    granted = {m.model_id: m for m in resources.models}
+    """The chat model the run will mostly talk to: its configured one when granted, else the first llm."""
+    llms = {m.model_id for m in resources.models if m.model_type == "llm"}
     for key in ("model", "model_id", "llm_model", "llm-model"):
         value = config.get(key)
-        if isinstance(value, str) and value in granted:
+        if isinstance(value, str) and value in llms:
             return value
     return next((m.model_id for m in resources.models if m.model_type == "llm"), None)
 
