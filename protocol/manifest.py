@@ -80,7 +80,9 @@ class RunnerDescriptor(BaseModel):
     config_schema: list[ConfigField]
     version: str
     execution: Literal["pool", "session"] = "pool"
-    source: Literal["builtin", "entry_point"] = "builtin"
+    #: ``builtin``: shipped with RunnerHost; ``config``: ``[host] extra_runners`` or
+    #: ``[[runners.langbot_plugins]]``; ``entry_point``: the ``runnerhost.runners`` group.
+    source: Literal["builtin", "config", "entry_point"] = "builtin"
 
     @classmethod
     def from_manifest(cls, manifest: RunnerManifest, source: str = "builtin") -> "RunnerDescriptor":

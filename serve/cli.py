@@ -166,7 +166,7 @@ def serve(
             upgrade(settings.database_url)
             status.update("[bold]Starting a local Ray…")
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                     namespace=settings.host.namespace)
+                     namespace=settings.host.namespace, runtime_env=settings.runtime_env() or None)
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)
