@@ -935,6 +935,31 @@ async def test_load_plugin_runner_from_a_plugin_directory(tmp_path: Path):
         load_plugin_runner(tmp_path / "broken")
 
 
+async def test_remove_think_and_reasoning_level_reach_the_host():
+    api = FakeHostAPI()
+    seen_params = []
+    original = api.invoke_llm
+
+    async def invoke_llm(model_id, messages, *, tools=None, params=None):
+        seen_params.append(params)
+        out = await original(model_id, messages, tools=tools, params=params)
+        out["message"]["content"] = "<think>private musing</think>\nthe answer"
+        return out
+    api.invoke_llm = invoke_llm
+    handler = HostActionHandler(api)
+    message = {"role": "user", "content": "q"}
+    kept = await handler.call_action("invoke_llm", {"run_id": RUN_ID, "llm_model_uuid": GRANTED,
+                                                    "messages": [message]})
+    assert kept["message"]["content"].startswith("<think>")
+    stripped = await handler.call_action("invoke_llm", {"run_id": RUN_ID, "llm_model_uuid": GRANTED,
+                                                        "messages": [message], "remove_think": True,
+                                                        "reasoning_level": "high"})
+    assert stripped["message"]["content"] == "the answer"
+    assert seen_params == [None, {"reasoning_level": "high"}]
+    info = await handler.call_action("get_langbot_version", {})
+    assert info["api_features"] == ["llm.reasoning_level"]
+
+
 def test_supported_action_table_is_complete():
     from langbot_plugin.entities.io.actions.enums import PluginToRuntimeAction as A
 

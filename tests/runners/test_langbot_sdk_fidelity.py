@@ -285,3 +285,34 @@ async def test_sdk_runner_gets_what_langbot_gives(db, fake):
     await api.retrieve_knowledge(KB_VEC, "tomato", top_k=1)
     assert fake.request_paths.count("/v1/embeddings") == n + 1  # the query only
     await asyncio.sleep(0)
+
+
+# -- metadata filters: the grammar ----------------------------------------------------------------
+
+HITS = [{"doc_id": "a", "title": "A", "metadata": {"lang": "en", "year": 2023, "tags": "x"}},
+        {"doc_id": "b", "title": "B", "metadata": {"lang": "de", "year": 2025}},
+        {"doc_id": "c", "title": "C", "metadata": {"lang": "fr", "year": "unknown"}}]
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({"lang": "de"}, ["b"]),
+    ({"lang": {"$ne": "de"}}, ["a", "c"]),
+    ({"year": {"$gte": 2024}}, ["b"]),                 # a string year never compares: no match, no error
+    ({"lang": {"$in": ["en", "fr"]}}, ["a", "c"]),
+    ({"lang": {"$nin": ["en"]}, "year": {"$lt": 2030}}, ["b"]),
+    ({"$or": [{"lang": "en"}, {"doc_id": "c"}]}, ["a", "c"]),
+    ({"$and": [{"year": {"$gt": 2000}}, {"title": "B"}]}, ["b"]),
+])
+def test_filter_grammar(filters, expected):
+    from store.knowledge import compile_filter
+    keep = compile_filter(filters)
+    assert [h["doc_id"] for h in HITS if keep(h)] == expected
+
+
+@pytest.mark.parametrize("filters", [{"lang": {"$regex": "d.*"}}, {"$not": {"lang": "de"}}, {"$or": []},
+                                     {"lang": {"$in": "de"}}, {"a": {}}])
+def test_bad_filters_are_invalid_argument(filters):
+    from store.knowledge import compile_filter
+    with pytest.raises(RunnerHostError) as info:
+        compile_filter(filters)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
