@@ -86,6 +86,8 @@ def compile_filter(filters: dict[str, Any] | None) -> Callable[[dict[str, Any]],
             elif key.startswith("$"):
                 raise invalid_argument(f"unknown filter operator {key!r}")
             elif isinstance(value, dict):
+                if not value:
+                    raise invalid_argument(f"filter on {key!r} names no operator")
                 for op, operand in value.items():
                     compare = _COMPARE.get(op)
                     if compare is None:
