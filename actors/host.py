@@ -178,7 +178,8 @@ class Host:
         self.ports = _RayPorts(self)
         self.driver = RunDriver(self.ports, self.run_actors, self.catalog, DriverSettings(
             steering_capacity=config.steering_capacity, gateway_url=config.gateway_url,
-            queue_timeout_s=pools.queue_timeout_s, live_frames_kept=constants.LIVE_FRAMES_KEPT))
+            queue_timeout_s=pools.queue_timeout_s, live_frames_kept=constants.LIVE_FRAMES_KEPT),
+            skills=dict(catalog.get("skills") or {}))
         self._background: set[asyncio.Task] = set()
         self._ray_address, self._ray_session = _ray_identity()
 

@@ -49,7 +49,9 @@ class ResourcePolicy(_Config):
     history: list[Literal["page", "search"]] = Field(default_factory=lambda: ["page", "search"])
     events: list[Literal["get", "page"]] = Field(default_factory=lambda: ["get", "page"])
     artifacts: list[Literal["metadata", "read"]] = Field(default_factory=lambda: ["metadata", "read"])
-    storage: list[Literal["plugin", "workspace"]] = Field(default_factory=list)
+    #: Plugin storage is on by default, as in LangBot (``allow_plugin_storage``); the runner's
+    #: manifest must still declare ``storage: [plugin]`` for a run to get it.
+    storage: list[Literal["plugin", "workspace"]] = Field(default_factory=lambda: ["plugin"])
     files: list[Literal["config", "knowledge"]] = Field(default_factory=list)
     state: bool = True
     steering: bool = True

@@ -25,7 +25,7 @@ class Permissions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[Literal["invoke", "stream", "rerank"]] = Field(default_factory=list)
+    models: list[Literal["invoke", "stream", "rerank", "count_tokens"]] = Field(default_factory=list)
     tools: list[Literal["detail", "call"]] = Field(default_factory=list)
     knowledge_bases: list[Literal["list", "retrieve"]] = Field(default_factory=list)
     history: list[Literal["page", "search"]] = Field(default_factory=list)
@@ -82,7 +82,9 @@ class RunnerDescriptor(BaseModel):
     config_schema: list[ConfigField]
     version: str
     execution: Literal["pool", "session", "in_actor"] = "pool"
-    source: Literal["builtin", "entry_point"] = "builtin"
+    #: ``builtin``: shipped with RunnerHost; ``config``: ``[host] extra_runners`` or
+    #: ``[[runners.langbot_plugins]]``; ``entry_point``: the ``runnerhost.runners`` group.
+    source: Literal["builtin", "config", "entry_point"] = "builtin"
 
     @classmethod
     def from_manifest(cls, manifest: RunnerManifest, source: str = "builtin") -> "RunnerDescriptor":

@@ -168,7 +168,8 @@ def serve(
             status.update("[bold]Starting a local Ray…")
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
                      namespace=settings.host.namespace,
-                     resources=local_ray_resources(settings.pools.node_run_slots))
+                     resources=local_ray_resources(settings.pools.node_run_slots),
+                     runtime_env=settings.runtime_env() or None)
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)

@@ -37,7 +37,8 @@ from .models import EventLog
 
 INPUT_SUMMARY_CAP = 1000
 #: Types the host itself writes (source ``"system"``).
-SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back"})
+SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back",
+                                "session.resume_failed"})
 
 _T = EventLog.__table__
 _KEYSET = Keyset("event_log", ("id",), (int,))

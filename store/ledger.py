@@ -37,6 +37,7 @@ from ._common import (
     fetch_keyset,
     insert_for,
     insert_rows,
+    merge_json,
     now,
 )
 from .models import RUN_STATUSES, AgentRun, AgentRunEvent
@@ -154,6 +155,17 @@ class RunLedgerStore:
                              _R.c.status.in_(NON_TERMINAL_STATUSES))
             .values(**values).returning(*_R.c))).one_or_none()
         return _run(row) if row is not None else await self.get(run_id)
+
+    async def merge_metadata(self, run_id: str, patch: dict[str, Any]) -> None:
+        """Deep-merge ``patch`` into the run's ``metadata`` (row-locked read-modify-write)."""
+        check_text(run_id, "run_id", max_len=128)
+        encode_json(patch, field="run metadata", max_bytes=None)
+        current = (await self._session.execute(
+            select(_R.c.metadata_json).where(_R.c.run_id == run_id).with_for_update())).scalar_one_or_none()
+        if current is None:
+            raise not_found("run not found", run_id=run_id)
+        await self._session.execute(update(_R).where(_R.c.run_id == run_id)
+                                    .values(metadata_json=merge_json(current, patch)))
 
     async def get(self, run_id: str) -> RunRecord:
         check_text(run_id, "run_id", max_len=128)
@@ -275,16 +287,33 @@ class RunLedgerStore:
             raise not_found("run not found", run_ids=missing[:10])
 
     async def events_page(self, run_id: str, *, after_cursor: str | None = None,
+                          before_cursor: str | None = None, direction: str = "forward",
                           limit: int = 50, from_sequence: int | None = None) -> RunEventPage:
-        """The run's events in ascending ``sequence`` after ``after_cursor`` (or, host-internal,
-        from ``from_sequence`` on)."""
+        """A page of the run's events, ascending by ``sequence`` either way.
+
+        Forward (default): the events after ``after_cursor`` (or, host-internal, from
+        ``from_sequence`` on); ``next_cursor`` continues forward. Backward: the ``limit``
+        events just before ``before_cursor`` (the newest ones without it); ``next_cursor``
+        continues further back, ``prev_cursor`` pages forward again from the page's newest
+        event. Cursors of either direction work in both (one keyset over ``sequence``)."""
         check_text(run_id, "run_id", max_len=128)
         check_limit(limit)
+        if direction not in ("forward", "backward"):
+            raise invalid_argument("direction must be 'forward' or 'backward'")
+        query = select(_E).where(_E.c.run_id == run_id)
+        if direction == "backward":
+            before = _EVENTS.decode(before_cursor, run_id)
+            rows, has_more = await fetch_keyset(self._session, query, [_E.c.sequence], before=before, after=None,
+                                                limit=limit, backward=True)
+            rows = list(reversed(rows))
+            cursors = [_EVENTS.encode((r.sequence,), run_id) for r in rows]
+            return RunEventPage(items=[_event(r) for r in rows], has_more=has_more,
+                                next_cursor=cursors[0] if has_more else None,
+                                prev_cursor=cursors[-1] if cursors else None)
         after = _EVENTS.decode(after_cursor, run_id)
         if from_sequence is not None and after is None and from_sequence > 0:
             after = (from_sequence - 1,)
-        rows, has_more = await fetch_keyset(self._session, select(_E).where(_E.c.run_id == run_id),
-                                            [_E.c.sequence], before=None, after=after,
+        rows, has_more = await fetch_keyset(self._session, query, [_E.c.sequence], before=None, after=after,
                                             limit=limit, backward=False)
         items = [_event(r) for r in rows]
         cursors = [_EVENTS.encode((r.sequence,), run_id) for r in rows]

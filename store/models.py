@@ -380,3 +380,30 @@ class RunnerHostInstance(Base):
     heartbeat_at: Mapped[float] = mapped_column(default=now)
     stopped_at: Mapped[float | None]
     info_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class KnowledgeVector(Base):
+    """The embedding of one knowledge chunk (a ``knowledge_document`` row) under one
+    embedding model, for knowledge bases configured with an ``embedding_model_id``.
+
+    Written lazily: the first search of such a base after an ingest embeds the chunks
+    that have no vector for its model yet. Unique per (chunk, model); the store removes
+    a chunk's vectors with the chunk (explicitly — no FK cascade, so SQLite without
+    foreign-key enforcement behaves like Postgres). ``vector_json`` is a JSON list of
+    floats of length ``dim``; search is a brute-force cosine over the base's vectors.
+    """
+
+    __tablename__ = "knowledge_vector"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(BigInteger)
+    kb_id: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str]
+    dim: Mapped[int]
+    vector_json: Mapped[Any]
+    created_at: Mapped[float] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint("document_id", "model_id"),
+        Index(None, "kb_id", "model_id"),
+    )

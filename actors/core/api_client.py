@@ -51,8 +51,15 @@ class RunnerApiClient(RunnerAPI):
                                                               "tools": tools, "params": params}):
             yield chunk
 
-    async def invoke_rerank(self, model_id, query, documents, top_n=None):
-        return await self._call("invoke_rerank", model_id=model_id, query=query, documents=documents, top_n=top_n)
+    async def invoke_rerank(self, model_id, query, documents, top_n=None, *, params=None):
+        return await self._call("invoke_rerank", model_id=model_id, query=query, documents=documents, top_n=top_n,
+                                params=params)
+
+    async def count_tokens(self, model_id, messages, *, tools=None):
+        return await self._call("count_tokens", model_id=model_id, messages=messages, tools=tools)
+
+    async def invoke_embedding(self, model_id, texts):
+        return await self._call("invoke_embedding", model_id=model_id, texts=texts)
 
     async def get_tool_detail(self, tool_name):
         return await self._call("get_tool_detail", tool_name=tool_name)
@@ -60,8 +67,8 @@ class RunnerApiClient(RunnerAPI):
     async def call_tool(self, tool_name, parameters):
         return await self._call("call_tool", tool_name=tool_name, parameters=parameters)
 
-    async def retrieve_knowledge(self, kb_id, query, top_k=5):
-        return await self._call("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k)
+    async def retrieve_knowledge(self, kb_id, query, top_k=5, *, filters=None):
+        return await self._call("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k, filters=filters)
 
     async def history_page(self, conversation_id=None, *, before_cursor=None, after_cursor=None,
                            limit=50, direction="backward"):
@@ -126,9 +133,11 @@ class RunnerApiClient(RunnerAPI):
             "run_list", conversation_id=conversation_id, statuses=statuses,
             before_cursor=before_cursor, limit=limit))
 
-    async def run_events_page(self, run_id=None, *, after_cursor=None, limit=50):
+    async def run_events_page(self, run_id=None, *, after_cursor=None, limit=50, before_cursor=None,
+                              direction="forward"):
         return RunEventPage.model_validate(await self._call(
-            "run_events_page", run_id=run_id, after_cursor=after_cursor, limit=limit))
+            "run_events_page", run_id=run_id, after_cursor=after_cursor, limit=limit,
+            before_cursor=before_cursor, direction=direction))
 
     async def run_cancel(self, run_id, reason=None):
         return RunRecord.model_validate(await self._call("run_cancel", run_id=run_id, reason=reason))

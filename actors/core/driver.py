@@ -38,6 +38,7 @@ from protocol.manifest import RunnerDescriptor, RunnerManifest
 
 from .authz import ResourceCatalog, compute_access
 from .context_builder import build_context
+from .deadlines import effective_timeout_s
 from .conversations import Decision
 from .frames import is_terminal
 from .lifecycle import Cause, RunLifecycle, RunPhase
@@ -121,6 +122,7 @@ class BindingInfo:
     descriptor: RunnerDescriptor
     target: str
     manifest: RunnerManifest
+    timeout_s: float = 300.0  # the binding's, or the runner's own ``timeout`` field (deadlines.py)
 
     @property
     def execution(self) -> str:
@@ -166,10 +168,11 @@ class AcceptedRun:
 
 class RunDriver:
     def __init__(self, ports: HostPorts, slots: SlotPool, catalog: ResourceCatalog,
-                 settings: DriverSettings | None = None) -> None:
+                 settings: DriverSettings | None = None, skills: dict[str, dict[str, Any]] | None = None) -> None:
         self.ports = ports
         self.slots = slots
         self.catalog = catalog
+        self.skills = skills or {}
         self.settings = settings or DriverSettings()
         self.runs: dict[str, AcceptedRun] = {}
         self._bindings: dict[str, BindingInfo] = {}
@@ -242,7 +245,7 @@ class RunDriver:
         scope_keys = scope_keys_for(event, binding)
         if granted:
             first = _frame(run_id, "run.started", 0, _started_data(event, binding))
-            deadline_at: float | None = time.time() + binding.timeout_s
+            deadline_at: float | None = time.time() + info.timeout_s
         else:
             queued = {"strategy": binding.multitask_strategy.value}
             if wait_for:
@@ -367,7 +370,7 @@ class RunDriver:
         run.member = run.reservation.member
         run.lifecycle.to(RunPhase.LEASED)
         binding = run.info.binding
-        deadline_at = time.time() + binding.timeout_s
+        deadline_at = time.time() + run.info.timeout_s
         started = _frame(run.run_id, "run.started", run.next_sequence, _started_data(run.event, binding))
         out = await self.ports.write("start_run", run_id=run.run_id, deadline_at=deadline_at,
                                      scope_keys=run.scope_keys, frames=[started])
@@ -474,7 +477,8 @@ class RunDriver:
         handles = run.handles or {}
         ctx = build_context(run_id=run.run_id, event=event, binding=binding, snapshot=snapshot,
                             catalog=self.catalog, handles=handles, state=handles.get("state") or {},
-                            runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id})
+                            runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id},
+                            skill_catalog=self.skills)
         identity = RunIdentity(
             run_id=run.run_id, runner_id=binding.runner_id, binding_identity=binding.identity,
             bot_id=event.bot_id, workspace_id=event.workspace_id, conversation_id=event.conversation_id,
@@ -496,11 +500,12 @@ class RunDriver:
         if info is None:
             found = await self.ports.registry("binding", binding_id=binding_id)
             descriptor = RunnerDescriptor.model_validate(found["descriptor"])
-            info = BindingInfo(binding=AgentBinding.model_validate(found["binding"]), descriptor=descriptor,
-                               target=found["runner_target"],
+            binding = AgentBinding.model_validate(found["binding"])
+            info = BindingInfo(binding=binding, descriptor=descriptor, target=found["runner_target"],
                                manifest=RunnerManifest(id=descriptor.id, label=descriptor.label,
                                                        capabilities=descriptor.capabilities,
-                                                       permissions=descriptor.permissions))
+                                                       permissions=descriptor.permissions),
+                               timeout_s=effective_timeout_s(binding, descriptor))
             self._bindings[binding_id] = info
         return info
 

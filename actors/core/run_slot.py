@@ -42,6 +42,9 @@ from .steering import SteeringEntry, SteeringQueue
 
 log = logging.getLogger(__name__)
 
+#: The ``action.requested`` a harness runner reports when a resume fell back to a fresh session.
+SESSION_RESUME_FAILED = "session.resume_failed"
+
 #: One item of a run's stream: (frames for the client, closing facts on the last item).
 RunOutput = tuple[list[dict[str, Any]], dict[str, Any] | None]
 
@@ -123,6 +126,7 @@ class RunSlot:
         self._cancel_reason: str | None = None
         self._rollback = False
         self.closed = False
+        self.metadata: dict[str, Any] = {}  # merged into the run's ledger metadata at the end
         self.service = RunnerApiService(
             plan.snapshot, plan.identity, backend, self.steering,
             on_steering_pulled=self._audit_injected,
@@ -215,6 +219,7 @@ class RunSlot:
             "dropped": [self._steering_record(e, "dropped") for e in dropped],
             "rollback": [{**u.__dict__, "runner_id": book.runner_id} for u in book.undo] if rolled_back else None,
             "rollback_requested": rolled_back,
+            "metadata": self.metadata or None,
         }
         return [*pending, terminal], final
 
@@ -272,6 +277,16 @@ class RunSlot:
                                               value=result.data["value"], scope=scope,
                                               runner_id=self.book.runner_id)
                 self.book.record_state_write(scope_key, scope, result.data["key"], out.get("previous"))
+            elif (result.type == ResultType.ACTION_REQUESTED.value
+                  and result.data.get("action") == SESSION_RESUME_FAILED):
+                # A harness lost its native session and started a fresh one: the conversation lost
+                # its memory. Never silent: the run's metadata and the EventLog say so.
+                payload = dict(result.data.get("payload") or {})
+                self.metadata["session"] = {"resumed": False, **payload}
+                await self._ports.write("system_event", event_type=SESSION_RESUME_FAILED, run_id=self.run_id,
+                                        runner_id=self.book.runner_id, conversation_id=self.snapshot.conversation_id,
+                                        thread_id=self.snapshot.thread_id, data=payload,
+                                        event_id=f"{self.run_id}:{SESSION_RESUME_FAILED}")
             elif result.type == ResultType.ARTIFACT_CREATED.value:
                 await self._ports.write("artifact_created", run_id=self.run_id, runner_id=self.book.runner_id,
                                         conversation_id=self.snapshot.conversation_id, data=result.data,

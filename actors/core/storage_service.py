@@ -280,8 +280,10 @@ class StorageService:
         return count
 
     async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
-                           rollback=None, rollback_requested=False) -> dict[str, Any]:
+                           rollback=None, rollback_requested=False, metadata=None) -> dict[str, Any]:
         ledger = RunLedgerStore(session)
+        if metadata:
+            await ledger.merge_metadata(run_id, metadata)
         await ledger.append_rows(_frame_rows(run_id, frames))
         if dropped:
             await self.w_steering_audit(session, records=dropped)
@@ -343,6 +345,13 @@ class StorageService:
         await ledger.append_rows(_frame_rows(run.run_id, [{**frame, "sequence": sequence}]))
         await ledger.transition(run.run_id, status_of_frame(frame).value, reason_of_frame(frame))
         return sequence
+
+    async def w_system_event(self, session, *, event_type, event_id, run_id=None, runner_id=None,
+                             conversation_id=None, thread_id=None, data=None) -> None:
+        """A host-written EventLog record (idempotent on ``event_id``)."""
+        await EventLogStore(session).append(EventLogEntry.system(
+            event_type, event_id=event_id, conversation_id=conversation_id, thread_id=thread_id, run_id=run_id,
+            runner_id=runner_id, data=data))
 
     async def w_request_cancel(self, session, *, run_id, reason=None) -> dict[str, Any]:
         """Ask a run that is not live here to stop: stamped in the ledger, honoured by its host
@@ -413,9 +422,11 @@ class StorageService:
         return await RunLedgerStore(session).list(conversation_id, statuses=statuses,
                                                   before_cursor=before_cursor, limit=limit)
 
-    async def r_run_events_page(self, session, *, run_id, after_cursor=None, limit=50):
+    async def r_run_events_page(self, session, *, run_id, after_cursor=None, before_cursor=None,
+                                direction="forward", limit=50):
         await RunLedgerStore(session).get(run_id)
-        return await RunLedgerStore(session).events_page(run_id, after_cursor=after_cursor, limit=limit)
+        return await RunLedgerStore(session).events_page(run_id, after_cursor=after_cursor, before_cursor=before_cursor,
+                                                         direction=direction, limit=limit)
 
     async def r_artifact_metadata(self, session, *, artifact_id, conversation_id=None):
         return await self._artifact_store(session).metadata(artifact_id, conversation_id=conversation_id)
@@ -427,8 +438,10 @@ class StorageService:
         return await self._artifact_store(session).read_range(artifact_id, offset, length,
                                                               conversation_id=conversation_id)
 
-    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
-        return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
+    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5, filters=None, query_vector=None,
+                                   model_id=None):
+        return await KnowledgeStore(session).retrieve(kb_id, query, top_k, filters=filters,
+                                                      query_vector=query_vector, model_id=model_id)
 
     async def r_session_get(self, session, *, owner):
         return await RuntimeSessionStore(session).get_active(owner_from_dict(owner))
@@ -460,3 +473,11 @@ class StorageService:
     async def r_transcript_count(self, session, *, conversation_id):
         seq, _ = await self._transcript(session).latest(conversation_id)
         return seq
+
+    # -- embedding-backed knowledge bases (issue 11) ----------------------------------------------
+    async def r_knowledge_missing_vectors(self, session, *, kb_id, model_id, limit=64):
+        return await KnowledgeStore(session).missing_vectors(kb_id, model_id, limit)
+
+    async def w_knowledge_vectors(self, session, *, kb_id, model_id, rows):
+        return await KnowledgeStore(session).store_vectors(kb_id, model_id, rows)
+

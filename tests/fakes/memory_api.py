@@ -280,10 +280,21 @@ class MemoryRunnerAPI(RunnerAPI):
             yield chunk
 
     async def invoke_rerank(self, model_id: str, query: str, documents: list[str],
-                            top_n: int | None = None) -> list[dict[str, Any]]:
-        self._record("invoke_rerank", model_id=model_id, query=query, top_n=top_n)
+                            top_n: int | None = None, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self._record("invoke_rerank", model_id=model_id, query=query, top_n=top_n, params=params)
         self._model_op(model_id, "rerank")
-        return await self.host.models.rerank(model_id, query, documents, top_n)
+        return await self.host.models.rerank(model_id, query, documents, top_n, params)
+
+    async def count_tokens(self, model_id: str, messages: list[dict[str, Any]], *,
+                           tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        self._record("count_tokens", model_id=model_id, messages=messages, tools=tools)
+        self._model_op(model_id, "count_tokens")
+        return await self.host.models.count_tokens(model_id, messages, tools)
+
+    async def invoke_embedding(self, model_id: str, texts: list[str]) -> dict[str, Any]:
+        self._record("invoke_embedding", model_id=model_id, texts=texts)
+        self._model_op(model_id, "invoke")
+        return await self.host.models.embed(model_id, texts)
 
     # -- tools & knowledge ------------------------------------------------------------
     async def get_tool_detail(self, tool_name: str) -> dict[str, Any]:
@@ -300,19 +311,29 @@ class MemoryRunnerAPI(RunnerAPI):
                 await maybe
         return await self.host.tools.call(tool_name, parameters)
 
-    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
-        self._record("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k)
+    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5, *,
+                                 filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Word-overlap ranking over the host's documents, answered in the real host's shape
+        (LangBot ``RetrievalResultEntry``); ``filters`` use the real store's grammar."""
+        from actors.core.runner_api import retrieval_entry
+        from store.knowledge import compile_filter
+
+        self._record("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k, filters=filters)
         if not any(kb.kb_id == kb_id and "retrieve" in kb.operations for kb in self.ctx.resources.knowledge_bases):
             raise unauthorized(f"knowledge base {kb_id!r} (retrieve) is not granted")
+        keep = compile_filter(filters)
         q = Counter(re.findall(r"\w+", query.lower()))
         scored = []
-        for doc in self.host.knowledge.get(kb_id, []):
+        for n, doc in enumerate(self.host.knowledge.get(kb_id, [])):
             d = Counter(re.findall(r"\w+", str(doc.get("content", "")).lower()))
             score = sum(min(q[t], d[t]) for t in q)
-            if score:
-                scored.append({**doc, "score": score, "kb_id": kb_id})
+            hit = {"doc_id": doc.get("id") or f"doc{n}", "title": doc.get("title"), "content": doc.get("content"),
+                   "metadata": dict(doc.get("metadata") or {}), "score": float(score),
+                   "distance": 1.0 / (1.0 + score)}
+            if score and (keep is None or keep(hit)):
+                scored.append(hit)
         scored.sort(key=lambda r: -r["score"])
-        return scored[:top_k]
+        return [retrieval_entry(kb_id, h) for h in scored[:top_k]]
 
     # -- history & events ------------------------------------------------------------------
     async def history_page(self, conversation_id: str | None = None, *,
@@ -452,8 +473,10 @@ class MemoryRunnerAPI(RunnerAPI):
         return RunPage(items=[await self.run_get()], total_count=1)
 
     async def run_events_page(self, run_id: str | None = None, *, after_cursor: str | None = None,
-                              limit: int = 50) -> RunEventPage:
-        self._record("run_events_page", run_id=run_id)
+                              limit: int = 50, before_cursor: str | None = None,
+                              direction: Literal["forward", "backward"] = "forward") -> RunEventPage:
+        self._record("run_events_page", run_id=run_id, after_cursor=after_cursor, before_cursor=before_cursor,
+                     direction=direction)
         return RunEventPage()
 
     async def run_cancel(self, run_id: str, reason: str | None = None) -> RunRecord:
