@@ -301,7 +301,10 @@ class RunDriver:
                 try:
                     if run.lifecycle.phase is RunPhase.LEASED:
                         run.lifecycle.to(RunPhase.STARTING)
-                    await self._relay(run, plan)
+                    terminal = await self._relay(run, plan)
+                    if (terminal.get("data") or {}).get("code") == Cause.RUNNER_CRASHED.code:
+                        await executor.release(dead=True)  # before anyone is leased onto the corpse
+                        executor = None
                     return
                 except ExecutorUnavailable:
                     # gone before the runner ran (e.g. its node was lost while idle): run elsewhere
@@ -403,7 +406,8 @@ class RunDriver:
         cause = Cause.CANCELLED if outcome == "cancelled" else Cause.QUEUE_TIMEOUT
         await self._fail(run, cause, run.cancel_reason if cause is Cause.CANCELLED else None)
 
-    async def _relay(self, run: AcceptedRun, plan: RunPlan) -> None:
+    async def _relay(self, run: AcceptedRun, plan: RunPlan) -> dict[str, Any]:
+        """Relay the run's stream; commit its final facts; its terminal frame."""
         published = False
         try:
             async for frames, final in self.ports.execute(run.member, plan):
@@ -416,14 +420,14 @@ class RunDriver:
                 if run.lifecycle.phase is RunPhase.STARTING:
                     run.lifecycle.to(RunPhase.RUNNING)
                 run.lifecycle.to(RunPhase.FINALIZING)
-                await self._commit_final(run, frames, final)
-                return
+                return await self._commit_final(run, frames, final)
         except RunActorGone:
             raise RunActorGone(published) from None
         if not run.lifecycle.finalizing:
             raise RunActorGone(published)  # the stream ended without its closing facts
 
-    async def _commit_final(self, run: AcceptedRun, frames: list[dict[str, Any]], final: dict[str, Any]) -> None:
+    async def _commit_final(self, run: AcceptedRun, frames: list[dict[str, Any]],
+                            final: dict[str, Any]) -> dict[str, Any]:
         try:
             await self.ports.write("finish_run", **final)
         except RunnerHostError as exc:
@@ -435,6 +439,7 @@ class RunDriver:
                                                            terminal.get("sequence"))]
         await run.live.publish(frames)
         run.lifecycle.to(RunPhase.DONE)
+        return frames[-1]
 
     async def _fail(self, run: AcceptedRun, cause: Cause, message: str | None = None) -> None:
         """Finalize a run nobody else will: the failure on record, the terminal frame out."""

@@ -34,7 +34,7 @@ from protocol.context import RunContext
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.results import ResultValidator, RunResult
 from runners.harness import HarnessRunner
-from tests.fakes.anthropic_server import AReply, FakeAnthropic, last_text, message_text, tool_results
+from tests.fakes.anthropic_server import AReply, FakeAnthropic, last_text, tool_results
 from tests.fakes.memory_api import MemoryHost, MemoryRunnerAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes._server import ThreadedServer

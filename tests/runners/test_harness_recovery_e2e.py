@@ -85,9 +85,9 @@ async def test_a_lost_native_session_is_recovered_through_the_host(ray_session, 
         assert action["action"] == "session.resume_failed"  # ... and the client is told
         assert action["payload"]["previous_session_id"] == first and action["payload"]["new_session_id"] == second
         assert "No conversation found" in action["payload"]["reason"]
-        ledger = await host._storage_read("run_events_page", run_id=frames[-1]["run_id"], limit=100)
+        ledger = await host.read("run_events_page", run_id=frames[-1]["run_id"], limit=100)
         assert any(e["type"] == "action.requested" for e in ledger["items"])  # and the record
-        row = await host._storage_read("session_get", owner=owner)
+        row = await host.read("session_get", owner=owner)
         assert row["external_session_id"] == second
 
         later = await turn(host, conv, "and now? [[argv]]")

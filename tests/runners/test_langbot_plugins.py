@@ -127,6 +127,7 @@ async def test_a_plugin_directory_loaded_by_config_runs_three_turns(ray_session,
     from actors.host import Host
     from protocol.events import EventEnvelope
 
+    agent = f"plugin-counter-{uuid.uuid4().hex[:8]}"  # the session's database already has other agents
     settings = load_settings(write_config(tmp_path, f"""
         [host]
         namespace = "rh-plugins-{uuid.uuid4().hex[:8]}"
@@ -143,7 +144,7 @@ async def test_a_plugin_directory_loaded_by_config_runs_three_turns(ray_session,
         [[runners.langbot_plugins]]
         path = "{PLUGIN}"
         runners = ["default"]
-        [agents.counter]
+        [agents.{agent}]
         runner_id = "{RUNNER_ID}"
     """), env={})
     host = await Host.start(settings.host_config())
@@ -155,12 +156,12 @@ async def test_a_plugin_directory_loaded_by_config_runs_three_turns(ray_session,
         for text in ("one", "two", "three"):
             event = EventEnvelope(event_type="message.received", conversation_id=conv,
                                   actor={"actor_type": "user", "actor_id": "u1"}, input={"text": text})
-            frames = [f async for f in await host.submit(event, "counter")]
+            frames = [f async for f in await host.submit(event, agent)]
             assert frames[-1]["type"] == "run.completed", frames[-1]
             replies.append(next(f for f in frames if f["type"] == "message.completed")["data"]["message"]["content"])
         assert replies == ["Hello! turn 1: one (history: 1 items)", "Hello! turn 2: two (history: 3 items)",
                            "Hello! turn 3: three (history: 5 items)"]
-        stored = await host._storage_read("kv_get", area="plugin", namespace=RUNNER_ID, key="last-input")
+        stored = await host.read("kv_get", area="plugin", namespace=RUNNER_ID, key="last-input")
         assert stored == {"encoding": "base64", "data": "dGhyZWU="}  # plugin storage is on by default
     finally:
         await host.close()
