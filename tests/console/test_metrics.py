@@ -74,3 +74,17 @@ async def test_scraped_run_metrics_equal_the_ledger_counts(ray_session, pg_url):
 
     wait_for(check, timeout=60)
     ray.kill(path)
+
+
+def test_grafana_dashboard_charts_exactly_the_defined_metrics():
+    import json
+    import re
+
+    from actors.metrics import _DEFINITIONS
+
+    dashboard = json.loads((REPO / "deploy" / "grafana-runnerhost.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"ray_runnerhost_(\w+)", e)}
+    used = {m if m in _DEFINITIONS else re.sub(r"_(bucket|count|sum)$", "", m) for m in used}
+    assert used == set(_DEFINITIONS), (used ^ set(_DEFINITIONS))
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
