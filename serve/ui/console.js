@@ -8,6 +8,7 @@ const STATUSES = ["created", "running", "completed", "failed", "cancelled", "tim
 const TERMINAL = new Set(["completed", "failed", "cancelled", "timeout"]);
 const STRATEGIES = ["parallel", "steer", "enqueue", "reject", "interrupt", "rollback"];
 const main = () => document.getElementById("main");
+const mount = (...nodes) => main().append(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
 let page = { timers: [], aborts: [] };   // what the current page must stop when the route changes
 let me = null;                            // whoami of the current key
 
@@ -29,7 +30,7 @@ function el(tag, attrs, ...children) {
   return node;
 }
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
-const fmtDur = (a, b) => (a && b ? `${(b - a).toFixed(0)} s` : "—");
+const fmtDur = (a, b) => (a && b ? (b - a < 1 ? "<1 s" : `${b - a} s`) : "—");  // ledger times are whole seconds
 const json = (v) => JSON.stringify(v, null, 2);
 const badge = (status) => el("span", { class: `badge ${status}`, text: status });
 function toast(message) {
@@ -181,7 +182,7 @@ async function route() {
     health: () => healthPage() }[parts[0]];
   main().replaceChildren();
   try {
-    if (view) await view(); else main().append(el("h1", { text: "Not found" }));
+    if (view) await view(); else mount(el("h1", { text: "Not found" }));
   } catch (err) {
     if (err.name !== "AbortError") showError(main(), err);
   }
@@ -242,7 +243,7 @@ async function runsPage(params) {
       api(`/v1/runs${qs({ ...base, status: filters.status, cursor, limit: 25 })}`)]);
     counts.replaceChildren(el("li", {}, el("a", { href: `#/runs${qs({ agent: filters.agent_id, conversation: filters.conversation_id, since: filters.since, until: filters.until })}`,
       "aria-current": filters.status ? null : "true" }, "all ", el("strong", { text: stats.total }))),
-      STATUSES.map((s) => el("li", {}, el("a", { href: `#/runs${qs({ status: s, agent: filters.agent_id, conversation: filters.conversation_id, since: filters.since, until: filters.until })}`,
+      ...STATUSES.map((s) => el("li", {}, el("a", { href: `#/runs${qs({ status: s, agent: filters.agent_id, conversation: filters.conversation_id, since: filters.since, until: filters.until })}`,
         "aria-current": filters.status === s ? "true" : null, "data-status": s }, `${s} `, el("strong", { text: stats.counts[s] })))));
     list.replaceChildren(table([
       { label: "Run", render: (r) => el("a", { href: `#/runs/${encodeURIComponent(r.run_id)}`, text: r.run_id }), mono: true },
@@ -257,7 +258,7 @@ async function runsPage(params) {
       cursor ? el("button", { type: "button", class: "secondary", text: "Newest", onclick: () => { cursor = null; refresh(); } }) : null,
       runs.has_more ? el("button", { type: "button", class: "secondary", text: "Older", onclick: () => { cursor = runs.next_cursor; refresh(); } }) : null));
   }
-  main().append(el("h1", { text: "Runs" }), counts, section("Filter", filterForm),
+  mount(el("h1", { text: "Runs" }), counts, section("Filter", filterForm),
     me.scopes.some((s) => s === "ingest" || s === "admin") ? section("Start a run", startForm, startError) : null, list);
   await refresh();
   every(2000, () => refresh().catch(() => {}));
@@ -291,7 +292,10 @@ async function runPage(runId) {
   function addFrame(frame) {
     if (frame.sequence !== null && frame.sequence !== undefined && frames.some((f) => f.sequence === frame.sequence)) return;
     frames.push(frame);
-    if (frame.type === "message.delta") output.append(document.createTextNode((frame.data.chunk || {}).content || ""));
+    if (frame.type === "message.delta") {  // rebuilt in sequence order: live and ledger frames may interleave
+      output.textContent = frames.filter((f) => f.type === "message.delta")
+        .sort((a, b) => (a.sequence ?? 1e9) - (b.sequence ?? 1e9)).map((f) => (f.data.chunk || {}).content || "").join("");
+    }
     frameList.append(el("li", {}, el("span", { class: "mono", text: `#${frame.sequence ?? "–"} ` }), el("strong", { text: frame.type }),
       " ", el("span", { class: "mono muted", text: JSON.stringify(frame.data).slice(0, 240) })));
     frameList.scrollTop = frameList.scrollHeight;
@@ -379,7 +383,7 @@ async function runPage(runId) {
     } catch (err) { toast(err.message); cancel.disabled = false; }
   });
 
-  main().append(el("div", { class: "row" }, el("h1", { text: `Run ${runId}` }), el("span", { class: "spacer" }), cancel),
+  mount(el("div", { class: "row" }, el("h1", { text: `Run ${runId}` }), el("span", { class: "spacer" }), cancel),
     statusLine, section("Summary", header), section("Output", output, el("details", {}, el("summary", { text: "Frames" }), frameList)),
     section("Ledger events", ledger), section("Steering", steering), section("Tool calls", tools),
     section("State writes", state), section("Artifacts", artifacts), section("Deliveries", deliveries));
@@ -388,7 +392,12 @@ async function runPage(runId) {
   else {
     await loadFacts();
     follow();
-    every(3000, async () => { if (!TERMINAL.has(run.status)) { run = await api(`/v1/runs/${id}`); renderHeader(); } });
+    every(3000, async () => {
+      if (TERMINAL.has(run.status)) return;
+      run = await api(`/v1/runs/${id}`);
+      renderHeader();
+      await loadFacts();  // ledger, steering audit and artifacts fill in while the run is live
+    });
   }
 }
 async function download(runId, artifact) {
@@ -406,7 +415,7 @@ async function conversationsPage() {
   const input = el("input", { name: "conversation-id", autocomplete: "off", required: true });
   const recent = await api(`/v1/runs${qs({ limit: 50 })}`);
   const ids = [...new Set(recent.items.map((r) => r.conversation_id).filter(Boolean))];
-  main().append(el("h1", { text: "Conversations" }),
+  mount(el("h1", { text: "Conversations" }),
     el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); if (input.value.trim()) location.hash = `#/conversations/${encodeURIComponent(input.value.trim())}`; } },
       field("Conversation id", input), el("button", { type: "submit", text: "Open" })),
     section("Recently active", ids.length ? el("ul", {}, ids.map((c) => el("li", {}, el("a", { href: `#/conversations/${encodeURIComponent(c)}`, text: c })))) : el("p", { class: "muted", text: "none" })));
@@ -464,7 +473,7 @@ async function conversationPage(conversationId, params) {
     table([{ label: "Key", key: "key" }, { label: "Value", render: (e) => el("pre", { text: json(e.value) }) },
       { label: "Updated", render: (e) => fmtTime(e.updated_at) }], s.items))) : el("p", { class: "muted", text: "No state." });
 
-  main().append(el("h1", { text: `Conversation ${conversationId}` }),
+  mount(el("h1", { text: `Conversation ${conversationId}` }),
     section("Transcript", el("div", { class: "row" }, older, newer, field("Page size", size), pagerInfo), transcript),
     section("Search", searchForm, results), section("State", stateBox),
     section("Runs", table([
@@ -477,7 +486,7 @@ async function conversationPage(conversationId, params) {
 // -- Agents --------------------------------------------------------------------------------------
 async function agentsPage() {
   const [agents, runners] = await Promise.all([api("/v1/agents"), api("/v1/runners")]);
-  main().append(el("h1", { text: "Agents and runners" }),
+  mount(el("h1", { text: "Agents and runners" }),
     section("Agents", table([
       { label: "Agent", render: (a) => el("a", { href: `#/agents/${encodeURIComponent(a.agent_id)}`, text: a.agent_id }) },
       { label: "Runner", render: (a) => a.config.runner_id, mono: true }, { label: "Strategy", render: (a) => a.config.multitask_strategy },
@@ -628,7 +637,7 @@ async function agentPage(agentId) {
     } catch (err) { if (err.name !== "AbortError") testStatus.textContent = err.message; }
   } }, field("Test message", testText), el("button", { type: "submit", text: "Send", disabled: isNew }));
 
-  main().append(el("h1", { text: isNew ? "New agent" : `Agent ${agentId}` }),
+  mount(el("h1", { text: isNew ? "New agent" : `Agent ${agentId}` }),
     el("p", { class: "muted", id: "agent-version", text: existing ? `version ${existing.version}` : "not saved yet" }),
     section("Configuration", form),
     isNew ? null : section("Send a test message", testForm, testStatus, testOut));
@@ -656,7 +665,7 @@ async function healthPage() {
     const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
     return table(keys.map((k) => ({ label: k, render: (r) => (typeof r[k] === "object" && r[k] !== null ? JSON.stringify(r[k]) : r[k]) })), rows);
   }
-  main().append(el("h1", { text: "Health" }), box);
+  mount(el("h1", { text: "Health" }), box);
   await refresh();
   every(3000, () => refresh().catch(() => {}));
 }
