@@ -18,12 +18,14 @@ Routes (scope in brackets):
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -174,7 +176,6 @@ async def download_artifact(request: Request, run_id: RunId, artifact_id: Artifa
     name = _safe_filename((meta or {}).get("name") or artifact_id)
 
     async def body() -> AsyncIterator[bytes]:
-        import base64
         chunk = first
         while True:
             yield base64.b64decode(chunk["content_base64"])
