@@ -200,6 +200,7 @@ async function runsPage(params) {
   const agents = await api("/v1/agents");
   const counts = el("ul", { class: "counts", "aria-label": "Runs by status", "aria-live": "polite" });
   const list = el("div", { id: "runs-table" });
+  const liveBox = el("div", { id: "live-runs", "aria-live": "polite" });
   const toEpoch = (v) => (v ? String(Math.floor(new Date(v).getTime() / 1000)) : "");
   const fromEpoch = (v) => (v ? new Date(Number(v) * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "");
 
@@ -238,9 +239,15 @@ async function runsPage(params) {
   let cursor = null;
   async function refresh() {
     const base = { agent_id: filters.agent_id, conversation_id: filters.conversation_id, since: filters.since, until: filters.until };
-    const [stats, runs] = await Promise.all([
+    const [stats, runs, live] = await Promise.all([
       api(`/v1/stats/runs${qs(base)}`),
-      api(`/v1/runs${qs({ ...base, status: filters.status, cursor, limit: 25 })}`)]);
+      api(`/v1/runs${qs({ ...base, status: filters.status, cursor, limit: 25 })}`),
+      api(`/v1/runs${qs({ ...base, status: ["created", "running"], limit: 10 })}`)]);
+    liveBox.replaceChildren(...[live.items.length ? el("ul", {}, live.items.map((r) => el("li", {},
+      el("a", { href: `#/runs/${encodeURIComponent(r.run_id)}`, text: r.run_id }), ` · ${r.agent_id || "—"} · `, badge(r.status),
+      ` · since ${fmtTime(r.started_at || r.created_at)}`))) : el("p", { class: "muted", text: "No live runs." }),
+    live.total_count > live.items.length ? el("p", { class: "muted", text: `${live.total_count - live.items.length} more` }) : null]
+      .filter(Boolean));
     counts.replaceChildren(el("li", {}, el("a", { href: `#/runs${qs({ agent: filters.agent_id, conversation: filters.conversation_id, since: filters.since, until: filters.until })}`,
       "aria-current": filters.status ? null : "true" }, "all ", el("strong", { text: stats.total }))),
       ...STATUSES.map((s) => el("li", {}, el("a", { href: `#/runs${qs({ status: s, agent: filters.agent_id, conversation: filters.conversation_id, since: filters.since, until: filters.until })}`,
@@ -258,7 +265,7 @@ async function runsPage(params) {
       cursor ? el("button", { type: "button", class: "secondary", text: "Newest", onclick: () => { cursor = null; refresh(); } }) : null,
       runs.has_more ? el("button", { type: "button", class: "secondary", text: "Older", onclick: () => { cursor = runs.next_cursor; refresh(); } }) : null));
   }
-  mount(el("h1", { text: "Runs" }), counts, section("Filter", filterForm),
+  mount(el("h1", { text: "Runs" }), counts, section("Live now", liveBox), section("Filter", filterForm),
     me.scopes.some((s) => s === "ingest" || s === "admin") ? section("Start a run", startForm, startError) : null, list);
   await refresh();
   every(2000, () => refresh().catch(() => {}));

@@ -136,6 +136,12 @@ def test_runs_live_run_page_and_cancel(signed_in, serve_app: ServeApp, screensho
     assert agent in text_of(driver, "#run-header")
     driver.save_screenshot(str(screenshots / "run-live.png"))
 
+    go(driver, serve_app, "runs")  # the Runs page lists it as live; back on its page the stream is joined again
+    wait(driver, lambda d: run_id in text_of(d, "#live-runs"), "the run under 'Live now'")
+    driver.back()
+    seen = wait(driver, lambda d: text_of(d, "#run-output").startswith("echo: w0") and text_of(d, "#run-output"),
+                "the output again")
+    wait(driver, lambda d: len(text_of(d, "#run-output")) > len(seen), "deltas after rejoining")
     cancel = css(driver, "#cancel-run")
     assert cancel.is_enabled()
     cancel.click()
