@@ -1,6 +1,6 @@
 """The console's read ops over the real write path (StorageService without Ray, Postgres + SQLite).
 
-Runs are written with the ops the RunActor uses (``start_run``, ``state_set``, ``artifact_created``,
+Runs are written with the ops the host uses (``run_accept``, ``state_set``, ``artifact_created``,
 ``event_accept`` with a steering claim, ``steering_audit``, ``finish_run``); the new reads must see
 exactly what those wrote.
 """
@@ -35,10 +35,10 @@ async def start(db, service, conv: str, agent: str, text: str = "hi") -> tuple[s
     run_id = f"run_{uuid.uuid4().hex}"
     event = envelope(conv, text)
     async with db.transaction() as s:
-        await service.write(s, "start_run", dict(run_id=run_id, event=event, agent_id=agent,
-                                                  binding_id=f"{agent}@1", runner_id=RUNNER,
-                                                  conversation_id=conv, deadline_at=time.time() + 60,
-                                                  scope_keys={}))
+        await service.write(s, "run_accept", dict(run_id=run_id, event=event, agent_id=agent,
+                                                   binding_id=f"{agent}@1", runner_id=RUNNER,
+                                                   deadline_at=time.time() + 60, scope_keys={},
+                                                   status="running"))
     return run_id, event
 
 
