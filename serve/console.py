@@ -17,9 +17,7 @@ Routes (scope in brackets):
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
@@ -240,40 +238,6 @@ async def conversation_state(request: Request, conversation_id: ConversationId):
 
 
 @router.get("/v1/health", tags=["health"], dependencies=[require("read")], responses=ERROR_RESPONSES,
-            summary="Pools, storage batches, workers and nodes")
+            summary="Pools, storage batches, workers and nodes (the host's view)")
 async def health(request: Request) -> dict[str, Any]:
-    host = request.app.state.host
-    if hasattr(host, "health"):
-        result = host.health()
-        return await result if inspect.isawaitable(result) else result
-    return await _health_fallback(host)
-
-
-# -- FALLBACK until the integrator's Host.health() lands: delete at merge ---------------------------
-async def _health_fallback(host: Any) -> dict[str, Any]:
-    """``Host.health()``'s shape, built from today's Host attributes (LeasePool objects)."""
-    queued = sum(1 for live in getattr(host, "live", {}).values()
-                 if live.frames and live.frames[-1].get("type") == "run.queued" and not live.done)
-
-    def pool_view(pool: Any, queue_length: int | None) -> dict[str, Any]:
-        return {"name": pool.name, "size": pool.size, "leased": pool.in_use(),
-                "creating": getattr(pool, "_creating", 0), "max": pool.max_size, "queue_length": queue_length}
-
-    pools = [pool_view(host.run_actors, queued)]
-    workers = []
-    for runner_id, pool in sorted(host.worker_pools.items()):
-        pools.append(pool_view(pool, None))
-        workers.append({"runner_id": runner_id, "pool": pool.name, "size": pool.size, "leased": pool.in_use()})
-    try:
-        stats = await host.storage.stats.remote()
-        storage = {"batches": stats.get("batches"), "ops": stats.get("ops"), "pending": stats.get("pending")}
-    except Exception:
-        storage = {"batches": None, "ops": None, "pending": None}
-
-    def nodes() -> list[dict[str, Any]]:
-        import ray
-        return [{"node_id": n["NodeID"], "alive": bool(n["Alive"]), "address": n.get("NodeManagerAddress"),
-                 "resources": n.get("Resources") or {}} for n in ray.nodes()]
-
-    return {"pools": pools, "storage": storage, "workers": workers, "nodes": await asyncio.to_thread(nodes)}
-# -- end of FALLBACK --------------------------------------------------------------------------------
+    return await request.app.state.host.health()

@@ -272,7 +272,12 @@ def test_transcript_pages_both_ways_and_search(signed_in, serve_app: ServeApp, s
 def test_health_and_a_phone_sized_viewport(signed_in, serve_app: ServeApp, screenshots: Path):
     driver = signed_in
     go(driver, serve_app, "health")
-    wait(driver, lambda d: "run-actor pool" in text_of(d, "#health"), "the pools")
+    wait(driver, lambda d: d.find_elements("css selector", "section[aria-labelledby=s-pools] tbody tr"), "the pools")
+    with httpx.Client(base_url=serve_app.url, headers=serve_app.read, timeout=30) as c:
+        names = [p["name"] for p in c.get("/v1/health").json()["pools"]]
+    shown = driver.execute_script("return [...document.querySelectorAll("
+                                  "'section[aria-labelledby=s-pools] tbody tr td:first-child')].map(td => td.textContent)")
+    assert shown == names and names
     assert "Alive" in text_of(driver, "#health") or "ALIVE" in text_of(driver, "#health").upper()
     driver.save_screenshot(str(screenshots / "health.png"))
     go(driver, serve_app, "runs")
