@@ -19,6 +19,7 @@ Environment variables:
 ``RUNNERHOST_MAX_BODY_BYTES``   request body cap (default 1 MiB)
 ``RUNNERHOST_GATEWAY_URL``      URL external harnesses use for the MCP gateway
 ``RUNNERHOST_NAMESPACE``        Ray namespace of the host's named actors
+``RUNNERHOST_OTLP_ENDPOINT``    OTLP/HTTP collector for traces (``[observability] otlp_endpoint``)
 ==============================  ==================================================
 
 API keys never live in the file in plain text: ``[[api_keys]]`` entries carry
@@ -129,6 +130,13 @@ class SkillSettings(_Strict):
     description: str | None = Field(default=None, max_length=4000)
 
 
+class ObservabilitySettings(_Strict):
+    """``[observability]``: traces go over OTLP/HTTP to ``otlp_endpoint`` (e.g.
+    ``http://collector:4318``); without it trace ids are still made and propagated, nothing exported."""
+
+    otlp_endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https?://")
+
+
 class ProvidersSettings(BaseModel):
     """``[providers]``: models, tool providers and knowledge bases.
 
@@ -208,6 +216,7 @@ class Settings(_Strict):
     pools: PoolConfig = Field(default_factory=PoolConfig)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     runners: RunnersSettings = Field(default_factory=RunnersSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
     config_path: str | None = None
@@ -269,6 +278,7 @@ class Settings(_Strict):
             spread=self.host.spread,
             stale_run_check_s=self.host.stale_run_check_s,
             stale_run_grace_s=self.host.stale_run_grace_s,
+            otlp_endpoint=self.observability.otlp_endpoint,
         )
 
     def extra_runners(self) -> dict[str, str]:
@@ -336,12 +346,13 @@ def find_config_file(path: str | os.PathLike | None, env: Mapping[str, str]) -> 
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}}
+    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "observability": {}}
     table = {
         "HOST": ("server", "host", str), "PORT": ("server", "port", int),
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
         "DATABASE_URL": ("storage", "database_url", str), "DATA_DIR": ("storage", "data_dir", str),
         "NAMESPACE": ("host", "namespace", str),
+        "OTLP_ENDPOINT": ("observability", "otlp_endpoint", str),
     }
     for name, (section, key, cast) in table.items():
         value = env.get(ENV_PREFIX + name)
