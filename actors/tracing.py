@@ -180,12 +180,18 @@ def end_run(span: Span, status: str, code: str | None = None) -> None:
     span.end()
 
 
+def start_child(name: str, parent: Span | Carrier | None, **attributes: Any) -> Span:
+    """A child span of ``parent`` that the caller ends (for spans that outlive one block, e.g.
+    across a generator's yields); :func:`child` is the block form."""
+    attrs = {f"runnerhost.{k}": v for k, v in attributes.items() if v is not None}
+    return tracer().start_span(name, context=_context(parent), attributes=attrs)
+
+
 @contextlib.contextmanager
 def child(name: str, parent: Span | Carrier | None, **attributes: Any) -> Iterator[Span]:
     """A child span of ``parent`` (a span here or a carrier from another process). An exception
     leaving the block is recorded on the span (status ERROR) and re-raised."""
-    attrs = {f"runnerhost.{k}": v for k, v in attributes.items() if v is not None}
-    span = tracer().start_span(name, context=_context(parent), attributes=attrs)
+    span = start_child(name, parent, **attributes)
     try:
         yield span
     except BaseException as exc:

@@ -24,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from actors import tracing
 from protocol.agents import AgentConfig
 from protocol.errors import ErrorBody, RunnerHostError, invalid_argument, not_found
 from protocol.manifest import RunnerDescriptor
@@ -111,7 +112,7 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
         host = H(request)
         # The host returns only once the event, its user transcript item and its run are committed
         # (or raises: 4xx/5xx, nothing accepted). The run itself outlives this request.
-        stream = await detached(host.submit(body.event, body.agent_id))
+        stream = await detached(host.submit(body.event, body.agent_id, trace=tracing.from_headers(request.headers)))
         first = await detached(stream.__anext__())  # already published: it is part of the accept
         headers = {DUPLICATE_HEADER: "true"} if first["type"] == "run.duplicate" else None
         if not wait:

@@ -381,7 +381,7 @@ class StorageService:
                                                               limit=limit)
         for run in orphans:
             await self._abort(session, run, Cause.HOST_LOST.frame(run.run_id))
-        return {"finalized": [r.run_id for r in orphans], "gone_hosts": gone}
+        return {"finalized": [(r.run_id, r.agent_id) for r in orphans], "gone_hosts": gone}
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:

@@ -1,26 +1,16 @@
-"""Acceptance tests of the run path's metrics and traces over the real Serve app.
-
-They are strict xfails until the integrator places the calls listed in README → Observability
-(``actors.metrics`` / ``actors.tracing`` in the Host and the RunActor): then they pass, the strict
-marker turns that into a failure, and the marker is removed. The building blocks themselves are
-tested in ``tests/console``.
-"""
+"""Acceptance tests of the run path's metrics and traces over the real Serve app: the scraped run
+counts equal the ledger's, and ``ctx.runtime.trace_id`` continues the inbound ``traceparent``.
+The building blocks themselves are tested in ``tests/console``."""
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
 
-import pytest
 
 from tests.console.prom import scrape, wait_for
 from tests.serve.test_http_runs import event, ndjson_frames, wait_status
 
-PENDING = pytest.mark.xfail(strict=True, reason="the run path does not call actors.metrics / actors.tracing yet "
-                                                "(integrator: README → Observability); remove this marker then")
-
-
-@PENDING
 async def test_scraped_run_metrics_equal_the_ledger_after_a_known_mix(client, serve_app, conv):
     tag = uuid.uuid4().hex[:6]
     agents = {f"mx-ok-{tag}": {"runner_id": "plugin:builtin/echo/default"},
@@ -58,7 +48,6 @@ async def test_scraped_run_metrics_equal_the_ledger_after_a_known_mix(client, se
     await asyncio.to_thread(wait_for, check, 20)
 
 
-@PENDING
 async def test_ctx_runtime_trace_id_continues_the_inbound_traceparent(client, conv):
     trace = uuid.uuid4().hex
     agent = f"ctx-{uuid.uuid4().hex[:6]}"
