@@ -24,6 +24,7 @@ from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
 
 from .frames import failed_frame
+from .platform_ops import PlatformStorageOps
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
@@ -52,7 +53,7 @@ def _frame_rows(run_id: str, frames: list[dict[str, Any]]) -> list[EventRow]:
             for f in frames if f.get("sequence") is not None]
 
 
-class StorageService:
+class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_ops.py
     def __init__(self, artifact_store_factory: Callable[[AsyncSession], Any] | None = None,
                  transcript_cap: int | None = None) -> None:
         self._artifacts = artifact_store_factory
