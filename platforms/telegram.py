@@ -126,6 +126,7 @@ class TelegramAdapter(OutboundAdapter):
     def __init__(self, token: Secret, *, api_base: str | None = None, timeout_s: float = 20.0) -> None:
         base = (api_base or DEFAULT_API).rstrip("/")
         request = HTTPXRequest(read_timeout=timeout_s, write_timeout=timeout_s, connect_timeout=timeout_s)
+        self._token = token
         self._bot = Bot(token.reveal(), base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
                         request=request)
         self._ready = False
@@ -142,12 +143,17 @@ class TelegramAdapter(OutboundAdapter):
             raise PlatformError("telegram flood control", retryable=True, retry_after=seconds, status=429) from None
         except (TimedOut, NetworkError) as exc:
             if isinstance(exc, BadRequest):
-                raise PlatformError(f"telegram {method}: {exc.message}", retryable=False, status=400) from None
+                raise PlatformError(self._scrub(f"telegram {method}: {exc.message}"), retryable=False,
+                                    status=400) from None
             raise PlatformError(f"telegram {method}: {type(exc).__name__}", retryable=True) from None
         except Forbidden as exc:
-            raise PlatformError(f"telegram {method}: {exc.message}", retryable=False, status=403) from None
+            raise PlatformError(self._scrub(f"telegram {method}: {exc.message}"), retryable=False, status=403) from None
         except TelegramError as exc:
-            raise PlatformError(f"telegram {method}: {exc.message}", retryable=False) from None
+            raise PlatformError(self._scrub(f"telegram {method}: {exc.message}"), retryable=False) from None
+
+    def _scrub(self, text: str) -> str:
+        """python-telegram-bot quotes a rejected token in its error text: never pass it on."""
+        return text.replace(self._token.reveal(), "***")
 
     @staticmethod
     def _where(address: dict[str, Any]) -> dict[str, Any]:

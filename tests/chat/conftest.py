@@ -51,3 +51,33 @@ def completed(seq: int, text: str) -> dict[str, Any]:
 
 def done(seq: int) -> dict[str, Any]:
     return {"type": "run.completed", "data": {"finish_reason": "stop"}, "sequence": seq}
+
+
+SLACK_TOKEN = "xoxb-test-" + uuid.uuid4().hex
+SLACK_SIGNING_SECRET = "slack-signing-" + uuid.uuid4().hex
+#: Discord tokens start with the base64 of the bot's user id (hikari reads it).
+DISCORD_TOKEN = (__import__("base64").b64encode(b"900000000000000001").decode().rstrip("=")
+                 + ".Gtest." + uuid.uuid4().hex)
+WEBHOOK_SECRET = "hook-secret-" + uuid.uuid4().hex
+ONEBOT_TOKEN = "onebot-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def fake_slack():
+    from tests.fakes.platforms.slack import FakeSlack
+    with FakeSlack(SLACK_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_discord():
+    from tests.fakes.platforms.discord import FakeDiscord
+    with FakeDiscord(DISCORD_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver():
+    from tests.fakes.platforms.webhook_receiver import WebhookReceiver
+    with WebhookReceiver(WEBHOOK_SECRET) as fake:
+        yield fake
