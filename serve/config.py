@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
 from actors.providers.tools import ToolsConfig
+from platforms.config import PlatformsSettings
 from protocol.agents import AgentConfig
 
 ENV_PREFIX = "RUNNERHOST_"
@@ -151,6 +152,8 @@ class Settings(_Strict):
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    #: Platform connections, delivery tuning and the scheduler (credentials: env var names only).
+    platforms: PlatformsSettings = Field(default_factory=PlatformsSettings)
     config_path: str | None = None
 
     # -- derived -------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class _Stream:
     prompts: list[dict[str, Any]] = field(default_factory=list)
     parts: dict[int, _Part] = field(default_factory=dict)
     last_push: float = 0.0
+    #: No call before this (the platform's retry_after on an intermediate update).
+    hold_until: float = 0.0
     dirty: bool = False
     timer: asyncio.Task | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -121,15 +123,16 @@ class DeliveryService:
 
     # -- the contract ---------------------------------------------------------------------
     async def on_frames(self, plan: DeliveryPlan, frames: list[dict[str, Any]]) -> None:
-        await self._prompts(plan, frames)
+        streams = []
         for target in plan.targets:
             stream = await self._stream(plan, target, frames)
-            changed = False
             for frame in frames:
-                changed = stream.take(frame) or changed
-            if changed:
-                stream.dirty = True
-            if stream.dirty and target.edit:
+                if stream.take(frame):
+                    stream.dirty = True
+            streams.append(stream)
+        await self._prompts(plan, frames)  # after the text before them is out
+        for stream in streams:
+            if stream.dirty and stream.target.edit:
                 await self._maybe_push(plan, stream)
 
     async def on_terminal(self, plan: DeliveryPlan, frame: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,7 +198,7 @@ class DeliveryService:
 
     # -- streaming -------------------------------------------------------------------------------
     async def _maybe_push(self, plan: DeliveryPlan, stream: _Stream) -> None:
-        wait = stream.last_push + stream.target.edit_interval_s - self._clock()
+        wait = max(stream.last_push + stream.target.edit_interval_s, stream.hold_until) - self._clock()
         if wait <= 0:
             async with stream.lock:
                 if not stream.final:
@@ -217,6 +220,8 @@ class DeliveryService:
         target = stream.target
         if not final and not target.edit:
             return
+        if final and stream.hold_until > self._clock():  # the platform asked for a pause: honour it
+            await self._sleep(stream.hold_until - self._clock())
         chunks = split_text(text, target.max_message_size)
         for index, chunk in enumerate(chunks):
             settled = final or index < len(chunks) - 1
@@ -285,7 +290,7 @@ class DeliveryService:
         if part.message_id is None:
             part.status = "sending"
             await self._record(plan, target, index, status="sending")
-            message_id = await self._attempt(plan, target, index, part, lambda: send(address), final=final)
+            message_id = await self._attempt(plan, stream, index, part, lambda: send(address), final=final)
             if message_id is None:
                 if part.status == "sending":  # a known failure that reached nothing: post again later
                     part.status = "pending"
@@ -295,7 +300,7 @@ class DeliveryService:
             await self._record(plan, target, index, status=status, message_id=str(message_id), content=content)
             return True
         if part.digest != digest and edit is not None:
-            done = await self._attempt(plan, target, index, part, lambda: edit(address, part.message_id, content),
+            done = await self._attempt(plan, stream, index, part, lambda: edit(address, part.message_id, content),
                                        final=final)
             if done is None:
                 return part.status == "failed"
@@ -307,11 +312,13 @@ class DeliveryService:
             await self._record(plan, target, index, status="delivered")
         return True
 
-    async def _attempt(self, plan: DeliveryPlan, target: DeliveryTarget, index: int, part: _Part,
+    async def _attempt(self, plan: DeliveryPlan, stream: _Stream, index: int, part: _Part,
                        call: Callable[[], Awaitable[Any]], *, final: bool) -> Any:
-        """One platform call, retried (final content only) with back-off / ``retry_after``.
+        """One platform call, retried (final content only) with back-off / ``retry_after``; an
+        intermediate update's ``retry_after`` holds the stream's next update back instead.
         Every attempt is counted on the row; ``None`` when it did not succeed."""
         tuning = self._tuning
+        target = stream.target
         attempts = tuning.max_attempts if final else 1
         delay = tuning.backoff_base_s
         for attempt in range(1, attempts + 1):
@@ -326,6 +333,8 @@ class DeliveryService:
                 log.info("delivery %s part %d to %s: %s (attempt %d)", plan.run_id, index, target.connection,
                          exc.message, attempt)
                 if give_up:
+                    if after is not None and not final:
+                        stream.hold_until = self._clock() + after  # flood control: no update before then
                     if final or not exc.retryable:
                         part.status = "failed"
                     await self._record(plan, target, index, status=part.status, error=exc.message)

@@ -158,6 +158,7 @@ async def test_slack_streams_by_chat_update_in_thread_with_429_once(storage, wai
     assert shown["text"] == "part one and two" and shown["thread_ts"] == "171.1"
     assert records[0]["status"] == "delivered" and records[0]["platform_message_id"] == shown["ts"]
     assert sum(1 for m, p in fake_slack.calls if m == "chat.postMessage" and p.get("channel") == channel) == 2
+    assert any(1.5 < w <= 2 for w in waits.requested)  # the next update waited out Retry-After
 
 
 async def test_slack_block_kit_buttons_round_trip(fake_slack):
