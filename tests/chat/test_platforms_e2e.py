@@ -219,15 +219,16 @@ async def test_interaction_round_trip_over_http_and_telegram_buttons(api, platfo
 
 
 async def test_expired_interaction_is_refused_over_http(api, platform_app):
+    """The ask agent (behind the tgask connection) now asks with a 3-second expiry."""
     agent = {"runner_id": "plugin:test/ask/default", "event_types": ["message.received", "interaction.submitted"],
              "runner_config": {"expires_at": int(time.time()) + 3},
-             "delivery_policy": {"enable_interactions": True}}
-    assert (await api.put("/v1/agents/askfast", json=agent)).status_code == 200
-    conversation = f"expiry-{uuid.uuid4().hex[:8]}"
-    response = await api.post("/v1/events?wait=false", json={"agent_id": "askfast", "event": {
-        "event_type": "message.received", "conversation_id": conversation, "input": {"text": "ask me"}}})
-    assert response.status_code == 202, response.text
-    # an HTTP-submitted event has no platform reply target: the interaction is stored, answered over HTTP
+             "delivery_policy": {"enable_interactions": True, "edit_interval_s": 0.2}}
+    assert (await api.put("/v1/agents/ask", json=agent)).status_code == 200
+    chat = next(_ids)
+    conversation = f"telegram:tgask:{chat}"
+    response = await api.post("/v1/platforms/telegram/tgask/webhook", json=text_update(next(_ids), chat, "ask me"),
+                              headers=TG)
+    assert response.status_code == 200, response.text
     await finished_run(api, conversation)
 
     async def stored():
@@ -246,21 +247,23 @@ async def test_expired_interaction_is_refused_over_http(api, platform_app):
 # -- schedules ----------------------------------------------------------------------------------------------
 async def test_schedule_fires_once_per_tick_across_racing_rounds_and_a_restart(api, platform_app,
                                                                                platforms_pg_url, webhook_receiver):
-    body = {"schedules": [{"schedule_id": "nightly", "cron": "* * * * *", "text": "tick"}]}
+    # yearly, so no new tick can come due while the test runs: every fire below is the same tick
+    body = {"schedules": [{"schedule_id": "nightly", "cron": "0 0 1 1 *", "text": "tick"}]}
     assert (await api.put("/v1/agents/clock/schedules", json=body, headers=platform_app.ingest)).status_code == 401
     assert (await api.put("/v1/agents/chat/schedules", json=body)).status_code == 400  # chat ignores schedules
     assert (await api.put("/v1/agents/nobody/schedules", json=body)).status_code == 404
     put = await api.put("/v1/agents/clock/schedules", json=body)
     assert put.status_code == 200, put.text
     [record] = (await api.get("/v1/agents/clock/schedules", headers=platform_app.read)).json()
-    assert record["cron"] == "* * * * *" and record["next_fire_at"] > time.time()
-    # make the tick due now (instead of waiting up to a minute for the next whole minute)
+    assert record["cron"] == "0 0 1 1 *" and record["next_fire_at"] > time.time()
+    # make the schedule due now, as after a long downtime: the latest past tick (this New Year) fires once
     import asyncpg
     dsn = platforms_pg_url.replace("postgresql+asyncpg", "postgresql")
     connection = await asyncpg.connect(dsn)
     try:
-        tick = int(time.time()) // 60 * 60
-        await connection.execute("UPDATE schedule SET next_fire_at = $1 WHERE agent_id = 'clock'", float(tick))
+        from actors.core.cron import latest_tick
+        tick = int(latest_tick("0 0 1 1 *", time.time()))
+        await connection.execute("UPDATE schedule SET next_fire_at = $1 WHERE agent_id = 'clock'", float(tick - 86400))
     finally:
         await connection.close()
     namespace = platform_app.settings.host.namespace
