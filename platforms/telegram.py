@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dtm
 import hmac
+import logging
+import re
 from typing import Any, Mapping
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
@@ -26,6 +28,33 @@ from .base import Inbound, InteractionAnswer, OutboundAdapter, PlatformError, bu
 from .credentials import Secret
 
 PLATFORM = "telegram"
+#: A bot token in a Bot API URL (``/bot<id>:<secret>/method``), as httpx logs every request URL.
+_TOKEN_IN_URL = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+class _RedactTokens(logging.Filter):
+    """Keeps bot tokens out of httpx's (and python-telegram-bot's) request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str) and "bot" in record.msg:
+            record.msg = _TOKEN_IN_URL.sub("bot***", record.msg)
+        return True
+
+
+_REDACT = _RedactTokens()
+
+
+def _protect_loggers() -> None:
+    """Filter every httpx / python-telegram-bot logger (a filter does not reach child loggers)."""
+    names = {"httpx", "telegram.Bot", "telegram.ext.ExtBot"} | {
+        n for n in logging.root.manager.loggerDict if n.startswith(("telegram", "httpx"))}
+    for name in names:
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_MESSAGE = 4096
 DEFAULT_API = "https://api.telegram.org"
@@ -124,6 +153,7 @@ class TelegramAdapter(OutboundAdapter):
     max_message_size = MAX_MESSAGE
 
     def __init__(self, token: Secret, *, api_base: str | None = None, timeout_s: float = 20.0) -> None:
+        _protect_loggers()
         base = (api_base or DEFAULT_API).rstrip("/")
         request = HTTPXRequest(read_timeout=timeout_s, write_timeout=timeout_s, connect_timeout=timeout_s)
         self._token = token

@@ -175,3 +175,12 @@ async def test_slack_block_kit_buttons_round_trip(fake_slack):
     inbound = slack.parse(urlencode({"payload": json.dumps(payload)}).encode(),
                           "application/x-www-form-urlencoded", connection="sl", bot_id="b")
     assert (inbound.answer.interaction_id, inbound.answer.values) == ("ia_77", {"choice_index": 1})
+
+
+async def test_bot_token_never_reaches_the_logs(fake_telegram, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    adapter = TelegramAdapter(Secret(TELEGRAM_TOKEN), api_base=fake_telegram.base_url)
+    await adapter.send_text({"chat_id": next(_ids)}, "hello")
+    assert any("sendMessage" in r.getMessage() for r in caplog.records)  # httpx did log the request
+    assert TELEGRAM_TOKEN not in caplog.text and TELEGRAM_TOKEN.split(":")[1] not in caplog.text
