@@ -56,6 +56,12 @@ class DeliveryActor:
     async def on_terminal(self, plan: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
         return await reply(self._service.on_terminal(DeliveryPlan.model_validate(plan), frame))
 
+    async def send_message(self, plan: dict[str, Any], text: str, key: str,
+                           address: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A runner's explicit message (LangBot send_message / reply_message), once per ``key``."""
+        return await reply(self._service.send_message(DeliveryPlan.model_validate(plan), text, key=key,
+                                                      address=address))
+
     async def acknowledge(self, connection: str, answer: dict[str, Any], text: str) -> dict[str, Any]:
         """Tell the platform a tapped button was handled (Telegram's answerCallbackQuery)."""
         return await reply(self._adapter(connection).acknowledge(InteractionAnswer(**answer), text))

@@ -37,7 +37,7 @@ from typing import Any, Awaitable, Callable
 from platforms.base import OutboundAdapter, PlatformError, message_text, split_text
 from platforms.config import DeliveryTuning
 from protocol.delivery import DeliveryPlan, DeliveryTarget
-from protocol.errors import ErrorCode, RunnerHostError
+from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, unauthorized
 from protocol.interactions import INTERACTION_REQUESTED_ACTION
 from store.deliveries import content_digest
 
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 FILE_PART_BASE = 1000
 INTERACTION_PART_BASE = 2000
+#: Runner-initiated messages (LangBot ``send_message`` / ``reply_message``): part 3000 + a stable
+#: number derived from the caller's idempotency key.
+ACTION_PART_BASE = 3000
+_ACTION_PART_SPAN = 1_000_000
 _LEDGER_PAGE = 100
 
 SenderLookup = Callable[[str], OutboundAdapter]
@@ -150,6 +154,41 @@ class DeliveryService:
                 await self._push_files(plan, stream)
             self._streams.pop((plan.run_id, target.key), None)
         return await self._storage.read("delivery_list", run_id=plan.run_id)
+
+    async def send_message(self, plan: DeliveryPlan, text: str, *, key: str,
+                           address: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A runner's explicit message (LangBot ``send_message`` / ``reply_message``), once per ``key``.
+
+        ``address`` must be one of the run's own targets (its connection and chat): a run speaks
+        where its event came from, never into another conversation (``unauthorized``)."""
+        target = self._own_target(plan, address)
+        if not text:
+            raise invalid_argument("message text is empty")
+        stream = await self._stream(plan, target, [])
+        index = ACTION_PART_BASE + int(content_digest(key)[:12], 16) % _ACTION_PART_SPAN
+        chunks = split_text(text, target.max_message_size)
+        if len(chunks) > 1:
+            raise invalid_argument(f"message is longer than {target.max_message_size} characters for this platform")
+        async with stream.lock:
+            await self._put(plan, stream, index, text, final=True,
+                            send=lambda a: self._adapter(target).send_text(a, text), edit=None)
+        rows = await self._storage.read("delivery_parts", run_id=plan.run_id, target_key=target.key)
+        return next(r for r in rows if r["part"] == index)
+
+    @staticmethod
+    def _own_target(plan: DeliveryPlan, address: dict[str, Any] | None) -> DeliveryTarget:
+        chats = [t for t in plan.targets if t.platform != "webhook"]
+        if not chats:
+            raise unauthorized("this run has no platform conversation to send to")
+        if address is None:
+            return chats[0]
+        wanted = {k: v for k, v in address.items() if k not in ("message_id", "message_ts")}
+        for target in chats:
+            own = {k: v for k, v in target.reply_target.items() if k not in ("message_id", "message_ts")}
+            if all(own.get(k) == v for k, v in wanted.items()) and wanted.get("connection", target.connection) \
+                    == target.connection:
+                return target
+        raise unauthorized("a run may only send to its own conversation")
 
     # -- state ------------------------------------------------------------------------------
     async def _stream(self, plan: DeliveryPlan, target: DeliveryTarget, frames: list[dict[str, Any]]) -> _Stream:

@@ -150,3 +150,20 @@ async def test_permanent_error_is_recorded_failed(storage, telegram, waits, fake
     records = await service(storage, telegram, waits).on_terminal(plan, completed(0, "lost"))
     assert records[0]["status"] == "failed" and "chat not found" in records[0]["last_error"].lower()
     assert records[0]["attempts"] == 1
+
+
+async def test_runner_send_message_is_once_per_key_and_only_to_its_own_chat(storage, telegram, waits, fake_telegram):
+    from protocol.errors import ErrorCode, RunnerHostError
+    chat = next(_chats)
+    plan = plan_for(f"run_{uuid.uuid4().hex}", chat)
+    engine = service(storage, telegram, waits)
+    row = await engine.send_message(plan, "progress: 50%", key="call-1")
+    again = await service(storage, telegram, waits).send_message(plan, "progress: 50%", key="call-1")  # retried
+    assert row["status"] == again["status"] == "delivered" and row["platform_message_id"] == again["platform_message_id"]
+    await engine.send_message(plan, "progress: 90%", key="call-2", address={"chat_id": chat})
+    assert [m["text"] for m in fake_telegram.messages(chat)] == ["progress: 50%", "progress: 90%"]
+    for address in ({"chat_id": chat + 1}, {"connection": "other", "chat_id": chat}):
+        with pytest.raises(RunnerHostError) as info:
+            await engine.send_message(plan, "leak", key="call-3", address=address)
+        assert info.value.code is ErrorCode.UNAUTHORIZED
+    assert len(fake_telegram.messages(chat + 1)) == 0
