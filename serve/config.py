@@ -267,13 +267,21 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
         "DATABASE_URL": ("storage", "database_url", str), "DATA_DIR": ("storage", "data_dir", str),
         "NAMESPACE": ("host", "namespace", str),
+        # platforms: delivery retries and the scheduler period
+        "DELIVERY_MAX_ATTEMPTS": ("platforms.delivery", "max_attempts", int),
+        "DELIVERY_BACKOFF_MAX_S": ("platforms.delivery", "backoff_max_s", float),
+        "DELIVERY_TIMEOUT_S": ("platforms.delivery", "request_timeout_s", float),
+        "SCHEDULER_INTERVAL_S": ("platforms", "scheduler_interval_s", float),
     }
     for name, (section, key, cast) in table.items():
         value = env.get(ENV_PREFIX + name)
         if value is None or value == "":
             continue
         try:
-            out[section][key] = cast(value)
+            node = out
+            for part in section.split("."):
+                node = node.setdefault(part, {})
+            node[key] = cast(value)
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{name} must be a {cast.__name__}") from None
     return out

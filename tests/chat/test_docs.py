@@ -141,3 +141,10 @@ def test_webhook_page():
     body = b'{"type":"message","text":"hi"}'
     assert namespace["verify"]("k", body, sign("k", body))
     assert not namespace["verify"]("k", body + b" ", sign("k", body))
+
+
+def test_delivery_and_scheduler_knobs_come_from_the_environment():
+    from serve.config import load_settings
+    settings = load_settings(Path(__file__).resolve().parents[2] / "runnerhost.toml", env={
+        "RUNNERHOST_DELIVERY_MAX_ATTEMPTS": "3", "RUNNERHOST_SCHEDULER_INTERVAL_S": "5"})
+    assert (settings.platforms.delivery.max_attempts, settings.platforms.scheduler_interval_s) == (3, 5.0)
