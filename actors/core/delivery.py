@@ -213,7 +213,7 @@ class DeliveryService:
             stream.parts[row["part"]] = _Part(row["platform_message_id"], row["content_sha256"], status)
         sequences = [f["sequence"] for f in frames if isinstance(f.get("sequence"), int)]
         first = min(sequences) if sequences else None
-        if rows and first and first > 0:
+        if first and first > 0:  # frames before the first we saw (a restart, or a late join): from the ledger
             for earlier in await self._ledger_frames(plan.run_id, before=first):
                 stream.take(earlier)
 
