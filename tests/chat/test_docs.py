@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from platforms import onebot, slack, telegram
 from platforms.credentials import read_secret
