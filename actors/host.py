@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import ray
 from ray.exceptions import RayActorError
 
+from platforms.config import PlatformsSettings
 from protocol.agents import AgentConfig
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
@@ -144,6 +145,14 @@ class _RayPorts:
     def address_of(self, member: PooledActor) -> ActorAddress:
         return member.address
 
+    async def deliver_frames(self, plan: Any, frames: list[dict[str, Any]]) -> Any:
+        delivery = self._host.delivery()
+        return unwrap(await delivery.on_frames.remote(plan.model_dump(mode="json"), frames))
+
+    async def deliver_terminal(self, plan: Any, frame: dict[str, Any]) -> Any:
+        delivery = self._host.delivery()
+        return unwrap(await delivery.on_terminal.remote(plan.model_dump(mode="json"), frame))
+
     async def member_died(self, member: PooledActor | None) -> None:
         if member is not None:
             self._host.run_actors.discard(member)
@@ -177,10 +186,13 @@ class Host:
                                    | set(catalog.get("knowledge_bases", []))),
         )
         self.ports = _RayPorts(self)
+        self.platforms = PlatformsSettings.model_validate(config.platforms)
         self.driver = RunDriver(self.ports, self.run_actors, self.catalog, DriverSettings(
             steering_capacity=config.steering_capacity, gateway_url=config.gateway_url,
-            queue_timeout_s=pools.queue_timeout_s, live_frames_kept=constants.LIVE_FRAMES_KEPT),
+            queue_timeout_s=pools.queue_timeout_s, live_frames_kept=constants.LIVE_FRAMES_KEPT,
+            connections=self.platforms.platforms()),
             skills=dict(catalog.get("skills") or {}))
+        self._delivery: Any = None
         self._background: set[asyncio.Task] = set()
         self._ray_address, self._ray_session = _ray_identity()
 
@@ -258,6 +270,13 @@ class Host:
             await asyncio.wait_for(self.ports.write("host_stop", host_id=self.host_id), 5)
         except Exception:  # the sweep of other hosts finds us by our silence instead
             log.warning("could not record this host's stop")
+
+    def delivery(self) -> Any:
+        """The cluster's delivery actor (created on first use)."""
+        if self._delivery is None:
+            from .delivery_actor import get_or_create_delivery
+            self._delivery = get_or_create_delivery(self.platforms, self.storage, self.config.namespace)
+        return self._delivery
 
     # -- pools ---------------------------------------------------------------------------------------
     def _run_actor_capacity(self) -> int:

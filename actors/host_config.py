@@ -77,3 +77,6 @@ class HostConfig(BaseModel):
     spread: bool = True
     # [observability]: OTLP/HTTP collector for traces; None = trace ids only, nothing exported.
     otlp_endpoint: str | None = None
+    #: Platform connections, delivery tuning, the scheduler (``platforms.config.PlatformsSettings``
+    #: as JSON; credentials are env var names only).
+    platforms: dict[str, Any] = Field(default_factory=dict)

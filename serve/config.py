@@ -282,6 +282,7 @@ class Settings(_Strict):
             stale_run_check_s=self.host.stale_run_check_s,
             stale_run_grace_s=self.host.stale_run_grace_s,
             otlp_endpoint=self.observability.otlp_endpoint,
+            platforms=self.platforms.model_dump(mode="json"),
         )
 
     def extra_runners(self) -> dict[str, str]:

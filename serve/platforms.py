@@ -16,7 +16,6 @@ Discord / OneBot connections, scheduler) by name, so every replica shares them.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import weakref
@@ -26,7 +25,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from actors.core.intake import PlatformIntake
-from actors.core.relay import relay
 from actors.core.storage_port import ActorStorage
 from actors.retry import unwrap
 from platforms import slack, telegram
@@ -34,7 +32,7 @@ from platforms.base import InteractionAnswer as PlatformAnswer
 from platforms.config import ConnectionConfig, PlatformsSettings
 from platforms.credentials import read_secret
 from protocol.agents import AgentConfig
-from protocol.delivery import DeliveryRecord, plan_delivery
+from protocol.delivery import DeliveryRecord
 from protocol.errors import ErrorBody, RunnerHostError, invalid_argument, not_found, unauthorized
 from protocol.events import EventEnvelope
 from protocol.interactions import InteractionAnswer, InteractionRecord
@@ -63,8 +61,6 @@ class PlatformsHub:
         self.namespace = namespace
         self.storage = ActorStorage(host.storage)
         self.intake = PlatformIntake(self.storage, self.submit)
-        self._delivery: Any = None
-        self._relays: set[asyncio.Task] = set()
 
     @classmethod
     def of(cls, host: Any, settings: Any) -> "PlatformsHub":
@@ -76,10 +72,7 @@ class PlatformsHub:
     # -- actors -----------------------------------------------------------------------------
     @property
     def delivery(self) -> Any:
-        if self._delivery is None:
-            from actors.delivery_actor import get_or_create_delivery
-            self._delivery = get_or_create_delivery(self.settings, self.host.storage, self.namespace)
-        return self._delivery
+        return self.host.delivery()
 
     async def start_actors(self, intake_handle: Any) -> None:
         """Connection actors (Discord Gateway, OneBot listener) and the scheduler; idempotent."""
@@ -104,43 +97,15 @@ class PlatformsHub:
 
     # -- runs ---------------------------------------------------------------------------------
     async def submit(self, event: EventEnvelope, agent_id: str | None) -> dict[str, Any]:
-        """Start the event's run in the background and relay its frames to delivery."""
-        first = await self.host.submit_background(event, agent_id)
-        run_id = first.get("run_id")
-        if run_id and agent_id:
-            policy = await self._policy(agent_id)
-            if policy is not None:
-                plan = plan_delivery(run_id, agent_id, policy.delivery_policy, event, self.settings.platforms())
-                if not plan.empty:
-                    self._relay(plan)
-        return first
+        """Start the event's run in the background; the host delivers its results (its agent's
+        delivery policy names where)."""
+        return await self.host.submit_background(event, agent_id)
 
     async def _policy(self, agent_id: str) -> AgentConfig | None:
         for agent in await self.host.agents():
             if agent["agent_id"] == agent_id:
                 return AgentConfig.model_validate(agent["config"])
         return None
-
-    def _relay(self, plan: Any) -> None:
-        # Until the run path calls delivery itself (see the report's contract), follow the run here.
-        delivery = self.delivery
-        dumped = plan.model_dump(mode="json")
-
-        async def on_frames(_plan: Any, frames: list[dict[str, Any]]) -> Any:
-            return unwrap(await delivery.on_frames.remote(dumped, frames))
-
-        async def on_terminal(_plan: Any, frame: dict[str, Any]) -> Any:
-            return unwrap(await delivery.on_terminal.remote(dumped, frame))
-
-        async def follow() -> None:
-            try:
-                await relay(plan, self.host.join(plan.run_id), on_frames, on_terminal)
-            except Exception:
-                log.exception("delivery relay of run %s failed", plan.run_id)
-
-        task = asyncio.ensure_future(follow())
-        self._relays.add(task)
-        task.add_done_callback(self._relays.discard)
 
     async def answer(self, connection: str | None, answer: PlatformAnswer, source_event_type: str) -> dict[str, Any]:
         result = await self.intake.answer(answer.interaction_id, answer, source_event_type=source_event_type)

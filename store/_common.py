@@ -244,16 +244,37 @@ async def insert_rows(
     if not checked:
         for row in rows:
             check_row(table, row)
-    stmt = insert_for(session, table)
+    stmt = _insert_statement(dialect_name(session), table, tuple(conflict), conflict_where, update,
+                             tuple(returning or table.primary_key.columns))
+    result = await session.execute(stmt, [dict(row) for row in rows])
+    returned = list(result.all())
+    return len(returned), (returned if returning else [])
+
+
+#: Built ``INSERT … ON CONFLICT … RETURNING`` statements, reused: a reused statement object keeps its
+#: memoized cache key, so SQLAlchemy skips rebuilding and re-keying it on every hot-path write.
+_INSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _insert_statement(dialect: str, table: Table, conflict: tuple[str, ...],
+                      conflict_where: ColumnElement[bool] | None,
+                      update: Callable[[Any], Mapping[str, Any]] | None, returning: tuple[Any, ...]) -> Any:
+    # A closure may capture per-call values: only plain functions (and None) are cacheable.
+    cacheable = update is None or getattr(update, "__closure__", None) is None
+    key = (dialect, table.name, conflict, id(conflict_where) if conflict_where is not None else None,
+           getattr(update, "__code__", None), returning)
+    if cacheable and (found := _INSERTS.get(key)) is not None:
+        return found
+    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict), index_where=conflict_where)
     else:
         stmt = stmt.on_conflict_do_update(index_elements=list(conflict), index_where=conflict_where,
                                           set_=dict(update(stmt.excluded)))
-    result = await session.execute(stmt.returning(*(returning or table.primary_key.columns)),
-                                   [dict(row) for row in rows])
-    returned = list(result.all())
-    return len(returned), (returned if returning else [])
+    stmt = stmt.returning(*returning)
+    if cacheable and conflict_where is None:
+        _INSERTS[key] = stmt
+    return stmt
 
 
 def ts_vector(*columns: Any) -> ColumnElement[Any]:

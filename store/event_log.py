@@ -139,6 +139,13 @@ class EventLogStore:
                                     conflict=("event_id",), returning=list(_T.c))
         return (True, _record(rows[0])) if rows else (False, await self.get(entry.event_id))
 
+    async def insert(self, entry: EventLogEntry) -> int | None:
+        """Append one event: its ``seq`` (the log's ``id``) when it is new, ``None`` when its
+        ``event_id`` was already logged (nothing is written then). The hot path's lean form."""
+        _, rows = await insert_rows(self._session, _T, [_row(entry, now())], conflict=("event_id",),
+                                    returning=(_T.c.id,))
+        return rows[0].id if rows else None
+
     async def submission(self, event_id: str) -> tuple[str | None, str | None] | None:
         """``(run_id, body_sha256)`` of a logged inbound event, ``None`` when unknown."""
         check_text(event_id, "event_id", max_len=128)

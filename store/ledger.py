@@ -81,6 +81,16 @@ class RunLedgerStore:
         self._session = session
 
     # -- runs -----------------------------------------------------------------
+    async def record(self, run_id: str, status: str, **fields: Any) -> None:
+        """Record a new run in ``created`` or ``running`` (``fields`` as in :meth:`create`); a
+        retry changes nothing. The hot path's lean form of :meth:`create` / :meth:`start` for a
+        run whose row cannot exist yet or is this very write's."""
+        check_text(run_id, "run_id", max_len=128)
+        if status not in NON_TERMINAL_STATUSES:
+            raise invalid_argument(f"a new run is created or running, not {status!r}")
+        await insert_rows(self._session, _R, [_new_run_row(run_id, status, now(), **fields)],
+                          conflict=("run_id",), returning=(_R.c.run_id,))
+
     async def create(self, run_id: str, *, event_id: str | None = None,
                      agent_id: str | None = None, binding_id: str | None = None,
                      runner_id: str | None = None, conversation_id: str | None = None,
@@ -114,6 +124,25 @@ class RunLedgerStore:
             index_elements=["run_id"], where=_R.c.status == "created", set_=moved_on)
         found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
         return _run(found) if found is not None else await self._already(run_id, "running")
+
+    async def finish(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """Move a run to the terminal ``status`` (see :meth:`transition`); True when this call did
+        it, False when the run already was in ``status`` (a retry). The hot path's lean form."""
+        check_text(run_id, "run_id", max_len=128)
+        if status not in TERMINAL_STATUSES:
+            raise invalid_argument(f"{status!r} is not a terminal run status", allowed=sorted(TERMINAL_STATUSES))
+        stamp = now()
+        values: dict[str, Any] = {"status": status, "updated_at": stamp, "finished_at": stamp}
+        if reason is not None:
+            values["status_reason"] = check_storable(reason, "reason")
+        sources = [s for s, targets in TRANSITIONS.items() if status in targets]
+        row = (await self._session.execute(
+            update(_R).where(_R.c.run_id == run_id, _R.c.status.in_(sources))
+            .values(**values).returning(_R.c.run_id))).one_or_none()
+        if row is not None:
+            return True
+        await self._already(run_id, status)  # same status: a retry; anything else: invalid_argument
+        return False
 
     async def transition(self, run_id: str, status: str, reason: str | None = None) -> RunRecord:
         """Move the run to ``status`` (see the module invariants); returns the run.

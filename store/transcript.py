@@ -101,11 +101,14 @@ class TranscriptStore:
             raise invalid_argument(str(exc)) from None
         return (await self.append_many([entry]))[0]
 
-    async def append_many(self, entries: Sequence[TranscriptEntry]) -> list[TranscriptItem]:
+    async def append_many(self, entries: Sequence[TranscriptEntry], *, fresh: bool = False
+                          ) -> list[TranscriptItem]:
         """Append items of any conversations with one batched multi-row INSERT.
 
         Returns one item per distinct ``transcript_id``, in input order; items
-        already stored (retries) are returned as stored.
+        already stored (retries) are returned as stored. ``fresh``: the caller knows
+        none of them can exist yet (they belong to a fact written new in this same
+        transaction), so the check for stored ones is skipped.
         """
         stamp = now()
         rows = unique_by((self._row(e, stamp) for e in entries), lambda r: r["transcript_id"])
@@ -117,7 +120,7 @@ class TranscriptStore:
         last_seq = {conv: await self._bump(conv, len(by_conversation[conv]))
                     for conv in sorted(by_conversation)}
         # Counter locks are held now, so any concurrent writer of the same ids has committed.
-        stored = await self._existing([e.transcript_id for e in entries if e.transcript_id])
+        stored = {} if fresh else await self._existing([e.transcript_id for e in entries if e.transcript_id])
         fresh: list[dict[str, Any]] = []
         for conv, conv_rows in by_conversation.items():
             new = [r for r in conv_rows if r["transcript_id"] not in stored]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Protocol
 
 from protocol.agents import AgentBinding
+from protocol.delivery import DeliveryPlan, plan_delivery
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
 from protocol.lifecycle import TERMINAL_STATUSES
@@ -44,6 +45,7 @@ from .conversations import Decision
 from .frames import is_terminal
 from .lifecycle import Cause, RunLifecycle, RunPhase
 from .live import LiveRun
+from .relay import relay
 from .run_slot import ExecutorUnavailable, RunOutput, RunPlan
 from .runner_api import RunIdentity
 from .slots import Reservation, SlotPool
@@ -110,6 +112,12 @@ class HostPorts(Protocol):
     async def member_died(self, member: Any) -> None:
         """``member`` (a RunActor) is dead: drop it and check the rest of the pools."""
 
+    async def deliver_frames(self, plan: DeliveryPlan, frames: list[dict[str, Any]]) -> Any:
+        """Hand a batch of the run's non-terminal frames to delivery (platform messages, webhooks)."""
+
+    async def deliver_terminal(self, plan: DeliveryPlan, frame: dict[str, Any]) -> Any:
+        """Hand the run's terminal frame to delivery; its delivery records."""
+
 
 class Executor(Protocol):
     address: Any
@@ -142,6 +150,8 @@ class DriverSettings:
     queue_timeout_s: float = 3600.0
     live_frames_kept: int = 512
     max_start_attempts: int = 3
+    #: Platform connections (name → platform) a run's delivery policy may name.
+    connections: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,11 +171,13 @@ class AcceptedRun:
     handles: dict[str, Any] | None = None
     next_sequence: int = 1
     deadline_at: float | None = None
+    event_seq: int | None = None  # the event's place in the EventLog (a handle of the context)
     cancel_reason: str | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     member: Any = None  # the RunActor it runs on, once leased
     task: asyncio.Task | None = None
     span: Any = None      # the run's root span (one trace per run)
+    delivery: DeliveryPlan | None = None  # where the host delivers the run's results (platforms, webhooks)
     submitted_at: float = field(default_factory=time.monotonic)
     first_frame_seen: bool = False
 
@@ -179,6 +191,7 @@ class RunDriver:
         self.skills = skills or {}
         self.settings = settings or DriverSettings()
         self.runs: dict[str, AcceptedRun] = {}
+        self._deliveries: set[asyncio.Task] = set()
         self._bindings: dict[str, BindingInfo] = {}
         self._closing = False
 
@@ -293,7 +306,8 @@ class RunDriver:
         live = LiveRun(run_id, keep=self.settings.live_frames_kept)
         run = AcceptedRun(run_id=run_id, event=event, info=info, decision=decision, wait_for=wait_for,
                           digest=digest, reservation=reservation, live=live, lifecycle=lifecycle,
-                          scope_keys=scope_keys, handles=out.get("handles"), span=span)
+                          scope_keys=scope_keys, handles=out.get("handles"), span=span,
+                          event_seq=out.get("event_seq"))
         if granted:
             run.member = reservation.member
             lifecycle.to(RunPhase.LEASED)
@@ -303,7 +317,25 @@ class RunDriver:
         await live.publish([first])
         self.runs[run_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run))
+        plan = plan_delivery(run_id, binding.agent_id, binding.delivery_policy, event, self.settings.connections)
+        if not plan.empty:
+            run.delivery = plan
+            self._deliver(run)
         return live.follow(0, self._ledger_reader(run_id))
+
+    def _deliver(self, run: AcceptedRun) -> None:
+        """Follow the run and hand its frames to delivery (host-owned replies, SPEC §13), in order,
+        off the run's own path: a slow platform never holds the run up."""
+        plan = run.delivery
+
+        async def deliver() -> None:
+            try:
+                await relay(plan, run.live.follow(0, self._ledger_reader(run.run_id)),
+                            self.ports.deliver_frames, self.ports.deliver_terminal)
+            except Exception:  # recorded per part by delivery; the run's facts stand either way
+                log.exception("delivery of run %s failed", run.run_id)
+        self._deliveries.add(task := asyncio.get_running_loop().create_task(deliver()))
+        task.add_done_callback(self._deliveries.discard)
 
     # -- the run --------------------------------------------------------------------------------
     async def _drive(self, run: AcceptedRun) -> None:
@@ -403,7 +435,8 @@ class RunDriver:
         started = _frame(run.run_id, "run.started", run.next_sequence, _started_data(run.event, binding))
         with tracing.storage_span(run.span, "start_run"):
             out = await self.ports.write("start_run", run_id=run.run_id, deadline_at=deadline_at,
-                                         scope_keys=run.scope_keys, frames=[started])
+                                         scope_keys=run.scope_keys, frames=[started], event_seq=run.event_seq,
+                                         is_message=run.event.is_message)
         if out.get("cancelled") is not None:
             run.lifecycle.to(RunPhase.FINALIZING)
             await run.live.publish([Cause.CANCELLED.frame(run.run_id, "cancelled while queued",

@@ -103,17 +103,19 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
     async def _log_event(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str | None,
                          agent_id: str | None, binding_id: str | None, runner_id: str | None,
                          metadata: dict[str, Any] | None = None,
-                         body_sha256: str | None = None) -> tuple[bool, int | None]:
-        """Log the event and its user transcript item: ``(new, event-log seq)``. A known
-        ``event_id`` writes nothing (``new`` is False)."""
-        new, record = await EventLogStore(session).append_new(EventLogEntry.from_envelope(
+                         body_sha256: str | None = None) -> tuple[bool, int | None, Any]:
+        """Log the event and its user transcript item: ``(new, event-log seq, transcript item)``. A
+        known ``event_id`` writes nothing (``new`` is False)."""
+        seq = await EventLogStore(session).insert(EventLogEntry.from_envelope(
             envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
             metadata=metadata, body_sha256=body_sha256))
-        if new:
-            entry = user_transcript_entry(envelope, run_id)
-            if entry is not None:
-                await self._transcript(session).append_many([entry])
-        return new, record.seq
+        if seq is None:
+            return False, None, None
+        entry = user_transcript_entry(envelope, run_id)
+        item = None
+        if entry is not None:  # new event, new item: no need to look for a stored one
+            (item,) = await self._transcript(session).append_many([entry], fresh=True)
+        return True, seq, item
 
     async def _submitted(self, session: AsyncSession, event_id: str, run_id: str | None,
                          body_sha256: str | None) -> dict[str, Any] | None:
@@ -126,11 +128,16 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         return {"run_id": stored_run, "same_body": stored_sha is not None and stored_sha == body_sha256}
 
     async def _handles(self, session: AsyncSession, *, conversation_id: str | None,
-                       scope_keys: dict[str, str], event_seq: int | None, is_message: bool) -> dict[str, Any]:
-        """What a starting run's context carries: the state snapshot and the conversation handles."""
+                       scope_keys: dict[str, str], event_seq: int | None, is_message: bool,
+                       appended: Any = None) -> dict[str, Any]:
+        """What a starting run's context carries: the state snapshot and the conversation handles
+        (``appended``: the user item just written, which is the newest one — no need to look)."""
         handles: dict[str, Any] = {"state": await StateStore(session).snapshot(scope_keys) if scope_keys else {}}
         if conversation_id:
-            seq, cursor = await self._transcript(session).latest(conversation_id)
+            if appended is not None:
+                seq, cursor = appended.seq, appended.cursor
+            else:
+                seq, cursor = await self._transcript(session).latest(conversation_id)
             handles.update(transcript_seq=seq, latest_cursor=cursor,
                            has_history_before=seq > (1 if is_message else 0), event_seq=event_seq)
         return handles
@@ -140,9 +147,9 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         """Log an event that starts no run of its own (e.g. steered into an active run);
         ``{"duplicate": …}`` when its ``event_id`` was already logged by another submission."""
         envelope = _envelope(event)
-        new, _ = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
-                                       binding_id=binding_id, runner_id=runner_id, metadata=metadata,
-                                       body_sha256=body_sha256)
+        new, _, _ = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
+                                          binding_id=binding_id, runner_id=runner_id, metadata=metadata,
+                                          body_sha256=body_sha256)
         if not new:
             return {"event_id": envelope.event_id,
                     "duplicate": await self._submitted(session, envelope.event_id, None, body_sha256)}
@@ -158,29 +165,27 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         "same_body"}}`` when the ``event_id`` was already accepted by another submission — then
         nothing is written. A retry of this very write returns what the first one did."""
         envelope = _envelope(event)
-        new, event_seq = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
-                                               binding_id=binding_id, runner_id=runner_id,
-                                               body_sha256=body_sha256)
+        new, event_seq, appended = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
+                                                         binding_id=binding_id, runner_id=runner_id,
+                                                         body_sha256=body_sha256)
         if not new and (duplicate := await self._submitted(session, envelope.event_id, run_id, body_sha256)):
             return {"duplicate": duplicate}
         ledger = RunLedgerStore(session)
-        fields = dict(event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id, runner_id=runner_id,
-                      conversation_id=envelope.conversation_id, thread_id=envelope.thread_id,
-                      bot_id=envelope.bot_id, workspace_id=envelope.workspace_id, deadline_at=deadline_at,
-                      owner_host=owner_host)
-        if status == RunStatus.RUNNING.value:
-            await ledger.start(run_id, **fields)
-        else:
-            await ledger.create(run_id, **fields)
+        await ledger.record(run_id, status, event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id,
+                            runner_id=runner_id, conversation_id=envelope.conversation_id,
+                            thread_id=envelope.thread_id, bot_id=envelope.bot_id, workspace_id=envelope.workspace_id,
+                            deadline_at=deadline_at, owner_host=owner_host)
         if frames:
             await ledger.append_rows(_frame_rows(run_id, list(frames)))
         if status != RunStatus.RUNNING.value:
-            return {"handles": None}
+            return {"handles": None, "event_seq": event_seq}
         return {"handles": await self._handles(session, conversation_id=envelope.conversation_id,
                                                scope_keys=scope_keys, event_seq=event_seq,
-                                               is_message=envelope.is_message)}
+                                               is_message=envelope.is_message, appended=appended),
+                "event_seq": event_seq}
 
-    async def w_start_run(self, session, *, run_id, deadline_at, scope_keys, frames=()) -> dict[str, Any]:
+    async def w_start_run(self, session, *, run_id, deadline_at, scope_keys, frames=(), event_seq=None,
+                          is_message=None) -> dict[str, Any]:
         """Start a queued (``created``) run: ``running`` with its deadline, its first frames and
         the context handles. A run whose cancellation was requested while it waited is cancelled
         instead: ``{"cancelled": {"sequence": n}}``. A retry returns what the first write did."""
@@ -195,11 +200,12 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         await ledger.start(run_id, deadline_at=deadline_at)
         if frames:
             await ledger.append_rows(_frame_rows(run_id, list(frames)))
-        found = await EventLogStore(session).get(run.event_id) if run.event_id else None
-        return {"handles": await self._handles(
-            session, conversation_id=run.conversation_id, scope_keys=scope_keys,
-            event_seq=found.seq if found else None, is_message=found is not None
-            and found.event_type == "message.received")}
+        if is_message is None:  # not told by the caller: read it
+            found = await EventLogStore(session).get(run.event_id) if run.event_id else None
+            event_seq = found.seq if found else None
+            is_message = found is not None and found.event_type == "message.received"
+        return {"handles": await self._handles(session, conversation_id=run.conversation_id, scope_keys=scope_keys,
+                                               event_seq=event_seq, is_message=is_message)}
 
     async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
         row = await RuntimeSessionStore(session).upsert_active(
@@ -283,10 +289,14 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
 
     async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
                            rollback=None, rollback_requested=False, metadata=None) -> dict[str, Any]:
+        """The run's closing facts in one transaction. The status moves first: a retry (the run is
+        already final) changes nothing else, so the assistant item is new whenever it is written."""
         ledger = RunLedgerStore(session)
+        if not await ledger.finish(run_id, status, reason):
+            return {"status": status}
+        await ledger.append_rows(_frame_rows(run_id, frames))
         if metadata:
             await ledger.merge_metadata(run_id, metadata)
-        await ledger.append_rows(_frame_rows(run_id, frames))
         if dropped:
             await self.w_steering_audit(session, records=dropped)
         if rollback_requested:
@@ -297,9 +307,8 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
                 conversation_id=assistant["conversation_id"], thread_id=assistant.get("thread_id"),
                 bot_id=assistant.get("bot_id"), workspace_id=assistant.get("workspace_id"), run_id=run_id,
                 role="assistant", item_type="message", content=assistant["text"],
-                metadata={"partial": True} if assistant.get("partial") else {})])
-        run = await ledger.transition(run_id, status, reason)
-        return {"status": run.status}
+                metadata={"partial": True} if assistant.get("partial") else {})], fresh=True)
+        return {"status": status}
 
     async def _rollback(self, session: AsyncSession, run_id: str, undo: list[dict[str, Any]]) -> None:
         """Revert the run's transcript items and state writes (newest write undone last-first)."""

@@ -20,7 +20,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._compat import INSTALL_HINT, LangBotSDKMissing, langbot_plugin_available
+from ._compat import INSTALL_HINT as INSTALL_HINT
+from ._compat import LangBotSDKMissing as LangBotSDKMissing
+from ._compat import langbot_plugin_available as langbot_plugin_available
 
 _LAZY: dict[str, str] = {
     "LangBotRunnerAdapter": "adapter",
