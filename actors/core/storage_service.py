@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
+from protocol.read_scope import ReadScope
 from store.agents import AgentStore
 from store.event_log import EventLogEntry, EventLogStore
 from store.knowledge import KnowledgeStore
@@ -26,6 +27,7 @@ from store.transcript import TranscriptEntry, TranscriptStore
 from .frames import failed_frame
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
+_HOST = ReadScope.host()
 
 
 def _dump(model: Any) -> Any:
@@ -251,7 +253,7 @@ class StorageService:
             else:
                 await state.set(item["scope_key"], item["key"], previous.get("value"),
                                 scope=item["scope"], runner_id=item.get("runner_id") or "rollback")
-        run = await RunLedgerStore(session).get(run_id)
+        run = await RunLedgerStore(session).get(run_id, scope=_HOST)
         await EventLogStore(session).append(EventLogEntry.system(
             "run.rolled_back", event_id=f"{run_id}:rolled_back", conversation_id=run.conversation_id,
             thread_id=run.thread_id, run_id=run_id, runner_id=run.runner_id,
@@ -265,12 +267,12 @@ class StorageService:
         """
         ledger = RunLedgerStore(session)
         try:
-            run = await ledger.get(run_id)
+            run = await ledger.get(run_id, scope=_HOST)
         except RunnerHostError as exc:
             if exc.code is not ErrorCode.NOT_FOUND or start is None:
                 return {"status": None}
             await self.w_run_accept(session, **start)
-            run = await ledger.get(run_id)
+            run = await ledger.get(run_id, scope=_HOST)
         if run.status in TERMINAL:
             return {"status": run.status}
         page = await ledger.events_page(run_id, limit=100)
@@ -315,12 +317,15 @@ class StorageService:
     async def r_history_search(self, session, *, conversation_id, query, top_k=10, filters=None):
         return await self._transcript(session).search(conversation_id, query, top_k=top_k, filters=filters or None)
 
-    async def r_event_get(self, session, *, event_id):
-        return await EventLogStore(session).get(event_id)
+    # Reads of events, runs and artifacts name a ReadScope (wire form); the runner API always
+    # passes its run's own. Only the reads of one run by id default to the host's own scope:
+    # actors/host.py reads runs that way (join, cancel).
+    async def r_event_get(self, session, *, event_id, scope):
+        return await EventLogStore(session).get(event_id, scope=ReadScope.parse(scope))
 
-    async def r_event_page(self, session, *, conversation_id=None, event_types=None, before_cursor=None,
+    async def r_event_page(self, session, *, scope, event_types=None, before_cursor=None,
                            after_cursor=None, limit=50):
-        return await EventLogStore(session).page(conversation_id, event_types=event_types,
+        return await EventLogStore(session).page(ReadScope.parse(scope), event_types=event_types,
                                                  before_cursor=before_cursor, after_cursor=after_cursor,
                                                  limit=limit)
 
@@ -334,26 +339,27 @@ class StorageService:
     async def r_state_snapshot(self, session, *, scope_keys):
         return await StateStore(session).snapshot(scope_keys)
 
-    async def r_run_get(self, session, *, run_id):
-        return await RunLedgerStore(session).get(run_id)
+    async def r_run_get(self, session, *, run_id, scope=_HOST):
+        return await RunLedgerStore(session).get(run_id, scope=ReadScope.parse(scope))
 
-    async def r_run_list(self, session, *, conversation_id=None, statuses=None, before_cursor=None, limit=50):
-        return await RunLedgerStore(session).list(conversation_id, statuses=statuses,
+    async def r_run_list(self, session, *, scope, statuses=None, before_cursor=None, limit=50):
+        return await RunLedgerStore(session).list(ReadScope.parse(scope), statuses=statuses,
                                                   before_cursor=before_cursor, limit=limit)
 
-    async def r_run_events_page(self, session, *, run_id, after_cursor=None, limit=50):
-        await RunLedgerStore(session).get(run_id)
-        return await RunLedgerStore(session).events_page(run_id, after_cursor=after_cursor, limit=limit)
+    async def r_run_events_page(self, session, *, run_id, scope=_HOST, after_cursor=None, limit=50):
+        ledger = RunLedgerStore(session)
+        await ledger.get(run_id, scope=ReadScope.parse(scope))
+        return await ledger.events_page(run_id, after_cursor=after_cursor, limit=limit)
 
-    async def r_artifact_metadata(self, session, *, artifact_id, conversation_id=None):
-        return await self._artifact_store(session).metadata(artifact_id, conversation_id=conversation_id)
+    async def r_artifact_metadata(self, session, *, artifact_id, scope):
+        return await self._artifact_store(session).metadata(artifact_id, scope=ReadScope.parse(scope))
 
-    async def r_artifact_read(self, session, *, artifact_id, conversation_id=None):
-        return await self._artifact_store(session).read(artifact_id, conversation_id=conversation_id)
+    async def r_artifact_read(self, session, *, artifact_id, scope):
+        return await self._artifact_store(session).read(artifact_id, scope=ReadScope.parse(scope))
 
-    async def r_artifact_read_range(self, session, *, artifact_id, offset, length, conversation_id=None):
+    async def r_artifact_read_range(self, session, *, artifact_id, offset, length, scope):
         return await self._artifact_store(session).read_range(artifact_id, offset, length,
-                                                              conversation_id=conversation_id)
+                                                              scope=ReadScope.parse(scope))
 
     async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
         return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
