@@ -4,12 +4,13 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import Annotated
 
 from .errors import RunnerHostError
 from .events import STABLE_EVENT_TYPES
 from .ids import validate_runner_id
+from .text import reject_unstorable
 
 
 def _runner_id(value: str) -> str:
@@ -109,6 +110,12 @@ class AgentConfig(_Config):
     enabled: bool = True
     scope: BindingScope = Field(default_factory=BindingScope)
     description: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Text no database column can hold is refused here, at intake (:mod:`protocol.text`)."""
+        return reject_unstorable(data)
 
     @field_validator("event_types")
     @classmethod

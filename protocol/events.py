@@ -5,7 +5,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .text import reject_unstorable
 
 #: The stable event types. A platform's own event name goes into ``source_event_type``.
 STABLE_EVENT_TYPES: frozenset[str] = frozenset({
@@ -129,6 +131,12 @@ class EventEnvelope(Strict):
     delivery: EventDelivery = Field(default_factory=EventDelivery)
     raw_ref: RawRef | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Text no database column can hold is refused here, at intake (:mod:`protocol.text`)."""
+        return reject_unstorable(data)
 
     @field_validator("event_type")
     @classmethod

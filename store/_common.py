@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.cursor import decode_cursor, encode_cursor
 from protocol.errors import invalid_argument, payload_too_large, unauthorized
 from protocol.read_scope import ReadScope
+from protocol.text import unstorable
 
 #: Largest page any pager returns (SPEC §6: ``limit ≤ 100``).
 MAX_PAGE = 100
@@ -65,17 +66,12 @@ def check_text(value: Any, field: str, *, max_len: int = 256) -> str:
 
 
 def check_storable(value: str, field: str, max_len: int | None = None) -> str:
-    """Reject what Postgres would refuse in a text column: NUL characters, lone
-    surrogates (not UTF-8 encodable) and strings over ``max_len``."""
+    """Reject what Postgres would refuse in a text column (:mod:`protocol.text`: NUL
+    characters, lone surrogates) and strings over ``max_len``."""
     if max_len is not None and len(value) > max_len:
         raise invalid_argument(f"{field} is longer than {max_len} characters", field=field)
-    if "\x00" in value:
-        raise invalid_argument(f"{field} contains a NUL character", field=field)
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
+    if (reason := unstorable(value)) is not None:
+        raise invalid_argument(f"{field} {reason}", field=field)
     return value
 
 
