@@ -32,6 +32,16 @@ class StorageConfig(BaseModel):
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
     actors: int = Field(default=1, ge=1, le=16)
+    # Postgres only: a statement over statement_timeout_s fails (retryable) instead of stalling every
+    # writer; connecting gives up after connect_timeout_s; pooled connections are pinged on checkout.
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    pool_pre_ping: bool = True
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`store.engine.Database` beyond the URL."""
+        return {"statement_timeout_s": self.statement_timeout_s, "connect_timeout_s": self.connect_timeout_s,
+                "pool_pre_ping": self.pool_pre_ping}
 
 
 class HostConfig(BaseModel):

@@ -19,6 +19,8 @@ Environment variables:
 ``RUNNERHOST_MAX_BODY_BYTES``   request body cap (default 1 MiB)
 ``RUNNERHOST_GATEWAY_URL``      URL external harnesses use for the MCP gateway
 ``RUNNERHOST_NAMESPACE``        Ray namespace of the host's named actors
+``RUNNERHOST_DB_STATEMENT_TIMEOUT_S`` / ``_DB_CONNECT_TIMEOUT_S`` / ``_DB_POOL_PRE_PING``
+                                Postgres statement and connect timeouts, pre-ping
 ==============================  ==================================================
 
 API keys never live in the file in plain text: ``[[api_keys]]`` entries carry
@@ -99,6 +101,9 @@ class StorageSettings(_Strict):
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
     actors: int = Field(default=1, ge=1, le=16)
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    pool_pre_ping: bool = True
 
 
 class HostSettings(_Strict):
@@ -198,7 +203,10 @@ class Settings(_Strict):
             namespace=self.host.namespace,
             storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,
                                   max_batch=self.storage.max_batch, max_delay_ms=self.storage.max_delay_ms,
-                                  actors=self.storage.actors),
+                                  actors=self.storage.actors,
+                                  statement_timeout_s=self.storage.statement_timeout_s,
+                                  connect_timeout_s=self.storage.connect_timeout_s,
+                                  pool_pre_ping=self.storage.pool_pre_ping),
             pools=self.pools,
             steering_capacity=self.host.steering_capacity,
             providers=providers,
@@ -257,12 +265,28 @@ def find_config_file(path: str | os.PathLike | None, env: Mapping[str, str]) -> 
     return p if p.is_file() else None
 
 
+def _flag(value: str) -> bool:
+    """A boolean environment value: 1/true/yes/on or 0/false/no/off."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_flag.__name__ = "boolean"
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}}
     table = {
         "HOST": ("server", "host", str), "PORT": ("server", "port", int),
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
         "DATABASE_URL": ("storage", "database_url", str), "DATA_DIR": ("storage", "data_dir", str),
+        "DB_STATEMENT_TIMEOUT_S": ("storage", "statement_timeout_s", float),
+        "DB_CONNECT_TIMEOUT_S": ("storage", "connect_timeout_s", float),
+        "DB_POOL_PRE_PING": ("storage", "pool_pre_ping", _flag),
         "NAMESPACE": ("host", "namespace", str),
     }
     for name, (section, key, cast) in table.items():

@@ -156,3 +156,16 @@ async def test_openapi_documents_400_not_422():
                 assert "400" in op["responses"] and "401" in op["responses"], (method, path)
                 assert op.get("security"), (method, path)
     assert "/mcp" not in schema["paths"]
+
+
+def test_database_timeouts_come_from_file_and_env(tmp_path):
+    config = tmp_path / "rh.toml"
+    config.write_text("[storage]\nstatement_timeout_s = 12.5\npool_pre_ping = false\n")
+    storage = load_settings(config, env={}).host_config().storage
+    assert (storage.statement_timeout_s, storage.connect_timeout_s, storage.pool_pre_ping) == (12.5, 10.0, False)
+    env = {"RUNNERHOST_DB_STATEMENT_TIMEOUT_S": "3", "RUNNERHOST_DB_CONNECT_TIMEOUT_S": "1.5",
+           "RUNNERHOST_DB_POOL_PRE_PING": "on"}
+    assert load_settings(config, env=env).host_config().storage.engine_options() == {
+        "statement_timeout_s": 3.0, "connect_timeout_s": 1.5, "pool_pre_ping": True}
+    with pytest.raises(ConfigError, match="RUNNERHOST_DB_POOL_PRE_PING"):
+        load_settings(config, env={"RUNNERHOST_DB_POOL_PRE_PING": "perhaps"})
