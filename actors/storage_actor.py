@@ -49,7 +49,7 @@ class StorageActor:
     def __init__(self, config: dict[str, Any]) -> None:
         from store.engine import Database
         self.config = StorageConfig.model_validate(config)
-        self._db = Database(self.config.database_url, **self.config.engine_options())
+        self._db = Database(self.config.resolve_database_url(), **self.config.engine_options())
         self._service = StorageService(self._artifact_factory())
         self._committer = GroupCommitter(self._apply_batch, max_batch=self.config.max_batch,
                                          max_delay=self.config.max_delay_ms / 1000.0)

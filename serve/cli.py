@@ -160,6 +160,7 @@ def serve(
 
     from .deployment import APP_NAME, build_app
 
+    export_database_url(settings)
     started_ray = False
     try:
         with console.status("[bold]Running database migrations…") as status:
@@ -202,6 +203,16 @@ def serve(
                 finally:
                     ray.shutdown()
             console.print("[dim]stopped.[/]")
+
+
+def export_database_url(settings: Any) -> None:
+    """A database URL with a password reaches Ray workers only through the environment they
+    inherit from this process — exported here, before Ray starts — never by value in actor or
+    deployment arguments (see :meth:`serve.config.Settings.deployable`)."""
+    from .config import ENV_PREFIX, has_password
+    url = settings.storage.database_url
+    if url and has_password(url):
+        os.environ[ENV_PREFIX + "DATABASE_URL"] = url
 
 
 def _stop_on_signals() -> None:

@@ -10,7 +10,8 @@ Environment variables:
 ==============================  ==================================================
 ``RUNNERHOST_CONFIG``           path of the config file (default ``./runnerhost.toml``
                                 when it exists, else built-in defaults)
-``RUNNERHOST_DATABASE_URL``     database URL (default: SQLite under the data dir)
+``RUNNERHOST_DATABASE_URL``     database URL (default: SQLite under the data dir); one with a
+                                password reaches Ray actors by this name, never by value
 ``RUNNERHOST_DATA_DIR``         data directory (default ``./.runnerhost``)
 ``RUNNERHOST_HOST`` / ``_PORT`` Serve HTTP bind address / port
 ``RUNNERHOST_API_KEYS``         comma-separated plain keys, each optionally prefixed
@@ -36,7 +37,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
@@ -93,10 +94,14 @@ class ServerSettings(_Strict):
 
 
 class StorageSettings(_Strict):
-    """``[storage]``: where facts live. Empty ``database_url`` = SQLite under ``data_dir``."""
+    """``[storage]``: where facts live. Empty ``database_url`` = SQLite under ``data_dir``.
+
+    ``database_url_env`` names an environment variable that holds the URL instead: a URL with a
+    password travels to Ray actors and Serve replicas only that way (:meth:`Settings.deployable`)."""
 
     data_dir: str = DEFAULT_DATA_DIR
     database_url: str | None = None
+    database_url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     artifact_root: str | None = None
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
@@ -104,6 +109,12 @@ class StorageSettings(_Strict):
     statement_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     pool_pre_ping: bool = True
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "StorageSettings":
+        if self.database_url and self.database_url_env:
+            raise ValueError("give database_url or database_url_env, not both")
+        return self
 
 
 class HostSettings(_Strict):
@@ -165,10 +176,36 @@ class Settings(_Strict):
 
     @property
     def database_url(self) -> str:
+        """The database URL (read from the environment when configured by reference)."""
         if self.storage.database_url:
             return self.storage.database_url
+        if self.storage.database_url_env:
+            value = os.environ.get(self.storage.database_url_env)
+            if not value:
+                raise ConfigError(f"[storage] database_url_env names ${self.storage.database_url_env}, "
+                                  "which is not set in this process's environment")
+            return value
         from store.engine import default_sqlite_url
         return default_sqlite_url(self.data_dir)
+
+    def deployable(self, env: Mapping[str, str] | None = None) -> "Settings":
+        """These settings as they may travel in Serve deployment arguments (which the Serve
+        controller checkpoints in the GCS): a database URL that carries a password goes by
+        reference to ``RUNNERHOST_DATABASE_URL``, which must hold it in this process's environment
+        — and so in every Ray worker's, when Ray was started with that environment (``runnerhost
+        serve`` exports it; a cluster sets it on every node). Anything else → :class:`ConfigError`."""
+        url = self.storage.database_url
+        if not url or not has_password(url):
+            return self
+        env = os.environ if env is None else env
+        name = ENV_PREFIX + "DATABASE_URL"
+        if env.get(name) != url:
+            raise ConfigError(
+                f"the database URL carries a password, so it must not travel in deployment arguments: set it "
+                f"in {name} in the environment of every Ray node (or name another variable with "
+                "[storage] database_url_env) instead of the config file")
+        storage = self.storage.model_copy(update={"database_url": None, "database_url_env": name})
+        return self.model_copy(update={"storage": storage})
 
     @property
     def artifact_root(self) -> str:
@@ -199,9 +236,12 @@ class Settings(_Strict):
 
     def host_config(self) -> HostConfig:
         providers = self.providers.model_dump(mode="json", exclude_none=True)
+        by_reference = self.storage.database_url is None and self.storage.database_url_env is not None
+        database = ({"database_url_env": self.storage.database_url_env} if by_reference
+                    else {"database_url": self.database_url})
         return HostConfig(
             namespace=self.host.namespace,
-            storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,
+            storage=StorageConfig(**database, artifact_root=self.artifact_root,
                                   max_batch=self.storage.max_batch, max_delay_ms=self.storage.max_delay_ms,
                                   actors=self.storage.actors,
                                   statement_timeout_s=self.storage.statement_timeout_s,
@@ -224,6 +264,16 @@ class Settings(_Strict):
             raise ConfigError(
                 f"refusing to bind {self.server.host!r} without API keys: configure [[api_keys]] in the "
                 "config file (see `runnerhost hash-key`) or set RUNNERHOST_API_KEYS, or bind 127.0.0.1")
+
+
+def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (in its authority or its query)."""
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL we could parse: treat it as secret
+        return True
+    return bool(parsed.password) or "password" in {k.lower() for k in parsed.query}
 
 
 def is_loopback(host: str | None) -> bool:

@@ -38,7 +38,11 @@ class RunnerHostIngress:
 
 
 def build_app(settings: Settings, *, ray_actor_options: dict[str, Any] | None = None):
-    """The bound Serve application for ``settings`` (replicas, concurrency and actor options applied)."""
+    """The bound Serve application for ``settings`` (replicas, concurrency and actor options applied).
+
+    The settings are bound as the deployment's init args, which Serve checkpoints: they go through
+    :meth:`Settings.deployable`, so a database password travels by environment reference only."""
+    settings = settings.deployable()
     options: dict[str, Any] = {
         "num_replicas": settings.server.replicas,
         "max_ongoing_requests": settings.server.max_ongoing_requests,

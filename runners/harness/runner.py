@@ -185,7 +185,9 @@ class HarnessRunner(Runner):
             ConfigField(name="workspace_root", type="string", default=None),
             ConfigField(name="cwd", type="string", default=None),
             ConfigField(name="env_allow", type="array", default=[]),
-            ConfigField(name="env", type="object", default={}),
+            ConfigField(name="env", type="object", default={}, secret=True,
+                        description={"en_US": "Explicit environment values (secrets: write-only through "
+                                              "the API, scrubbed from output)."}),
             ConfigField(name="prompt_via", type="select", default="argv",
                         options=[{"name": "argv"}, {"name": "stdin"}]),
             ConfigField(name="include_partial_messages", type="boolean", default=True),
