@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import logging
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .agents import StateScope
 from .events import ContentPart
+from .logs import get_logger
 from .text import make_storable
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INLINE_ARTIFACT_LIMIT = 1 << 20  # 1 MiB of decoded bytes
 

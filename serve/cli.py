@@ -133,8 +133,11 @@ def serve(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data dir of the embedded store."),
 ) -> None:
     """Start a fresh local Ray, run migrations and serve the HTTP API until Ctrl-C."""
+    from protocol.logs import SETUP_HOOK, install_log_redaction
+
     from .config import ConfigError, load_settings
 
+    install_log_redaction()  # this driver; Ray runs the same hook in every worker it starts (below)
     try:
         settings = load_settings(config, overrides={
             "server": {"host": host, "port": port},
@@ -167,7 +170,7 @@ def serve(
             upgrade(settings.database_url)
             status.update("[bold]Starting a local Ray…")
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                     namespace=settings.host.namespace)
+                     namespace=settings.host.namespace, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)

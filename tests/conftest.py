@@ -119,7 +119,8 @@ def ray_session():
     import ray
     os.environ[SERVE_DB_ENV] = with_password(database_url(PG_ADMIN_DSN, SERVE_DB_NAME))
     if not ray.is_initialized():
+        from protocol.logs import SETUP_HOOK
         ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}, "worker_process_setup_hook": SETUP_HOOK})
     yield
     ray.shutdown()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import os
 import re
@@ -32,9 +31,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 from protocol.redact import redact
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Request-body keys a caller's ``params`` may not override.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "tools"})

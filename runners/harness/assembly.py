@@ -18,9 +18,9 @@ Every string that leaves the assembler goes through the run's
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from protocol.logs import get_logger
 from protocol.results import RunResult
 
 from .events import (
@@ -37,7 +37,7 @@ from .events import (
 )
 from .redact import Redactor
 
-log = logging.getLogger("runners.harness.assembly")
+log = get_logger(__name__)
 
 SESSION_STATE_KEY = "external.session_id"
 BLOCK_SEPARATOR = "\n\n"

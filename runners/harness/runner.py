@@ -26,7 +26,6 @@ this runner is stateless across runs.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import tempfile
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from protocol.context import RunContext
 from protocol.errors import RunnerHostError
+from protocol.logs import get_logger
 from protocol.manifest import Capabilities, ConfigField, Permissions, RunnerManifest
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
@@ -56,7 +56,7 @@ from .process import (
 from .redact import Redactor
 from .session import SessionKey, WorkspaceDenied, prepare_workspace
 
-log = logging.getLogger("runners.harness")
+log = get_logger("runners.harness")
 
 RUNNER_ID = "plugin:builtin/harness/default"
 DEFAULT_COMMANDS = {"claude": ["claude"], "codex": ["codex"]}

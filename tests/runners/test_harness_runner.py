@@ -208,7 +208,7 @@ async def test_two_turns_resume_the_same_external_session(kind, ws):
 @KINDS
 async def test_lost_native_session_falls_back_to_a_new_one(kind, ws, caplog):
     ctx = make_ctx(kind, "hello [[argv]]", ws, state={"external.session_id": "gone-1234"})
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(ctx)
     assert terminal(frames)[0] == "run.completed"
     argv = json.loads(completed_text(frames).removeprefix("ARGV:"))
@@ -259,7 +259,7 @@ async def test_steered_inputs_are_pulled_once_into_the_prompt(ws):
 
 @KINDS
 async def test_unknown_and_garbage_native_events_do_not_break_the_run(kind, ws, caplog):
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(make_ctx(kind, "[[unknown-events]] [[garbage]] hi", ws))
     assert terminal(frames)[0] == "run.completed"
     assert completed_text(frames) == "echo: [[unknown-events]] [[garbage]] hi"
@@ -309,7 +309,7 @@ async def test_missing_executable_and_bad_config(ws, tmp_path):
 
 @KINDS
 async def test_output_caps(kind, ws, caplog):
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(make_ctx(kind, "[[big-line]] hi", ws, config={"max_line_bytes": 16 * 1024}))
     assert terminal(frames)[0] == "run.completed" and completed_text(frames) == "echo: [[big-line]] hi"
     assert any("line cap" in r.getMessage() for r in caplog.records)
