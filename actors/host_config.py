@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.agents import AgentConfig
 
+from .core.retention import RetentionPolicy
+
 
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +47,8 @@ class StorageConfig(BaseModel):
     statement_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     pool_pre_ping: bool = True
+    # What the host's periodic retention round removes (actors/core/retention.py, [retention]).
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
     @model_validator(mode="after")
     def _one_database(self) -> "StorageConfig":

@@ -22,6 +22,8 @@ Environment variables:
 ``RUNNERHOST_NAMESPACE``        Ray namespace of the host's named actors
 ``RUNNERHOST_DB_STATEMENT_TIMEOUT_S`` / ``_DB_CONNECT_TIMEOUT_S`` / ``_DB_POOL_PRE_PING``
                                 Postgres statement and connect timeouts, pre-ping
+``RUNNERHOST_RETENTION_*``      ``[retention]`` keys (``_SESSION_IDLE_S``, ``_EVENT_LOG_MAX_AGE_S``,
+                                ``_TRANSCRIPT_MAX_AGE_S``, …; an age of ``off`` disables a kind)
 ==============================  ==================================================
 
 API keys never live in the file in plain text: ``[[api_keys]]`` entries carry
@@ -39,6 +41,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from actors.core.retention import RetentionPolicy
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
 from actors.providers.tools import ToolsConfig
@@ -167,6 +170,7 @@ class Settings(_Strict):
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     config_path: str | None = None
 
     # -- derived -------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class Settings(_Strict):
                                   actors=self.storage.actors,
                                   statement_timeout_s=self.storage.statement_timeout_s,
                                   connect_timeout_s=self.storage.connect_timeout_s,
-                                  pool_pre_ping=self.storage.pool_pre_ping),
+                                  pool_pre_ping=self.storage.pool_pre_ping, retention=self.retention),
             pools=self.pools,
             steering_capacity=self.host.steering_capacity,
             providers=providers,
@@ -328,8 +332,23 @@ def _flag(value: str) -> bool:
 _flag.__name__ = "boolean"
 
 
+def _age(value: str) -> float | None:
+    """An age in seconds, or ``off`` (the kind is not cleaned up)."""
+    return None if value.strip().lower() in ("off", "none") else float(value)
+
+
+_age.__name__ = "number of seconds or 'off'"
+
+
+def _paths(value: str) -> list[str]:
+    return [p for p in value.split(os.pathsep) if p]
+
+
+_paths.__name__ = f"'{os.pathsep}'-separated list of paths"
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}}
+    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "retention": {}}
     table = {
         "HOST": ("server", "host", str), "PORT": ("server", "port", int),
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
@@ -338,6 +357,15 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         "DB_CONNECT_TIMEOUT_S": ("storage", "connect_timeout_s", float),
         "DB_POOL_PRE_PING": ("storage", "pool_pre_ping", _flag),
         "NAMESPACE": ("host", "namespace", str),
+        # [retention]: ages in seconds, "off" turns a kind off
+        "RETENTION_INTERVAL_S": ("retention", "interval_s", float),
+        "RETENTION_BATCH_LIMIT": ("retention", "batch_limit", int),
+        "RETENTION_ARTIFACTS": ("retention", "artifacts", _flag),
+        "RETENTION_SESSION_IDLE_S": ("retention", "session_idle_s", _age),
+        "RETENTION_CLEANED_SESSION_KEEP_S": ("retention", "cleaned_session_keep_s", _age),
+        "RETENTION_EVENT_LOG_MAX_AGE_S": ("retention", "event_log_max_age_s", _age),
+        "RETENTION_TRANSCRIPT_MAX_AGE_S": ("retention", "transcript_max_age_s", _age),
+        "RETENTION_WORKSPACE_ROOTS": ("retention", "workspace_roots", _paths),
     }
     for name, (section, key, cast) in table.items():
         value = env.get(ENV_PREFIX + name)

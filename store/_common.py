@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from sqlalchemy import JSON, ColumnElement, Select, Table, and_, false, func, literal_column, or_, true, tuple_
+from sqlalchemy import JSON, ColumnElement, Select, Table, and_, false, func, literal_column, or_, select, true, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -198,6 +198,17 @@ def merge_json(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+# -- bounded deletes (retention) ---------------------------------------------------
+def oldest_first(table: Table, condition: ColumnElement[bool], limit: int | None) -> ColumnElement[bool]:
+    """``condition`` limited to the ``limit`` rows of lowest primary key (all when ``None``): a
+    retention delete or update stays bounded per round, on both backends (no ``DELETE … LIMIT``)."""
+    if limit is None:
+        return condition
+    check_limit(limit, 100_000)
+    key = list(table.primary_key.columns)[0]
+    return key.in_(select(key).where(condition).order_by(key).limit(limit).scalar_subquery())
+
+
 # -- read scopes -----------------------------------------------------------------
 def in_scope(table: Table, scope: ReadScope) -> ColumnElement[bool]:
     """The SQL form of :meth:`ReadScope.admits` over ``table``'s owner columns
@@ -371,6 +382,6 @@ async def fetch_keyset(
 __all__ = [
     "MAX_JSON_BYTES", "MAX_PAGE", "TS_CONFIG", "Keyset", "cap_text", "check_limit",
     "check_non_negative", "check_optional_text", "check_row", "check_storable", "check_text", "dialect_name", "encode_json",
-    "epoch", "fetch_keyset", "in_scope", "insert_for", "insert_rows", "json_value", "like_contains",
+    "epoch", "fetch_keyset", "in_scope", "oldest_first", "insert_for", "insert_rows", "json_value", "like_contains",
     "merge_json", "now", "require_in_scope", "search_terms", "short_hash", "ts_query", "ts_vector", "unique_by",
 ]

@@ -37,7 +37,8 @@ from protocol.errors import invalid_argument, not_found, payload_too_large
 from protocol.pages import ArtifactMetadata, ArtifactReadResult
 from protocol.read_scope import ReadScope
 
-from ._common import check_optional_text, check_row, check_text, epoch, insert_rows, now, require_in_scope
+from ._common import (check_optional_text, check_row, check_text, epoch, insert_rows, now, oldest_first,
+                      require_in_scope)
 from .models import AgentArtifact
 
 DEFAULT_INLINE_LIMIT = 1 << 20
@@ -171,11 +172,11 @@ class ArtifactStore:
         return await self._read(row, offset, min(length, row.size_bytes - offset))
 
     # -- maintenance -------------------------------------------------------------
-    async def cleanup_expired(self) -> int:
-        """Delete expired rows and their files; returns how many artifacts went."""
+    async def cleanup_expired(self, *, limit: int | None = None) -> int:
+        """Delete expired rows (at most ``limit``) and their files; returns how many artifacts went."""
+        condition = oldest_first(_T, _T.c.expires_at <= now(), limit)
         rows = (await self._session.execute(
-            delete(_T).where(_T.c.expires_at <= now())
-            .returning(_T.c.storage, _T.c.file_path))).all()
+            delete(_T).where(condition).returning(_T.c.storage, _T.c.file_path))).all()
         paths = [r.file_path for r in rows if r.storage == "file"]
         await asyncio.to_thread(self._unlink_all, paths)
         return len(rows)

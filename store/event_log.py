@@ -35,6 +35,7 @@ from ._common import (
     insert_rows,
     merge_json,
     now,
+    oldest_first,
     require_in_scope,
     unique_by,
 )
@@ -155,10 +156,12 @@ class EventLogStore:
         )).one()
         return _record(row)
 
-    async def cleanup_older_than(self, seconds: float) -> int:
-        """Delete events created more than ``seconds`` ago; returns the count."""
+    async def cleanup_older_than(self, seconds: float, *, limit: int | None = None) -> int:
+        """Delete events created more than ``seconds`` ago (at most ``limit``, oldest first);
+        returns the count."""
         cutoff = now() - check_non_negative(seconds, "seconds")
-        return (await self._session.execute(delete(_T).where(_T.c.created_at < cutoff))).rowcount or 0
+        condition = oldest_first(_T, _T.c.created_at < cutoff, limit)
+        return (await self._session.execute(delete(_T).where(condition))).rowcount or 0
 
     # -- reads ----------------------------------------------------------------
     async def get(self, event_id: str, *, scope: ReadScope) -> EventRecord:

@@ -25,6 +25,7 @@ from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
 
 from .frames import failed_frame
+from .retention import Retention, RetentionPolicy
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 _HOST = ReadScope.host()
@@ -301,6 +302,13 @@ class StorageService:
                                    message="the host driving this run was lost", frame=failed_frame(
                                        run.run_id, "host.lost", "the host driving this run was lost", True, None))
         return len(stale)
+
+    # -- retention (actors/core/retention.py) ------------------------------------------------
+    async def w_retention(self, session, *, policy) -> dict[str, Any]:
+        """One bounded round of the retention job (expired artifacts, stale harness sessions and
+        their workspaces, old EventLog/Transcript rows where configured); returns its report."""
+        report = await Retention(RetentionPolicy.model_validate(policy), self._artifacts).run(session)
+        return report.as_dict()
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:

@@ -192,3 +192,17 @@ def test_runnerhost_serve_exports_a_database_password_before_ray_starts(tmp_path
     assert deployed.host_config().storage.resolve_database_url() == url
     plain = load_settings(env={"RUNNERHOST_DATA_DIR": str(tmp_path)})  # no password: by value is fine
     assert plain.deployable() is plain
+
+
+def test_retention_section_and_env(tmp_path):
+    config = tmp_path / "rh.toml"
+    config.write_text("[retention]\nevent_log_max_age_s = 2592000\nbatch_limit = 100\n")
+    policy = load_settings(config, env={}).host_config().storage.retention
+    assert (policy.event_log_max_age_s, policy.batch_limit, policy.transcript_max_age_s) == (2592000, 100, None)
+    env = {"RUNNERHOST_RETENTION_EVENT_LOG_MAX_AGE_S": "off", "RUNNERHOST_RETENTION_TRANSCRIPT_MAX_AGE_S": "86400",
+           "RUNNERHOST_RETENTION_WORKSPACE_ROOTS": "/srv/a:/srv/b"}
+    policy = load_settings(config, env=env).host_config().storage.retention
+    assert (policy.event_log_max_age_s, policy.transcript_max_age_s) == (None, 86400)
+    assert policy.workspace_roots == ["/srv/a", "/srv/b"]
+    with pytest.raises(ConfigError, match="RUNNERHOST_RETENTION_SESSION_IDLE_S"):
+        load_settings(config, env={"RUNNERHOST_RETENTION_SESSION_IDLE_S": "a week"})
