@@ -9,6 +9,7 @@ each process resolves an address once and keeps the handle.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 
 import ray
 
-_CACHE_SIZE = 4096
+from . import constants
+
 _handles: collections.OrderedDict["ActorAddress", Any] = collections.OrderedDict()
 _heard_from: dict["ActorAddress", float] = {}  # monotonic time the actor last answered this process
 
@@ -30,24 +32,26 @@ class ActorAddress:
     namespace: str
     incarnation: str = ""
 
-    def handle(self) -> Any:
-        """The actor's handle, looked up in the GCS on first use in this process."""
+    async def resolve(self) -> Any:
+        """The actor's handle, looked up in the GCS on first use in this process (off the event
+        loop: a GCS hiccup must not stall everything else this process serves). ``ValueError``
+        when no actor has this name any more."""
         found = _handles.get(self)
         if found is None:
-            found = ray.get_actor(self.name, namespace=self.namespace)
-            _handles[self] = found
-            while len(_handles) > _CACHE_SIZE:
-                _handles.popitem(last=False)
+            found = await asyncio.to_thread(ray.get_actor, self.name, namespace=self.namespace)
+            self.bind(found)
         return found
 
     def bind(self, handle: Any) -> None:
         """Seed the cache with a handle this process already holds (e.g. its creator's)."""
         _handles[self] = handle
+        while len(_handles) > constants.ADDRESS_CACHE_SIZE:
+            _handles.popitem(last=False)
 
     def heard_from(self) -> None:
         """Record that the actor just answered (it was alive a moment ago)."""
         _heard_from[self] = time.monotonic()
-        while len(_heard_from) > _CACHE_SIZE:
+        while len(_heard_from) > constants.ADDRESS_CACHE_SIZE:
             del _heard_from[next(iter(_heard_from))]
 
     def silent_for(self) -> float:

@@ -12,15 +12,36 @@ from .core.retention import RetentionPolicy
 
 
 class PoolConfig(BaseModel):
+    """Capacity of one host (one ingress replica). RunActors are processes (~0.4 s of CPU and
+    ~100 MB each): the pool warms ``run_actors_min`` at start and grows on demand up to
+    ``run_actors_max`` — and never past the ``runnerhost_run_slot`` resources the cluster's nodes
+    declare (one per RunActor). Runs beyond free slots wait in a FIFO queue of at most
+    ``queue_max`` (then 429)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    # RunActors are processes: warm them at start; growing under load costs ~0.4 s each.
     run_actors_min: int = Field(default=8, ge=0)
     run_actors_max: int = Field(default=32, ge=1)
+    #: Run slots (RunActor processes) the node offers when ``runnerhost serve`` starts a local Ray;
+    #: 0 = as many as fit in 60% of the machine's memory. On a cluster, node types declare them.
+    node_run_slots: int = Field(default=0, ge=0)
+    #: Runs one RunActor serves at once. 1 = each active run is its own actor (process isolation);
+    #: raise it for agents whose runs mostly wait on a model, to trade isolation for density.
+    runs_per_actor: int = Field(default=1, ge=1, le=256)
     workers_min: int = Field(default=1, ge=0)
     workers_max: int = Field(default=4, ge=1)
     runs_per_worker: int = Field(default=32, ge=1)
-    acquire_timeout_s: float = Field(default=60.0, gt=0)
+    #: Creations in flight at once per pool (each costs ~0.4 s of a core): bounds a growth storm.
+    max_creating: int = Field(default=2, ge=1)
+    #: A member not ready within this is abandoned (e.g. no node has a free slot).
+    create_timeout_s: float = Field(default=60.0, gt=0)
+    #: A queued run must have waited this long before the pool grows for it (a burst that frees its
+    #: own slots in milliseconds creates nothing).
+    grow_after_s: float = Field(default=0.1, ge=0)
+    #: Runs that may wait for a slot (beyond: 429 rate_limited with Retry-After).
+    queue_max: int = Field(default=10_000, ge=1)
+    #: A queued run that waited this long for its conversation lane or a slot fails (host.queue_timeout).
+    queue_timeout_s: float = Field(default=3600.0, gt=0)
     idle_shrink_s: float = Field(default=120.0, gt=0)
     # Pool upkeep period: ping idle members (a node can die under them while nothing runs), retire
     # those idle past idle_shrink_s down to the minimum, top up to the minimum. 0 turns it off.
@@ -84,8 +105,10 @@ class HostConfig(BaseModel):
     extra_runners: dict[str, str] = Field(default_factory=dict)  # runner id -> "module:Class"
     gateway_url: str | None = None
     session_idle_s: float = Field(default=600.0, gt=0)
-    # Sweep for runs left `running` past deadline + grace by a lost host (e.g. an ingress replica that
-    # died with its node); 0 turns the sweep off (recovery then happens only at host start).
-    stale_run_check_s: float = Field(default=60.0, ge=0)
+    # Every stale_run_check_s each host finalizes (host.lost, retryable) the runs of hosts that are
+    # gone (heartbeat older than RUNNERHOST_HOST_DEAD_AFTER_S, queued runs included) and runs left
+    # running more than stale_run_grace_s past their deadline; 0 turns the sweep off (it then runs
+    # only at host start).
+    stale_run_check_s: float = Field(default=10.0, ge=0)
     stale_run_grace_s: float = Field(default=30.0, ge=0)
     spread: bool = True

@@ -21,6 +21,7 @@ Plain functions returning keyword arguments for ``ActorClass.options(...)``.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 HEAD_RESOURCE = "node:__internal_head__"
@@ -44,6 +45,31 @@ def head_pin() -> dict[str, Any]:
 def control_plane_options() -> dict[str, Any]:
     """Options for the storage, registry and provider actors: on the head node when there is one."""
     return head_pin() if _head_resource_available() else {}
+
+
+#: The custom resource a RunActor claims: one unit per RunActor process (see ``node_run_slots``).
+RUN_SLOT_RESOURCE = "runnerhost_run_slot"
+#: Memory one RunActor process takes, for sizing a node's slots (PSS measured by ``make bench``).
+RUN_ACTOR_MEMORY_BYTES = 160 * 1024 * 1024
+#: Share of a node's memory its RunActors may take (the rest: Ray, Serve, the storage actor, the OS).
+RUN_ACTOR_MEMORY_SHARE = 0.6
+
+
+def node_run_slots(configured: int = 0) -> int:
+    """How many RunActors a node offers (``runnerhost_run_slot``): ``configured``, or, for 0, as many
+    as fit in ``RUN_ACTOR_MEMORY_SHARE`` of this machine's memory."""
+    if configured > 0:
+        return configured
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: a modest default
+        return 16
+    return max(1, int(total * RUN_ACTOR_MEMORY_SHARE // RUN_ACTOR_MEMORY_BYTES))
+
+
+def local_ray_resources(configured: int = 0) -> dict[str, float]:
+    """Custom resources of a single-node Ray that ``runnerhost serve`` (or a test, a bench) starts."""
+    return {RUN_SLOT_RESOURCE: float(node_run_slots(configured))}
 
 
 def pool_options(spread: bool = True) -> dict[str, Any]:

@@ -22,9 +22,15 @@ class ProviderActor:
     def __init__(self, providers: dict[str, Any]) -> None:
         self._models = ModelRegistry([ModelProviderConfig.model_validate(c) for c in providers.get("models", [])])
         self._tools = build_tool_registry(providers.get("tools", {}))
+        #: kb_id → {"embedding_model_id", "name", "description"} ([providers.knowledge.<kb>])
+        self._knowledge: dict[str, dict[str, Any]] = dict(providers.get("knowledge") or {})
+        self._skills: dict[str, dict[str, Any]] = dict(providers.get("skills") or {})
 
     async def catalog(self) -> dict[str, Any]:
-        return {"models": self._models.catalog(), "tools": await self._tools.catalog()}
+        """Models (with type, context window), tools (with type) and skills ([providers.skills]):
+        ``skills`` is what ``build_context(skill_catalog=…)`` grants from."""
+        return {"models": self._models.catalog(), "tools": await self._tools.catalog(),
+                "skills": dict(self._skills)}
 
     async def invoke_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> dict:
         return await reply(self._models.invoke(model_id, messages, tools, params))
@@ -37,8 +43,18 @@ class ProviderActor:
         except RunnerHostError as exc:
             yield {"error": exc.to_dict()}
 
-    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None) -> dict:
-        return await reply(self._models.rerank(model_id, query, documents, top_n))
+    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None,
+                     params: dict | None = None) -> dict:
+        return await reply(self._models.rerank(model_id, query, documents, top_n, params))
+
+    async def count_tokens(self, model_id: str, messages: list, tools: list | None) -> dict:
+        return await reply(self._models.count_tokens(model_id, messages, tools))
+
+    async def embed(self, model_id: str, texts: list[str]) -> dict:
+        return await reply(self._models.embed(model_id, texts))
+
+    async def knowledge_config(self, kb_id: str) -> dict[str, Any]:
+        return dict(self._knowledge.get(kb_id) or {})
 
     async def tool_detail(self, name: str) -> dict:
         return await reply(self._tools.detail(name))

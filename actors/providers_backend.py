@@ -27,8 +27,18 @@ class ProviderBackend:
         async for ref in gen:
             yield unwrap(await ref)
 
-    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None) -> list:
-        return unwrap(await self._providers.rerank.remote(model_id, query, documents, top_n))
+    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None,
+                     params: dict | None = None) -> list:
+        return unwrap(await self._providers.rerank.remote(model_id, query, documents, top_n, params))
+
+    async def count_tokens(self, model_id: str, messages: list, tools: list | None) -> dict:
+        return unwrap(await self._providers.count_tokens.remote(model_id, messages, tools))
+
+    async def embed(self, model_id: str, texts: list[str]) -> dict:
+        return unwrap(await self._providers.embed.remote(model_id, texts))
+
+    async def knowledge_config(self, kb_id: str) -> dict:
+        return await self._providers.knowledge_config.remote(kb_id)
 
     async def tool_detail(self, name: str) -> dict:
         return unwrap(await self._providers.tool_detail.remote(name))

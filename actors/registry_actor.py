@@ -6,13 +6,15 @@ active runs — whose RunActors are then finalized by their callers.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import ray
 
-from protocol.errors import RunnerHostError
+from protocol.errors import ErrorCode, RunnerHostError
 
+from . import constants
 from .addresses import ActorAddress
 from .core.registry import Registry
 from .retry import reply, unwrap
@@ -50,6 +52,7 @@ class RegistryActor:
         return [s.descriptor.model_dump(mode="json") for s in self._registry.specs.values()]
 
     async def refresh(self) -> list[str]:
+        """Re-discover runners (new entry points); returns the discovery warnings."""
         return self._registry.refresh()
 
     async def runner_target(self, runner_id: str) -> dict[str, Any]:
@@ -73,28 +76,39 @@ class RegistryActor:
             return True
         return await reply(go())
 
-    async def remove_agent(self, agent_id: str) -> None:
-        self._registry.resolver.remove(agent_id)
-
     async def agents(self) -> list[dict[str, Any]]:
         await self._ensure_loaded()
         return [{"agent_id": e.agent_id, "version": e.version, "config": e.config.model_dump(mode="json")}
                 for e in self._registry.resolver.agents.values()]
 
     # -- runs ----------------------------------------------------------------------
-    async def admit(self, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any) -> dict[str, Any]:
+    #: What a host may send in one ``batch`` call (each op answered on its own).
+    BATCH_OPS = frozenset({"admit", "admit_fallback", "mark_started", "release", "release_host",
+                           "request_cancel", "binding", "run_actors"})
+
+    async def batch(self, ops: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Several hosts' calls in one message (see ``actors.core.coalesce``), in order."""
+        await self._ensure_loaded()
+        return [await reply(self._op(name, kwargs)) for name, kwargs in ops]
+
+    async def _op(self, name: str, kwargs: dict[str, Any]) -> Any:
+        if name not in self.BATCH_OPS:
+            raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, f"unknown registry op {name!r}")
+        if name == "mark_started":
+            return self._registry.index.mark_started(kwargs["run_id"], kwargs["actor"])
+        if name == "request_cancel":
+            return self._registry.index.request_cancel(kwargs["run_id"])
+        if name == "run_actors":
+            return self._registry.run_actors_of(kwargs["run_ids"])
+        return getattr(self._registry, name)(**kwargs)
+
+    async def admit(self, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any = None,
+                    host_id: str | None = None, digest: str | None = None) -> dict[str, Any]:
         async def go():
             await self._ensure_loaded()
-            return self._registry.admit(run_id=run_id, agent_id=agent_id, event=event, actor=actor)
+            return self._registry.admit(run_id=run_id, agent_id=agent_id, event=event, actor=actor,
+                                        host_id=host_id, digest=digest)
         return await reply(go())
-
-    async def admit_fallback(self, run_id: str, binding: dict[str, Any], conv_key: str | None,
-                             steerable: bool, actor: Any) -> dict[str, Any]:
-        return self._registry.admit_fallback(run_id=run_id, binding=binding, conv_key=conv_key,
-                                             steerable=steerable, actor=actor)
-
-    async def mark_started(self, run_id: str, actor: Any) -> None:
-        self._registry.index.mark_started(run_id, actor)
 
     async def release(self, run_id: str) -> bool:
         return self._registry.release(run_id)
@@ -111,12 +125,19 @@ class RegistryActor:
             return {"run_id": run_id, "actor": actor}
         return await reply(go())
 
-    async def wait_released(self, run_ids: list[str], timeout: float | None = None) -> bool:
-        return await self._registry.index.wait_released(run_ids, timeout)
+    async def wait_released(self, run_ids: list[str], timeout: float | None = None,
+                            waiter: str | None = None) -> str:
+        """"released", "timeout", or "cancelled" (the waiting run itself was cancelled)."""
+        return await self._registry.index.wait_released(run_ids, timeout, waiter)
 
     async def run_actors(self, run_ids: list[str]) -> list[dict[str, Any]]:
-        """``{"run_id", "actor"}`` of each admitted run; ``actor`` is None until it starts."""
+        """``{"run_id", "actor", "host_id"}`` of each admitted run; ``actor`` is None until it starts."""
         return self._registry.run_actors_of(run_ids)
+
+    async def lanes(self) -> list[dict[str, Any]]:
+        """Every admitted run (for health and reconciliation)."""
+        return [{"run_id": e.run_id, "host_id": e.host_id, "started": e.started}
+                for e in self._registry.index.entries()]
 
     # -- directory of session actors -------------------------------------------------------
     async def session_actor(self, key: dict[str, Any], target: str, storage: Any, namespace: str,
@@ -130,24 +151,24 @@ class RegistryActor:
         handle = self._sessions.get(name)
         if handle is not None:
             try:
-                info = await handle.ping.remote()
+                info = await asyncio.wait_for(handle.ping.remote(), constants.PING_TIMEOUT_S)
                 return ActorAddress(name, namespace, info["actor_id"])
-            except Exception:
+            except Exception:  # dead, reaped or hung: rebuild it from Postgres
                 self._sessions.pop(name, None)
         handle = ConversationSessionActor.options(
             name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
             **session_options()).remote(key, target, storage, idle_s)
-        info = await handle.ping.remote()
+        info = await asyncio.wait_for(handle.ping.remote(), constants.SESSION_CREATE_TIMEOUT_S)
         self._sessions[name] = handle
         return ActorAddress(name, namespace, info["actor_id"])
-
-    async def sessions(self) -> list[str]:
-        return sorted(self._sessions)
 
     async def active_count(self) -> int:
         return self._registry.index.active_count()
 
 
-def get_or_create_registry(storage: Any, namespace: str | None = None, **options: Any) -> Any:
+def get_or_create_registry(storage: Any, namespace: str | None, extra_runners: dict[str, str] | None) -> Any:
+    """The cluster's one registry (named, detached); created by the first host that needs it."""
+    from .placement import control_plane_options
     return RegistryActor.options(name=REGISTRY_NAME, namespace=namespace, lifetime="detached",
-                                 get_if_exists=True, **options).remote(storage)
+                                 get_if_exists=True, num_cpus=0, **control_plane_options()
+                                 ).remote(storage, extra_runners)

@@ -4,18 +4,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from protocol.errors import ErrorCode, RunnerHostError
 
+from . import constants
+
 RETRYABLE = (RayActorError, ActorUnavailableError)
 
 
-async def call_with_retry(make_call: Callable[[], Awaitable[Any]], *, attempts: int = 8,
-                          first_delay: float = 0.05, max_delay: float = 2.0, what: str = "actor call") -> Any:
+async def call_with_retry(make_call: Callable[[], Awaitable[Any]], *, attempts: int | None = None,
+                          first_delay: float | None = None, max_delay: float | None = None,
+                          what: str = "actor call") -> Any:
     """Run ``make_call()`` until it succeeds; safe only for idempotent calls."""
-    delay = first_delay
+    attempts = attempts or constants.CALL_RETRY_ATTEMPTS
+    delay = constants.CALL_RETRY_FIRST_DELAY_S if first_delay is None else first_delay
+    max_delay = constants.CALL_RETRY_MAX_DELAY_S if max_delay is None else max_delay
     for attempt in range(attempts):
         try:
             return await make_call()
@@ -41,10 +45,3 @@ async def reply(coro: Awaitable[Any]) -> dict[str, Any]:
     except RunnerHostError as exc:
         return {"error": exc.to_dict()}
 
-
-def is_alive(handle: Any) -> bool:
-    try:
-        ray.get(handle.__ray_ready__.remote(), timeout=5)
-        return True
-    except Exception:
-        return False

@@ -1,4 +1,6 @@
-"""The runner-side RunnerAPI of a run: every call goes to the run's RunActor."""
+"""The runner-side RunnerAPI of a runner in a worker or session actor: every call goes to
+the run's RunActor over Ray (the RunActor's handle is looked up on the first call, so a runner
+that never calls costs nothing)."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
@@ -9,23 +11,17 @@ from .retry import unwrap
 
 
 class ActorRunnerAPI(RunnerApiClient):
-    """Bound to one run: carries the run id and the lease token the RunActor checks.
-    The RunActor's handle is looked up on the first call (runners that never call cost nothing)."""
-
     def __init__(self, run_actor: ActorAddress, run_id: str, token: str) -> None:
+        super().__init__(run_id, token)
         self._address = run_actor
-        self.run_id = run_id
-        self._token = token
-
-    @property
-    def _actor(self) -> Any:
-        return self._address.handle()
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        return unwrap(await self._actor.api.remote(self.run_id, self._token, method, kwargs))
+        actor = await self._address.resolve()
+        return unwrap(await actor.api.remote(self.run_id, self._token, method, kwargs))
 
     async def _stream(self, method: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        gen = self._actor.api_stream.options(num_returns="streaming").remote(self.run_id, self._token,
-                                                                             method, kwargs)
+        actor = await self._address.resolve()
+        gen = actor.api_stream.options(num_returns="streaming").remote(self.run_id, self._token,
+                                                                              method, kwargs)
         async for ref in gen:
             yield unwrap(await ref)

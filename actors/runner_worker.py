@@ -28,8 +28,7 @@ class RunnerWorker:
         return {"runner_id": self._executor.runner_id, "active": self._executor.active,
                 "node_id": ray.get_runtime_context().get_node_id()}
 
-    async def run(self, ctx_json: dict[str, Any], run_actor: ActorAddress, token: str):
-        ctx = RunContext.model_validate(ctx_json)
+    async def run(self, ctx: RunContext, run_actor: ActorAddress, token: str):
         async for batch in self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token)):
             yield batch
 

@@ -50,10 +50,10 @@ class ConversationSessionActor:
                 "node_id": ray.get_runtime_context().get_node_id(),
                 "actor_id": ray.get_runtime_context().get_actor_id()}
 
-    async def run(self, ctx_json: dict[str, Any], run_actor: ActorAddress, token: str):
+    async def run(self, ctx: RunContext, run_actor: ActorAddress, token: str):
         async with self._gate:
             await self._load()
-            ctx = RunContext.model_validate(with_resume_id(ctx_json, self._external_id))
+            with_resume_id(ctx, self._external_id)
             batches = self._executor.execute(ctx, ActorRunnerAPI(run_actor, ctx.run_id, token))
             async for batch in observe_session_id(batches, lambda sid: self._remember(sid, ctx.run_id)):
                 yield batch

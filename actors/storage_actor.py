@@ -12,11 +12,10 @@ import logging
 from typing import Any, Sequence
 
 import ray
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from protocol.errors import ErrorCode, RunnerHostError
-
+from . import constants
 from .core.batching import GroupCommitter
+from .core.db_retry import DatabaseUnavailable, with_db_retry
 from .core.storage_service import StorageService
 from .host_config import StorageConfig
 from .retry import reply
@@ -24,23 +23,6 @@ from .retry import reply
 log = logging.getLogger(__name__)
 
 STORAGE_NAME = "runnerhost-storage"
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError)
-DB_RETRY_DEADLINE_S = 30.0
-
-
-# SQLSTATE classes of a server that went away or does not accept connections yet:
-# 08 connection exception; 57P01-57P03 admin/crash shutdown, "cannot connect now"
-# (Postgres restarting). asyncpg's errors of these classes reach us as plain DBAPIError.
-TRANSIENT_SQLSTATES = ("08", "57P")
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    return bool(exc.connection_invalidated) or sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=10000, num_cpus=0,
@@ -52,7 +34,8 @@ class StorageActor:
         self._db = Database(self.config.resolve_database_url(), **self.config.engine_options())
         self._service = StorageService(self._artifact_factory())
         self._committer = GroupCommitter(self._apply_batch, max_batch=self.config.max_batch,
-                                         max_delay=self.config.max_delay_ms / 1000.0)
+                                         max_delay=self.config.max_delay_ms / 1000.0,
+                                         max_backlog=constants.COMMIT_BACKLOG_MAX, isolate=_not_unavailable)
 
     def _artifact_factory(self):
         try:
@@ -72,6 +55,8 @@ class StorageActor:
         return await reply(self._committer.submit((kind, kwargs)))
 
     async def write_many(self, ops: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Many callers' writes in one message (a host's coalesced calls); each answered on its own,
+        all acknowledged after their group commit."""
         return list(await asyncio.gather(*(self.write(k, a) for k, a in ops)))
 
     async def read(self, kind: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +65,8 @@ class StorageActor:
         return await reply(go())
 
     async def stats(self) -> dict[str, Any]:
-        return {"batches": self._committer.batches, "ops": self._committer.ops}
+        return {"batches": self._committer.batches, "ops": self._committer.ops,
+                "pending": self._committer.backlog}
 
     async def _read(self, kind: str, kwargs: dict[str, Any]) -> Any:
         async with self._db.transaction() as session:
@@ -93,22 +79,12 @@ class StorageActor:
         return await self._with_db_retry(once)
 
     async def _with_db_retry(self, fn):
-        delay, waited = 0.05, 0.0
-        while True:
-            try:
-                return await fn()
-            except RunnerHostError:
-                raise
-            except Exception as exc:
-                if not _transient(exc) or waited >= DB_RETRY_DEADLINE_S:
-                    if _transient(exc):
-                        raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "database unavailable",
-                                              retryable=True) from None
-                    raise
-                log.warning("database error (%s); retrying in %.2fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
+        return await with_db_retry(fn, deadline=constants.DB_RETRY_DEADLINE_S)
+
+
+def _not_unavailable(exc: BaseException) -> bool:
+    """A failed batch is worth retrying op by op unless the database itself was unavailable."""
+    return not isinstance(exc, DatabaseUnavailable)
 
 
 def get_or_create_storage(config: StorageConfig, namespace: str | None = None) -> Any:

@@ -173,10 +173,11 @@ class Cluster:
         self.data_dir = tempfile.mkdtemp(prefix="rh-bench-")
 
     def start(self) -> None:
+        from actors.placement import local_ray_resources
         import ray
         from ray import serve
         ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False, namespace=self.prefix)
+                 log_to_driver=False, namespace=self.prefix, resources=local_ray_resources())
         for attempt in range(3):  # Ray's own processes bind random ports too: the one picked may be gone
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"

@@ -54,7 +54,9 @@ class ResourcePolicy(_Config):
     history: list[Literal["page", "search"]] = Field(default_factory=lambda: ["page", "search"])
     events: list[Literal["get", "page"]] = Field(default_factory=lambda: ["get", "page"])
     artifacts: list[Literal["metadata", "read"]] = Field(default_factory=lambda: ["metadata", "read"])
-    storage: list[Literal["plugin", "workspace"]] = Field(default_factory=list)
+    #: Plugin storage is on by default, as in LangBot (``allow_plugin_storage``); the runner's
+    #: manifest must still declare ``storage: [plugin]`` for a run to get it.
+    storage: list[Literal["plugin", "workspace"]] = Field(default_factory=lambda: ["plugin"])
     files: list[Literal["config", "knowledge"]] = Field(default_factory=list)
     state: bool = True
     steering: bool = True
@@ -114,6 +116,10 @@ class AgentConfig(_Config):
     enabled: bool = True
     scope: BindingScope = Field(default_factory=BindingScope)
     description: str | None = Field(default=None, max_length=2000)
+    #: Where this agent's runs execute: "default" = what the runner declares; "pool" = the
+    #: runner's worker pool (process isolation); "in_actor" = inside the run's RunActor (the
+    #: operator trusts the runner's code: one hop less). Harness (session) runners ignore it.
+    execution: Literal["default", "pool", "in_actor"] = "default"
 
     @model_validator(mode="before")
     @classmethod
@@ -199,6 +205,7 @@ class AgentBinding(_Config):
     delivery_policy: DeliveryPolicy
     multitask_strategy: MultitaskStrategy
     timeout_s: float
+    execution: Literal["default", "pool", "in_actor"] = "default"
 
     @classmethod
     def from_agent(cls, agent_id: str, agent: AgentConfig, version: int = 0) -> "AgentBinding":
@@ -214,6 +221,7 @@ class AgentBinding(_Config):
             delivery_policy=agent.delivery_policy,
             multitask_strategy=agent.multitask_strategy,
             timeout_s=agent.timeout_s,
+            execution=agent.execution,
         )
 
     @property

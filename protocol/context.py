@@ -193,6 +193,7 @@ class RunContext(_Wire):
     context: ContextAccess = Field(default_factory=ContextAccess)
     state: StateSnapshot = Field(default_factory=StateSnapshot)
     runtime: RuntimeContext = Field(default_factory=RuntimeContext)
+    variables: dict[str, Any] = Field(default_factory=dict)  # public invocation variables (scalars)
     config: dict[str, Any] = Field(default_factory=dict)
     adapter: AdapterContext | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -25,7 +25,7 @@ class Permissions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[Literal["invoke", "stream", "rerank"]] = Field(default_factory=list)
+    models: list[Literal["invoke", "stream", "rerank", "count_tokens"]] = Field(default_factory=list)
     tools: list[Literal["detail", "call"]] = Field(default_factory=list)
     knowledge_bases: list[Literal["list", "retrieve"]] = Field(default_factory=list)
     history: list[Literal["page", "search"]] = Field(default_factory=list)
@@ -68,10 +68,12 @@ class RunnerManifest(BaseModel):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     permissions: Permissions = Field(default_factory=Permissions)
     config_schema: list[ConfigField] = Field(default_factory=list)
-    #: "pool": any worker of the runner's pool may serve a run. "session": turns of one
-    #: (runner, binding, conversation, thread) go through one ConversationSessionActor,
+    #: Where a run's runner executes by default. "pool": any worker of the runner's pool (its own
+    #: processes, isolated from the host's). "in_actor": inside the run's own RunActor — one hop
+    #: less, for trusted in-process runners; an agent may choose "pool" instead. "session": turns
+    #: of one (runner, binding, conversation, thread) go through one ConversationSessionActor,
     #: one at a time (external harnesses with a native session).
-    execution: Literal["pool", "session"] = "pool"
+    execution: Literal["pool", "session", "in_actor"] = "pool"
 
     def secret_fields(self) -> frozenset[str]:
         return frozenset(f.name for f in self.config_schema if f.secret)
@@ -87,8 +89,10 @@ class RunnerDescriptor(BaseModel):
     permissions: Permissions
     config_schema: list[ConfigField]
     version: str
-    execution: Literal["pool", "session"] = "pool"
-    source: Literal["builtin", "entry_point"] = "builtin"
+    execution: Literal["pool", "session", "in_actor"] = "pool"
+    #: ``builtin``: shipped with RunnerHost; ``config``: ``[host] extra_runners`` or
+    #: ``[[runners.langbot_plugins]]``; ``entry_point``: the ``runnerhost.runners`` group.
+    source: Literal["builtin", "config", "entry_point"] = "builtin"
 
     def secret_fields(self) -> frozenset[str]:
         return frozenset(f.name for f in self.config_schema if f.secret)

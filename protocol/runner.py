@@ -12,6 +12,7 @@ import abc
 from typing import Any, AsyncIterator, ClassVar, Literal
 
 from .context import RunContext
+from .errors import ErrorCode, RunnerHostError
 from .manifest import RunnerManifest
 from .pages import (
     ArtifactMetadata,
@@ -50,7 +51,21 @@ class RunnerAPI(abc.ABC):
 
     @abc.abstractmethod
     async def invoke_rerank(self, model_id: str, query: str, documents: list[str],
-                            top_n: int | None = None) -> list[dict[str, Any]]: ...
+                            top_n: int | None = None, *,
+                            params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A rerank model call: ``[{"index", "relevance_score", "document"}]``, best first
+        (at most the first 64 documents are scored). Needs ``models: rerank``."""
+
+    async def count_tokens(self, model_id: str, messages: list[dict[str, Any]], *,
+                           tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Input tokens of ``messages`` (+ ``tools``) for the model: ``{"tokens": int, "method":
+        "litellm" | "tiktoken" | "estimate"}``. Needs ``models: count_tokens``."""
+        raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, "count_tokens is not supported by this host")
+
+    async def invoke_embedding(self, model_id: str, texts: list[str]) -> dict[str, Any]:
+        """Embeddings from an embedding model: ``{"vectors": [[float, …], …], "usage"}``, one per
+        text. Needs ``models: invoke`` on the embedding model."""
+        raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, "invoke_embedding is not supported by this host")
 
     # -- tools & knowledge --------------------------------------------------
     @abc.abstractmethod
@@ -60,7 +75,11 @@ class RunnerAPI(abc.ABC):
     async def call_tool(self, tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5) -> list[dict[str, Any]]: ...
+    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5, *,
+                                 filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Best entries first, in the shape of LangBot's ``RetrievalResultEntry``: ``{"id", "content":
+        [{"type": "text", "text"}], "metadata": {kb_id, doc_id, title, …}, "distance", "score"}``.
+        ``filters``: metadata filters (``store/knowledge.py`` documents the grammar)."""
 
     # -- history & events ---------------------------------------------------
     @abc.abstractmethod
@@ -133,7 +152,11 @@ class RunnerAPI(abc.ABC):
 
     @abc.abstractmethod
     async def run_events_page(self, run_id: str | None = None, *,
-                              after_cursor: str | None = None, limit: int = 50) -> RunEventPage: ...
+                              after_cursor: str | None = None, limit: int = 50,
+                              before_cursor: str | None = None,
+                              direction: Literal["forward", "backward"] = "forward") -> RunEventPage:
+        """A page of a run's result events; ``backward`` (or a ``before_cursor``) pages toward the
+        run's first event, each page in ascending order."""
 
     @abc.abstractmethod
     async def run_cancel(self, run_id: str, reason: str | None = None) -> RunRecord: ...

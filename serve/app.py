@@ -108,13 +108,16 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
     async def submit_event(request: Request, body: SubmitEventRequest,
                            wait: Annotated[bool, Query(description="false → 202 {run_id} at once")] = True):
         host = H(request)
-        if not wait:
-            first = await detached(host.submit_background(body.event, body.agent_id))
-            return JSONResponse(RunAccepted(run_id=first["run_id"], type=first["type"]).model_dump(),
-                                status_code=202)
-        # admission errors raise here → 4xx; the run itself must outlive this request (client hang-up)
+        # The host returns only once the event, its user transcript item and its run are committed
+        # (or raises: 4xx/5xx, nothing accepted). The run itself outlives this request.
         stream = await detached(host.submit(body.event, body.agent_id))
-        return stream_response(request, stream, detach=True)
+        first = await detached(stream.__anext__())  # already published: it is part of the accept
+        headers = {DUPLICATE_HEADER: "true"} if first["type"] == "run.duplicate" else None
+        if not wait:
+            await stream.aclose()  # the run is driven by its own task, not by this reader
+            return JSONResponse(RunAccepted(run_id=first["run_id"], type=first["type"]).model_dump(),
+                                status_code=202, headers=headers)
+        return stream_response(request, _prepend(first, stream), headers=headers)
 
     # -- runs -----------------------------------------------------------------------------------
     @app.get("/v1/runs", tags=["runs"], response_model=RunPage, dependencies=[require("read")],
@@ -140,15 +143,15 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
         return await Q(request).run_events(run_id, after_cursor=cursor, limit=limit)
 
     @app.get("/v1/runs/{run_id}/stream", tags=["runs"], dependencies=[require("ingest")],
-             responses={200: {"description": "frames from now on (live) or replayed from the ledger, "
+             responses={200: {"description": "the run's frames from its first (live, or replayed from the ledger), "
                                              "ending with the terminal frame", "content": _STREAM_CONTENT},
                         **ERROR_RESPONSES, **NOT_FOUND},
              response_class=JSONResponse, summary="Join a run's frame stream")
     async def join_run(request: Request, run_id: RunId):
         host = H(request)
-        if run_id not in getattr(host, "live", {}):
+        if run_id not in host.live:
             await Q(request).run(run_id)  # 404 before any byte is streamed
-        return stream_response(request, host.join(run_id), detach=False)
+        return stream_response(request, host.join(run_id))
 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], status_code=202, response_model=CancelAccepted,
               dependencies=[require("ingest")], responses={**ERROR_RESPONSES, **NOT_FOUND, **CONFLICT},
@@ -264,6 +267,16 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+#: Set on the answer to a re-sent ``event_id``: the body is the existing run's, not a new one.
+DUPLICATE_HEADER = "X-RunnerHost-Duplicate"
+
+
+async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for frame in rest:
+        yield frame
 
 
 def _validation_is_400(schema: dict[str, Any]) -> None:

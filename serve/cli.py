@@ -133,7 +133,7 @@ def serve(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data dir of the embedded store."),
 ) -> None:
     """Start a fresh local Ray, run migrations and serve the HTTP API until Ctrl-C."""
-    from protocol.logs import SETUP_HOOK, install_log_redaction
+    from protocol.logs import install_log_redaction
 
     from .config import ConfigError, load_settings
 
@@ -159,6 +159,7 @@ def serve(
     from ray import serve as ray_serve
     from ray.serve.schema import LoggingConfig
 
+    from actors.placement import local_ray_resources
     from store.migrate import upgrade
 
     from .deployment import APP_NAME, build_app
@@ -170,7 +171,9 @@ def serve(
             upgrade(settings.database_url)
             status.update("[bold]Starting a local Ray…")
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                     namespace=settings.host.namespace, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+                     namespace=settings.host.namespace,
+                     resources=local_ray_resources(settings.pools.node_run_slots),
+                     runtime_env=settings.runtime_env())
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)

@@ -39,7 +39,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from actors.core.retention import RetentionPolicy
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
@@ -131,6 +131,23 @@ class HostSettings(_Strict):
     stale_run_grace_s: float = Field(default=30.0, ge=0)
 
 
+class KnowledgeBaseSettings(_Strict):
+    """``[providers.knowledge.<kb_id>]``: a knowledge base's search. With ``embedding_model_id``
+    (an ``embedding`` model of ``[[providers.models]]``) it is searched by vector — chunks are
+    embedded lazily, on the first search after an ingest — otherwise by full text."""
+
+    embedding_model_id: str | None = Field(default=None, min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class SkillSettings(_Strict):
+    """``[providers.skills.<name>]``: a skill runners may be granted (``resource_policy.skills``)."""
+
+    display_name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=4000)
+
+
 class ProvidersSettings(BaseModel):
     """``[providers]``: models, tool providers and knowledge bases.
 
@@ -144,6 +161,17 @@ class ProvidersSettings(BaseModel):
     models: list[ModelProviderConfig] = Field(default_factory=list)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     knowledge_bases: list[str] = Field(default_factory=list)
+    knowledge: dict[str, KnowledgeBaseSettings] = Field(default_factory=dict)
+    skills: dict[str, SkillSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _embedding_models_exist(self) -> "ProvidersSettings":
+        types = {m.model_id: m.model_type for m in self.models}
+        for kb_id, kb in self.knowledge.items():
+            if kb.embedding_model_id and types.get(kb.embedding_model_id) != "embedding":
+                raise ValueError(f"knowledge base {kb_id!r}: embedding_model_id {kb.embedding_model_id!r} is not "
+                                 "an embedding model of [[providers.models]] (model_type = \"embedding\")")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -153,6 +181,36 @@ class ProvidersSettings(BaseModel):
         if dupes:
             raise ValueError(f"duplicate model_id {dupes}")
         return value
+
+
+class LangBotPluginSettings(_Strict):
+    """One ``[[runners.langbot_plugins]]`` entry: a LangBot plugin directory whose Runner
+    components become runners (``runners``: the component names to load, default all).
+    Relative paths are relative to the working directory; the directory is shipped to every
+    Ray node with the job's runtime env (``Settings.runtime_env``)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    runners: list[str] | None = None
+    _targets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _is_a_plugin(self) -> "LangBotPluginSettings":
+        from runners.langbot_sdk.plugins import configured_runners
+
+        self.path = str(Path(self.path).expanduser().resolve())
+        # read once, where the config is loaded; ValueError (→ ConfigError) names what is wrong
+        self._targets = configured_runners(self.path, self.runners)
+        return self
+
+    def targets(self) -> dict[str, str]:
+        """``{runner id: plugin target}`` (see :mod:`runners.langbot_sdk.plugins`)."""
+        return dict(self._targets)
+
+
+class RunnersSettings(_Strict):
+    """``[runners]``: runners loaded by configuration."""
+
+    langbot_plugins: list[LangBotPluginSettings] = Field(default_factory=list)
 
 
 def default_agents() -> dict[str, AgentConfig]:
@@ -168,6 +226,7 @@ class Settings(_Strict):
     host: HostSettings = Field(default_factory=HostSettings)
     pools: PoolConfig = Field(default_factory=PoolConfig)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    runners: RunnersSettings = Field(default_factory=RunnersSettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
@@ -240,6 +299,8 @@ class Settings(_Strict):
 
     def host_config(self) -> HostConfig:
         providers = self.providers.model_dump(mode="json", exclude_none=True)
+        providers["knowledge_bases"] = sorted(set(providers.get("knowledge_bases") or [])
+                                              | set(providers.get("knowledge") or {}))
         by_reference = self.storage.database_url is None and self.storage.database_url_env is not None
         database = ({"database_url_env": self.storage.database_url_env} if by_reference
                     else {"database_url": self.database_url})
@@ -255,12 +316,32 @@ class Settings(_Strict):
             steering_capacity=self.host.steering_capacity,
             providers=providers,
             agents=dict(self.agents),
-            extra_runners=dict(self.host.extra_runners),
+            extra_runners=self.extra_runners(),
             gateway_url=self.gateway_url,
             spread=self.host.spread,
             stale_run_check_s=self.host.stale_run_check_s,
             stale_run_grace_s=self.host.stale_run_grace_s,
         )
+
+    def extra_runners(self) -> dict[str, str]:
+        """``[host] extra_runners`` plus one entry per configured LangBot plugin runner."""
+        runners = dict(self.host.extra_runners)
+        for plugin in self.runners.langbot_plugins:
+            for runner_id, target in plugin.targets().items():
+                if runner_id in runners:
+                    raise ConfigError(f"runner {runner_id} is configured twice "
+                                      f"([host] extra_runners / [[runners.langbot_plugins]] {plugin.path})")
+                runners[runner_id] = target
+        return runners
+
+    def runtime_env(self) -> dict[str, Any]:
+        """The Ray job runtime env: the redacting log filter runs in every worker process
+        (``worker_process_setup_hook``, :mod:`protocol.logs`), and the configured LangBot plugin
+        directories go to every node (``py_modules``)."""
+        from protocol.logs import SETUP_HOOK
+        from runners.langbot_sdk.plugins import runtime_env_for
+        return {"worker_process_setup_hook": SETUP_HOOK,
+                **runtime_env_for(p.path for p in self.runners.langbot_plugins)}
 
     def check_bind(self) -> None:
         """Refuse to expose an unauthenticated server beyond loopback."""

@@ -41,9 +41,15 @@ def error_body(code: ErrorCode | str, message: str, *, retryable: bool = False,
             "details": details or {}}
 
 
+#: Seconds a client told 429 / 503 should wait before retrying (``Retry-After``).
+RETRY_AFTER_S = 1
+
+
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    if status in (429, 503):
+        headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

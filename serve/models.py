@@ -52,10 +52,11 @@ class Frame(BaseModel):
 
 
 class RunAccepted(BaseModel):
-    """``?wait=false``: the run was admitted and continues in the background."""
+    """``?wait=false``: the event and its run are on record; the run continues in the background."""
 
-    run_id: str
-    type: str = Field(description="type of the run's first frame: run.started, run.queued or event.steered")
+    run_id: str | None = Field(description="the run (None: a re-sent event that was steered into another run)")
+    type: str = Field(description="type of the run's first frame: run.started, run.queued, event.steered, or "
+                                  "run.duplicate when this event_id was accepted before (its run is reported)")
 
 
 class CancelRequest(BaseModel):

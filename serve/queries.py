@@ -24,7 +24,7 @@ class Queries:
         self._host = host
 
     async def _read(self, kind: str, **kwargs: Any) -> Any:
-        return await self._host._storage_read(kind, **kwargs)
+        return await self._host.read(kind, **kwargs)
 
     async def runs(self, *, conversation_id: str | None = None, statuses: Sequence[str] | None = None,
                    before_cursor: str | None = None, limit: int = 50) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
+from actors import constants
 from actors.core.frames import is_terminal, take_ready
 from actors.tasks import spawn_detached
 from fastapi import Request
@@ -70,29 +71,30 @@ def _failure_frame(run_id: str | None, exc: BaseException) -> dict[str, Any]:
                      "retryable": True}}
 
 
-async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
+async def relay(source: AsyncIterator[dict[str, Any]], *,
                 keepalive: float | None = None) -> AsyncIterator[list[dict[str, Any]] | None]:
     """Yield the frames of ``source`` in batches of those already available (never waiting for more);
     ``None`` marks a keep-alive tick (after ``keepalive`` s of silence).
 
-    ``detach=True``: the source is pumped by a task that outlives this generator,
-    so a disconnecting client never cuts a run short.
+    The source is read ahead into a bounded queue (a slow client holds back only its own
+    reader: the run is driven by its own task and never waits for one). When the response
+    ends — terminal frame or client gone — the reader is stopped.
     """
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=constants.RELAY_QUEUE_FRAMES)
     seen_terminal = False
     last_run_id: str | None = None
 
     async def pump() -> None:
         try:
             async for frame in source:
-                queue.put_nowait(frame)
+                await queue.put(frame)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the host should never get here; never break the stream
-            log.error("result stream failed: %s", type(exc).__name__)
-            queue.put_nowait(exc)
-        finally:
-            queue.put_nowait(_END)
+            log.exception("result stream failed")
+            await queue.put(exc)
+        else:
+            await queue.put(_END)
 
     task = asyncio.create_task(pump())
     _background.add(task)
@@ -120,20 +122,21 @@ async def relay(source: AsyncIterator[dict[str, Any]], *, detach: bool,
             if ended:
                 return
     finally:
-        if not detach and not task.done():
+        if not task.done():
             task.cancel()
 
 
-def stream_response(request: Request, source: AsyncIterator[dict[str, Any]], *, detach: bool) -> StreamingResponse:
+def stream_response(request: Request, source: AsyncIterator[dict[str, Any]], *,
+                    headers: dict[str, str] | None = None) -> StreamingResponse:
     sse = wants_sse(request)
 
     async def body() -> AsyncIterator[bytes]:
         encode = encode_sse if sse else encode_ndjson
-        async for batch in relay(source, detach=detach, keepalive=KEEPALIVE_S if sse else None):
+        async for batch in relay(source, keepalive=KEEPALIVE_S if sse else None):
             if batch is None:
                 yield b": keep-alive\n\n"
             else:
                 yield b"".join(encode(frame) for frame in batch)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
     return StreamingResponse(body(), media_type=SSE if sse else NDJSON, headers=headers)

@@ -27,7 +27,9 @@ from .runtime_sessions import (
     WorkflowOwner,
     owner_from_dict,
 )
-from .state import ScopeKeyBuilder, StateStore, StateWrite, scope_key
+from protocol.scopes import ScopeKeyBuilder, scope_key
+
+from .state import StateStore, StateWrite
 from .transcript import TranscriptEntry, TranscriptStore
 
 __all__ = [

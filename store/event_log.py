@@ -43,7 +43,8 @@ from .models import EventLog
 
 INPUT_SUMMARY_CAP = 1000
 #: Types the host itself writes (source ``"system"``).
-SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back"})
+SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back",
+                                "session.resume_failed"})
 
 _T = EventLog.__table__
 _KEYSET = Keyset("event_log", ("id",), (int,))
@@ -78,12 +79,14 @@ class EventLogEntry:
     runner_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float | None = None
+    body_sha256: str | None = None
 
     @classmethod
     def from_envelope(cls, envelope: EventEnvelope, *, binding_id: str | None = None,
                       agent_id: str | None = None, run_id: str | None = None,
                       runner_id: str | None = None,
-                      metadata: dict[str, Any] | None = None) -> "EventLogEntry":
+                      metadata: dict[str, Any] | None = None,
+                      body_sha256: str | None = None) -> "EventLogEntry":
         """The log row of an inbound event (``raw_ref`` keeps ``ref_id`` or ``storage_key``)."""
         raw = envelope.raw_ref
         subject = envelope.subject
@@ -101,7 +104,7 @@ class EventLogEntry:
             data=envelope.data or None,
             raw_ref=(raw.ref_id or raw.storage_key) if raw else None,
             binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
-            metadata=dict(metadata or {}),
+            metadata=dict(metadata or {}), body_sha256=body_sha256,
         )
 
     @classmethod
@@ -128,9 +131,23 @@ class EventLogStore:
     # -- writes ---------------------------------------------------------------
     async def append(self, entry: EventLogEntry) -> EventRecord:
         """Append one event; a retry with a known ``event_id`` returns the stored row."""
+        return (await self.append_new(entry))[1]
+
+    async def append_new(self, entry: EventLogEntry) -> tuple[bool, EventRecord]:
+        """Append one event: ``(True, row)`` when it is new, ``(False, stored row)`` when its
+        ``event_id`` was already logged (nothing is written then)."""
         _, rows = await insert_rows(self._session, _T, [_row(entry, now())],
                                     conflict=("event_id",), returning=list(_T.c))
-        return _record(rows[0]) if rows else await self.get(entry.event_id, scope=ReadScope.host())
+        if rows:
+            return True, _record(rows[0])
+        return False, await self.get(entry.event_id, scope=ReadScope.host())
+
+    async def submission(self, event_id: str) -> tuple[str | None, str | None] | None:
+        """``(run_id, body_sha256)`` of a logged inbound event, ``None`` when unknown."""
+        check_text(event_id, "event_id", max_len=128)
+        row = (await self._session.execute(select(_T.c.run_id, _T.c.body_sha256)
+                                           .where(_T.c.event_id == event_id))).one_or_none()
+        return None if row is None else (row.run_id, row.body_sha256)
 
     async def append_many(self, entries: Sequence[EventLogEntry]) -> int:
         """Append with one batched multi-row INSERT; returns how many rows were new."""
@@ -245,6 +262,7 @@ def _row(entry: EventLogEntry, stamp: float) -> dict[str, Any]:
         "runner_id": entry.runner_id, "metadata_json": dict(entry.metadata),
         "event_time": entry.event_time,
         "created_at": entry.created_at if entry.created_at is not None else stamp,
+        "body_sha256": entry.body_sha256,
     }
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import invalid_argument, not_found
+from protocol.lifecycle import TERMINAL_STATUSES as _TERMINAL
 from protocol.pages import RunEventPage, RunEventRecord, RunPage, RunRecord
 from protocol.read_scope import ReadScope
 
@@ -39,12 +40,13 @@ from ._common import (
     in_scope,
     insert_for,
     insert_rows,
+    merge_json,
     now,
     require_in_scope,
 )
 from .models import RUN_STATUSES, AgentRun, AgentRunEvent
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+TERMINAL_STATUSES = frozenset(s.value for s in _TERMINAL)
 NON_TERMINAL_STATUSES = ("created", "running")
 TRANSITIONS: dict[str, frozenset[str]] = {
     "created": frozenset({"running", "cancelled", "failed"}),
@@ -86,28 +88,32 @@ class RunLedgerStore:
                      runner_id: str | None = None, conversation_id: str | None = None,
                      thread_id: str | None = None, bot_id: str | None = None,
                      workspace_id: str | None = None, deadline_at: float | None = None,
-                     metadata: dict[str, Any] | None = None) -> RunRecord:
+                     metadata: dict[str, Any] | None = None, owner_host: str | None = None) -> RunRecord:
         """Record a new run in status ``created``; a retry returns the stored run."""
         check_text(run_id, "run_id", max_len=128)
         _, rows = await insert_rows(self._session, _R, [_new_run_row(
             run_id, "created", now(), event_id=event_id, agent_id=agent_id, binding_id=binding_id,
             runner_id=runner_id, conversation_id=conversation_id, thread_id=thread_id, bot_id=bot_id,
-            workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata)],
+            workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata,
+            owner_host=owner_host)],
             conflict=("run_id",), returning=list(_R.c))
         return _run(rows[0]) if rows else await self.get(run_id, scope=_HOST)
 
     async def start(self, run_id: str, **fields: Any) -> RunRecord:
         """Record the run as ``running`` in one statement: a new row (with ``fields`` as in
-        :meth:`create`) or the ``created`` row of a queued run moved on. A retry returns the
-        running run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
+        :meth:`create`) or the ``created`` row of a queued run moved on (its ``deadline_at``
+        replaced when given: the clock starts when the run does). A retry returns the running
+        run; a run already past ``running`` → ``invalid_argument`` as in :meth:`transition`."""
         check_text(run_id, "run_id", max_len=128)
         stamp = now()
         row = _new_run_row(run_id, "running", stamp, **fields)
         check_row(_R, row)
+        moved_on: dict[str, Any] = {"status": "running", "started_at": stamp, "updated_at": stamp}
+        if fields.get("deadline_at") is not None:
+            moved_on["deadline_at"] = fields["deadline_at"]
         stmt = insert_for(self._session, _R).values(**row)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["run_id"], where=_R.c.status == "created",
-            set_={"status": "running", "started_at": stamp, "updated_at": stamp})
+            index_elements=["run_id"], where=_R.c.status == "created", set_=moved_on)
         found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
         return _run(found) if found is not None else await self._already(run_id, "running")
 
@@ -155,6 +161,17 @@ class RunLedgerStore:
             .values(**values).returning(*_R.c))).one_or_none()
         return _run(row) if row is not None else await self.get(run_id, scope=_HOST)
 
+    async def merge_metadata(self, run_id: str, patch: dict[str, Any]) -> None:
+        """Deep-merge ``patch`` into the run's ``metadata`` (row-locked read-modify-write)."""
+        check_text(run_id, "run_id", max_len=128)
+        encode_json(patch, field="run metadata", max_bytes=None)
+        current = (await self._session.execute(
+            select(_R.c.metadata_json).where(_R.c.run_id == run_id).with_for_update())).scalar_one_or_none()
+        if current is None:
+            raise not_found("run not found", run_id=run_id)
+        await self._session.execute(update(_R).where(_R.c.run_id == run_id)
+                                    .values(metadata_json=merge_json(current, patch)))
+
     async def get(self, run_id: str, *, scope: ReadScope) -> RunRecord:
         """The run; one outside ``scope`` → ``unauthorized``."""
         check_text(run_id, "run_id", max_len=128)
@@ -194,6 +211,31 @@ class RunLedgerStore:
             select(_R).where(_R.c.status.in_(NON_TERMINAL_STATUSES))
             .order_by(_R.c.created_at, _R.c.run_id))
         return [_run(r) for r in rows]
+
+    async def list_orphaned(self, *, gone_hosts: Sequence[str], overdue_before: float,
+                            limit: int = 1000) -> list[RunRecord]:
+        """Non-terminal runs nobody will finish, oldest first: those owned by a host that is gone,
+        and those ``running`` (or, with no recorded owner, ``created``) past ``overdue_before`` —
+        a live host ends each of its runs at its deadline."""
+        overdue = and_(_R.c.deadline_at.is_not(None), _R.c.deadline_at < overdue_before,
+                       or_(_R.c.status == "running", _R.c.owner_host.is_(None)))
+        orphaned = or_(_R.c.owner_host.in_(list(gone_hosts)), overdue) if gone_hosts else overdue
+        rows = await self._session.execute(
+            select(_R).where(_R.c.status.in_(NON_TERMINAL_STATUSES), orphaned)
+            .order_by(_R.c.created_at, _R.c.run_id).limit(limit))
+        return [_run(r) for r in rows]
+
+    async def list_cancel_requested(self, owner_host: str, *, limit: int = 1000) -> list[str]:
+        """Queued (``created``) runs of ``owner_host`` whose cancellation was requested."""
+        rows = await self._session.execute(
+            select(_R.c.run_id).where(_R.c.owner_host == owner_host, _R.c.status == "created",
+                                      _R.c.cancel_requested_at.is_not(None)).limit(limit))
+        return [r.run_id for r in rows]
+
+    async def last_sequence(self, run_id: str) -> int | None:
+        """The highest recorded ``sequence`` of the run, ``None`` when it has no event."""
+        return (await self._session.execute(
+            select(func.max(_E.c.sequence)).where(_E.c.run_id == run_id))).scalar_one_or_none()
 
     # -- run events -------------------------------------------------------------
     async def append_event(self, run_id: str, sequence: int, type: str,
@@ -249,13 +291,33 @@ class RunLedgerStore:
             raise not_found("run not found", run_ids=missing[:10])
 
     async def events_page(self, run_id: str, *, after_cursor: str | None = None,
-                          limit: int = 50) -> RunEventPage:
-        """The run's events in ascending ``sequence`` after ``after_cursor``."""
+                          before_cursor: str | None = None, direction: str = "forward",
+                          limit: int = 50, from_sequence: int | None = None) -> RunEventPage:
+        """A page of the run's events, ascending by ``sequence`` either way.
+
+        Forward (default): the events after ``after_cursor`` (or, host-internal, from
+        ``from_sequence`` on); ``next_cursor`` continues forward. Backward: the ``limit``
+        events just before ``before_cursor`` (the newest ones without it); ``next_cursor``
+        continues further back, ``prev_cursor`` pages forward again from the page's newest
+        event. Cursors of either direction work in both (one keyset over ``sequence``)."""
         check_text(run_id, "run_id", max_len=128)
         check_limit(limit)
+        if direction not in ("forward", "backward"):
+            raise invalid_argument("direction must be 'forward' or 'backward'")
+        query = select(_E).where(_E.c.run_id == run_id)
+        if direction == "backward":
+            before = _EVENTS.decode(before_cursor, run_id)
+            rows, has_more = await fetch_keyset(self._session, query, [_E.c.sequence], before=before, after=None,
+                                                limit=limit, backward=True)
+            rows = list(reversed(rows))
+            cursors = [_EVENTS.encode((r.sequence,), run_id) for r in rows]
+            return RunEventPage(items=[_event(r) for r in rows], has_more=has_more,
+                                next_cursor=cursors[0] if has_more else None,
+                                prev_cursor=cursors[-1] if cursors else None)
         after = _EVENTS.decode(after_cursor, run_id)
-        rows, has_more = await fetch_keyset(self._session, select(_E).where(_E.c.run_id == run_id),
-                                            [_E.c.sequence], before=None, after=after,
+        if from_sequence is not None and after is None and from_sequence > 0:
+            after = (from_sequence - 1,)
+        rows, has_more = await fetch_keyset(self._session, query, [_E.c.sequence], before=None, after=after,
                                             limit=limit, backward=False)
         items = [_event(r) for r in rows]
         cursors = [_EVENTS.encode((r.sequence,), run_id) for r in rows]
@@ -268,14 +330,14 @@ def _new_run_row(run_id: str, status: str, stamp: float, *, event_id: str | None
                  agent_id: str | None = None, binding_id: str | None = None, runner_id: str | None = None,
                  conversation_id: str | None = None, thread_id: str | None = None, bot_id: str | None = None,
                  workspace_id: str | None = None, deadline_at: float | None = None,
-                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                 metadata: dict[str, Any] | None = None, owner_host: str | None = None) -> dict[str, Any]:
     """The ``agent_run`` row of a run recorded now in ``status`` (``created`` or ``running``)."""
     return {"run_id": run_id, "event_id": event_id, "agent_id": agent_id, "binding_id": binding_id,
             "runner_id": runner_id, "conversation_id": conversation_id, "thread_id": thread_id,
             "bot_id": bot_id, "workspace_id": workspace_id, "status": status, "status_reason": None,
             "created_at": stamp, "started_at": stamp if status == "running" else None, "finished_at": None,
             "updated_at": stamp, "deadline_at": deadline_at, "cancel_requested_at": None,
-            "metadata_json": dict(metadata or {})}
+            "metadata_json": dict(metadata or {}), "owner_host": owner_host}
 
 
 def _check_event(run_id: Any, sequence: Any, type_: Any, data: Any, seen: set[tuple[str, str]]) -> str:

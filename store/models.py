@@ -117,6 +117,9 @@ class EventLog(Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
     event_time: Mapped[float | None]
     created_at: Mapped[float] = mapped_column(default=now, index=True)
+    #: SHA-256 of the request that submitted an inbound event (agent id + the fields the client
+    #: set): a re-sent ``event_id`` with the same digest is a retry, with another one a conflict.
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index(None, "conversation_id", "id"),
@@ -236,9 +239,12 @@ class AgentRun(Base):
     deadline_at: Mapped[float | None]
     cancel_requested_at: Mapped[float | None]
     metadata_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The host (``runnerhost_host.host_id``) that accepted the run and drives it.
+    owner_host: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index(None, "conversation_id", "created_at"),
+        Index(None, "owner_host", "status"),
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     )
 
@@ -353,4 +359,51 @@ class AgentKv(Base):
     __table_args__ = (
         UniqueConstraint("area", "namespace", "key"),
         CheckConstraint(_in("area", KV_AREAS), name="area"),
+    )
+
+
+class RunnerHostInstance(Base):
+    """A host (one per ingress replica) and its heartbeat: the owner of the runs it accepted.
+
+    A host whose heartbeat is older than the dead-after bound, or that recorded its stop, is
+    gone; any live host then finalizes its non-terminal runs (``host.lost``).
+    """
+
+    __tablename__ = "runnerhost_host"
+
+    host_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The Ray GCS address and session the host lived in: a later host on the same GCS address
+    #: but another session proves this one's session is over.
+    ray_address: Mapped[str | None] = mapped_column(String(256))
+    ray_session: Mapped[str | None] = mapped_column(String(256))
+    started_at: Mapped[float] = mapped_column(default=now)
+    heartbeat_at: Mapped[float] = mapped_column(default=now)
+    stopped_at: Mapped[float | None]
+    info_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class KnowledgeVector(Base):
+    """The embedding of one knowledge chunk (a ``knowledge_document`` row) under one
+    embedding model, for knowledge bases configured with an ``embedding_model_id``.
+
+    Written lazily: the first search of such a base after an ingest embeds the chunks
+    that have no vector for its model yet. Unique per (chunk, model); the store removes
+    a chunk's vectors with the chunk (explicitly — no FK cascade, so SQLite without
+    foreign-key enforcement behaves like Postgres). ``vector_json`` is a JSON list of
+    floats of length ``dim``; search is a brute-force cosine over the base's vectors.
+    """
+
+    __tablename__ = "knowledge_vector"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(BigInteger)
+    kb_id: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str]
+    dim: Mapped[int]
+    vector_json: Mapped[Any]
+    created_at: Mapped[float] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint("document_id", "model_id"),
+        Index(None, "kb_id", "model_id"),
     )

@@ -1,26 +1,14 @@
 """State: host-owned small JSON values per scope (SPEC §7).
 
-A scope key is the SHA-256 of a JSON array of its parts, so no choice of part
-values can collide by shifting a separator (``("a", "bc") != ("ab", "c")``) and
-``None`` stays distinct from ``""``. Which parts enter depends on the scope:
-
-============  ==================================================
-conversation  conversation_id (required), thread_id (optional)
-actor         actor_type, actor_id (both required)
-subject       subject_type, subject_id (both required)
-runner        none beyond the common parts
-============  ==================================================
-
-Every scope includes runner_id, binding identity (both required), bot_id and
-workspace_id. Values are JSON only and at most 256 KiB encoded.
+Rows are keyed by ``(scope_key, state_key)``; scope keys are derived by
+:func:`protocol.scopes.scope_key` (shared with the host, which computes them per
+run). Values are JSON only and at most 256 KiB encoded.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Row
@@ -29,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.agents import STATE_SCOPES
 from protocol.errors import invalid_argument
 from protocol.pages import StateEntry, StateList
+
 
 from ._common import (
     MAX_JSON_BYTES,
@@ -44,67 +33,6 @@ from .models import AgentRunnerState
 
 _T = AgentRunnerState.__table__
 _SCOPE_KEY = re.compile(r"^[0-9a-f]{64}$")
-_KEY_VERSION = "rh.state.v1"
-_SCOPE_PARTS: dict[str, tuple[tuple[str, bool], ...]] = {  # (part, required)
-    "conversation": (("conversation_id", True), ("thread_id", False)),
-    "actor": (("actor_type", True), ("actor_id", True)),
-    "subject": (("subject_type", True), ("subject_id", True)),
-    "runner": (),
-}
-assert tuple(_SCOPE_PARTS) == STATE_SCOPES
-
-
-def scope_key(scope: str, runner_id: str, binding_identity: str, bot_id: str | None,
-              workspace_id: str | None, conversation_id: str | None = None,
-              thread_id: str | None = None, actor_type: str | None = None,
-              actor_id: str | None = None, subject_type: str | None = None,
-              subject_id: str | None = None) -> str:
-    """The 64-hex scope key of ``scope``; parts of other scopes are ignored.
-
-    Unknown scope or a missing required part → ``invalid_argument``.
-    """
-    if scope not in _SCOPE_PARTS:
-        raise invalid_argument(f"unknown state scope {scope!r}", allowed=list(STATE_SCOPES))
-    given = {"conversation_id": conversation_id, "thread_id": thread_id,
-             "actor_type": actor_type, "actor_id": actor_id,
-             "subject_type": subject_type, "subject_id": subject_id}
-    parts: list[str | None] = [_KEY_VERSION, scope, check_text(runner_id, "runner_id"),
-                               check_text(binding_identity, "binding_identity"), bot_id, workspace_id]
-    for name, required in _SCOPE_PARTS[scope]:
-        value = given[name]
-        if required and not value:
-            raise invalid_argument(f"state scope {scope!r} needs {name}", scope=scope, part=name)
-        parts.append(value)
-    if not all(p is None or isinstance(p, str) for p in parts):
-        raise invalid_argument("scope key parts must be strings")
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeKeyBuilder:
-    """The scope-key parts of one run; ``key(scope)`` derives each scope's key."""
-
-    runner_id: str
-    binding_identity: str
-    bot_id: str | None = None
-    workspace_id: str | None = None
-    conversation_id: str | None = None
-    thread_id: str | None = None
-    actor_type: str | None = None
-    actor_id: str | None = None
-    subject_type: str | None = None
-    subject_id: str | None = None
-
-    def key(self, scope: str) -> str:
-        return scope_key(scope, self.runner_id, self.binding_identity, self.bot_id,
-                         self.workspace_id, self.conversation_id, self.thread_id,
-                         self.actor_type, self.actor_id, self.subject_type, self.subject_id)
-
-    def keys(self, scopes: Iterable[str]) -> dict[str, str]:
-        """``{scope: key}`` for ``scopes`` (e.g. a state policy's ``state_scopes``)."""
-        return {scope: self.key(scope) for scope in scopes}
-
-
 @dataclass(frozen=True, slots=True)
 class StateWrite:
     """Result of :meth:`StateStore.set`: the new entry and the one it replaced

@@ -109,6 +109,11 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 
+#: Run slots of the test session's Ray node: every host of the session (actor tests, the Serve app,
+#: the load app) shares them, as the hosts of one cluster do.
+RUN_SLOTS = 160
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (2-core machine: keep it small).
@@ -117,10 +122,13 @@ def ray_session():
     are importable inside runner workers.
     """
     import ray
+
+    from actors.placement import RUN_SLOT_RESOURCE
     os.environ[SERVE_DB_ENV] = with_password(database_url(PG_ADMIN_DSN, SERVE_DB_NAME))
     if not ray.is_initialized():
         from protocol.logs import SETUP_HOOK
         ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
+                 resources={RUN_SLOT_RESOURCE: RUN_SLOTS},
                  runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}, "worker_process_setup_hook": SETUP_HOOK})
     yield
     ray.shutdown()

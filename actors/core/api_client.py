@@ -1,15 +1,15 @@
-"""The runner-side RunnerAPI over any transport to a :class:`~actors.core.runner_api.RunnerApiService`.
+"""The runner-side :class:`protocol.runner.RunnerAPI`, independent of how calls travel.
 
-:class:`RunnerApiClient` turns each typed call into ``(method, kwargs)`` for the
-service and the plain-JSON reply back into the protocol's page models. A
-subclass supplies the transport: the RunActor over Ray
-(:class:`actors.runner_client.ActorRunnerAPI`), or a service in the same
-process (tests), so every grant check is the service's own.
+:class:`RunnerApiClient` turns each method into one ``_call(method, **kwargs)`` (and the one
+streaming method into ``_stream``) and the replies into the protocol's page models.
+:class:`LocalRunnerAPI` serves a runner executing inside its own RunActor (``execution =
+"in_actor"``): calls go straight to the RunActor's slots, through exactly the same checks
+(active run, lease token, frozen snapshot) as a call arriving over Ray.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from protocol.pages import (
     ArtifactMetadata,
@@ -29,15 +29,19 @@ from protocol.runner import RunnerAPI
 
 
 class RunnerApiClient(RunnerAPI):
-    """Typed runner API over ``_call`` (one reply) and ``_stream`` (a stream of chunks)."""
+    """Bound to one run: carries the run id and the lease token the RunActor checks."""
+
+    def __init__(self, run_id: str, token: str) -> None:
+        self.run_id = run_id
+        self._token = token
 
     @abc.abstractmethod
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        """The service's reply to ``method(**kwargs)``; its errors raise :class:`RunnerHostError`."""
+        """Perform ``method``; return its value or raise its RunnerHostError."""
 
     @abc.abstractmethod
     def _stream(self, method: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """The chunks of a streaming ``method``."""
+        """Perform the streaming ``method``; yield its chunks or raise its RunnerHostError."""
 
     async def invoke_llm(self, model_id, messages, *, tools=None, params=None):
         return await self._call("invoke_llm", model_id=model_id, messages=messages, tools=tools, params=params)
@@ -47,8 +51,15 @@ class RunnerApiClient(RunnerAPI):
                                                               "tools": tools, "params": params}):
             yield chunk
 
-    async def invoke_rerank(self, model_id, query, documents, top_n=None):
-        return await self._call("invoke_rerank", model_id=model_id, query=query, documents=documents, top_n=top_n)
+    async def invoke_rerank(self, model_id, query, documents, top_n=None, *, params=None):
+        return await self._call("invoke_rerank", model_id=model_id, query=query, documents=documents, top_n=top_n,
+                                params=params)
+
+    async def count_tokens(self, model_id, messages, *, tools=None):
+        return await self._call("count_tokens", model_id=model_id, messages=messages, tools=tools)
+
+    async def invoke_embedding(self, model_id, texts):
+        return await self._call("invoke_embedding", model_id=model_id, texts=texts)
 
     async def get_tool_detail(self, tool_name):
         return await self._call("get_tool_detail", tool_name=tool_name)
@@ -56,8 +67,8 @@ class RunnerApiClient(RunnerAPI):
     async def call_tool(self, tool_name, parameters):
         return await self._call("call_tool", tool_name=tool_name, parameters=parameters)
 
-    async def retrieve_knowledge(self, kb_id, query, top_k=5):
-        return await self._call("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k)
+    async def retrieve_knowledge(self, kb_id, query, top_k=5, *, filters=None):
+        return await self._call("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k, filters=filters)
 
     async def history_page(self, conversation_id=None, *, before_cursor=None, after_cursor=None,
                            limit=50, direction="backward"):
@@ -122,9 +133,31 @@ class RunnerApiClient(RunnerAPI):
             "run_list", conversation_id=conversation_id, statuses=statuses,
             before_cursor=before_cursor, limit=limit))
 
-    async def run_events_page(self, run_id=None, *, after_cursor=None, limit=50):
+    async def run_events_page(self, run_id=None, *, after_cursor=None, limit=50, before_cursor=None,
+                              direction="forward"):
         return RunEventPage.model_validate(await self._call(
-            "run_events_page", run_id=run_id, after_cursor=after_cursor, limit=limit))
+            "run_events_page", run_id=run_id, after_cursor=after_cursor, limit=limit,
+            before_cursor=before_cursor, direction=direction))
 
     async def run_cancel(self, run_id, reason=None):
         return RunRecord.model_validate(await self._call("run_cancel", run_id=run_id, reason=reason))
+
+
+ApiCall = Callable[[str, str, str, dict[str, Any]], Awaitable[Any]]
+ApiStream = Callable[[str, str, str, dict[str, Any]], AsyncIterator[Any]]
+
+
+class LocalRunnerAPI(RunnerApiClient):
+    """The API of a runner that executes inside its RunActor: plain calls, same checks."""
+
+    def __init__(self, run_id: str, token: str, call: ApiCall, stream: ApiStream) -> None:
+        super().__init__(run_id, token)
+        self._do_call = call
+        self._do_stream = stream
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await self._do_call(self.run_id, self._token, method, kwargs)
+
+    async def _stream(self, method: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        async for chunk in self._do_stream(self.run_id, self._token, method, kwargs):
+            yield chunk

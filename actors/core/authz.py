@@ -224,7 +224,7 @@ def compute_access(
         state_ops=frozenset(perms.state) if state_scopes else frozenset(),
         state_scopes=state_scopes if perms.state else frozenset(),
         steering=bool(perms.steering) and policy.steering and manifest.capabilities.steering,
-        run_ledger=frozenset(perms.run_ledger) & frozenset(policy.run_ledger),
+        run_ledger=frozenset(perms.run_ledger) & (frozenset(policy.run_ledger) | ({"list"} if conversation_id else set())),
         harness_gateway=perms.harness_gateway and policy.harness_gateway,
         cross_conversation_history=policy.cross_conversation_history,
         max_payload_bytes=policy.max_payload_bytes,

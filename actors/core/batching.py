@@ -2,14 +2,20 @@
 
 ``submit`` returns after the batch holding the op has committed (acknowledge
 only after commit). A batch is flushed when it reaches ``max_batch`` ops or
-``max_delay`` seconds after its first op. If the batch fails, each op is
-retried alone so one bad write fails only its own caller.
+``max_delay`` seconds after its first op. If the batch fails because of one of
+its ops (``isolate(error)`` says so), each op is retried alone so one bad write
+fails only its own caller; a failure of the database itself (after the caller's
+own retries) fails the whole batch at once instead of replaying it op by op.
+At most ``max_backlog`` ops wait: beyond that ``submit`` refuses at once
+(``rate_limited``, retryable) rather than queueing without bound.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+
+from protocol.errors import ErrorCode, RunnerHostError
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +25,27 @@ ApplyBatch = Callable[[Sequence[Any]], Awaitable[Sequence[Any]]]
 
 
 class GroupCommitter(Generic[Op]):
-    def __init__(self, apply_batch: ApplyBatch, *, max_batch: int = 256, max_delay: float = 0.003) -> None:
+    def __init__(self, apply_batch: ApplyBatch, *, max_batch: int = 256, max_delay: float = 0.003,
+                 max_backlog: int = 20_000, isolate: Callable[[BaseException], bool] = lambda exc: True) -> None:
         self._apply = apply_batch
         self.max_batch = max_batch
         self.max_delay = max_delay
+        self.max_backlog = max_backlog
+        self._isolate = isolate
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.ops = 0
 
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
     async def submit(self, op: Any) -> Any:
+        if len(self._pending) >= self.max_backlog:
+            raise RunnerHostError(ErrorCode.RATE_LIMITED, "the storage backlog is full; try again",
+                                  retryable=True, details={"backlog": len(self._pending)})
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
         self._ensure_task()
@@ -61,10 +77,11 @@ class GroupCommitter(Generic[Op]):
                 if not fut.done():
                     fut.set_result(result)
             return
-        except Exception as exc:  # isolate the failing op(s)
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+        except Exception as exc:  # isolate the failing op(s) — unless the database itself failed
+            if len(batch) == 1 or not self._isolate(exc):
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
                 return
             log.info("group commit of %d ops failed (%s); retrying one by one", len(batch), type(exc).__name__)
         for item in batch:

@@ -1,6 +1,11 @@
-"""Runner discovery: built-ins plus the ``runnerhost.runners`` entry-point group.
+"""Runner discovery: built-ins, configured runners and the ``runnerhost.runners`` entry-point group.
 
-One bad manifest logs a warning and is skipped; the rest still load.
+Configured runners (``[host] extra_runners`` and ``[[runners.langbot_plugins]]``) are
+``{runner id: target}``; the key must be the id the runner's manifest declares, and they
+are labelled ``source = "config"``. A target is ``module:Class``, or a LangBot plugin
+target (``langbot-plugin:<dir>#<runner id>``, :mod:`runners.langbot_sdk.plugins`) that any
+process on any node can load. One bad manifest, target or key logs a warning and is
+skipped; the rest still load.
 """
 from __future__ import annotations
 
@@ -26,6 +31,13 @@ class RunnerSpec:
 
 
 def load_target(target: str) -> type[Runner]:
+    from runners.langbot_sdk.plugins import is_plugin_target, load_plugin_target
+
+    if is_plugin_target(target):
+        obj = load_plugin_target(target)
+        if not (isinstance(obj, type) and issubclass(obj, Runner)):
+            raise TypeError(f"{target} is not a protocol.runner.Runner subclass")
+        return obj
     module_name, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -46,18 +58,24 @@ def _manifest_of(cls: type[Runner]) -> RunnerManifest:
 
 def discover(extra: dict[str, str] | None = None, *, include_entry_points: bool = True) -> tuple[dict[str, RunnerSpec], list[str]]:
     """Return ``(specs by runner id, warnings)``."""
-    candidates: list[tuple[str, str]] = [(t, "builtin") for t in BUILTIN_RUNNERS.values()]
-    candidates += [(t, "builtin") for t in (extra or {}).values()]
+    candidates: list[tuple[str, str, str | None]] = [(t, "builtin", None) for t in BUILTIN_RUNNERS.values()]
+    candidates += [(t, "config", key) for key, t in (extra or {}).items()]
     if include_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            candidates.append((ep.value, "entry_point"))
+            candidates.append((ep.value, "entry_point", None))
     specs: dict[str, RunnerSpec] = {}
     warnings: list[str] = []
-    for target, source in candidates:
+    for target, source, key in candidates:
         try:
             manifest = _manifest_of(load_target(target))
         except (ImportError, AttributeError, TypeError, ValueError, ValidationError) as exc:
             msg = f"skipping runner {target}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            log.warning(msg)
+            warnings.append(msg)
+            continue
+        if key is not None and key != manifest.id:
+            msg = (f"skipping runner {target}: configured as {key!r} but its manifest id is {manifest.id!r} "
+                   "(the key must be the runner's id)")
             log.warning(msg)
             warnings.append(msg)
             continue

@@ -1,9 +1,13 @@
-"""The registry's logic: runner descriptors, agents → bindings, active-run index."""
+"""The registry's logic: runner descriptors, agents → bindings, active-run index.
+
+Admission answers are compact: the binding travels once per host (by ``binding_id``, an
+immutable ``agent@version``), not with every event.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from protocol.agents import AgentConfig
+from protocol.agents import AgentBinding, AgentConfig
 from protocol.errors import ErrorCode, RunnerHostError
 
 from .bindings import AgentEntry, BindingResolver
@@ -19,6 +23,7 @@ class Registry:
         self.resolver = BindingResolver()
         self.index = ConversationIndex()
         self._tokens: dict[str, tuple[str, Any]] = {}
+        self._bindings: dict[str, AgentBinding] = {}  # every binding ever resolved, by binding_id
         self.refresh()
 
     # -- runners -------------------------------------------------------------------
@@ -53,46 +58,70 @@ class Registry:
         self.resolver.load(entries)
 
     # -- admission -------------------------------------------------------------------
-    def admit(self, *, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any) -> dict[str, Any]:
-        binding = self.resolver.resolve(
-            agent_id=agent_id, event_type=event["event_type"], bot_id=event.get("bot_id"),
-            workspace_id=event.get("workspace_id"), source=event.get("source"))
+    def admit(self, *, run_id: str, agent_id: str | None, event: dict[str, Any], actor: Any = None,
+              host_id: str | None = None, digest: str | None = None) -> dict[str, Any]:
+        """Resolve the binding and decide (SPEC §8). ``actor``: the RunActor the host already
+        holds a free slot of, recorded as started when the decision is START."""
+        binding = self._resolve(agent_id, event)
         spec = self.spec(binding.runner_id)
         descriptor = spec.descriptor
         steerable = bool(descriptor.capabilities.steering and descriptor.permissions.steering
                          and binding.resource_policy.steering)
         conv_key = conversation_key(event.get("bot_id"), event.get("workspace_id"),
                                     event.get("conversation_id"), event.get("thread_id"))
-        admission = self.index.admit(conv_key, run_id, binding.runner_id, binding.multitask_strategy, steerable)
-        if admission.decision is Decision.START:
+        admission = self.index.admit(conv_key, run_id, binding.runner_id, binding.multitask_strategy, steerable,
+                                     host_id=host_id, event_id=event.get("event_id"), digest=digest)
+        if admission.decision is Decision.START and actor is not None:
             self.index.mark_started(run_id, actor)
-        return self._describe(admission, binding, spec, conv_key)
+        return self._describe(admission, binding, conv_key)
 
-    def release(self, run_id: str) -> bool:
+    def _resolve(self, agent_id: str | None, event: dict[str, Any]) -> AgentBinding:
+        binding = self.resolver.resolve(
+            agent_id=agent_id, event_type=event["event_type"], bot_id=event.get("bot_id"),
+            workspace_id=event.get("workspace_id"), source=event.get("source"))
+        return self._bindings.setdefault(binding.binding_id, binding)
+
+    def binding(self, binding_id: str) -> dict[str, Any]:
+        """What a host caches per ``binding_id``: the binding, its runner's descriptor and target."""
+        binding = self._bindings.get(binding_id)
+        if binding is None:
+            raise RunnerHostError(ErrorCode.NOT_FOUND, f"unknown binding {binding_id!r}",
+                                  details={"binding_id": binding_id})
+        spec = self.spec(binding.runner_id)
+        return {"binding": binding.model_dump(mode="json"), "descriptor": spec.descriptor.model_dump(mode="json"),
+                "runner_target": spec.target}
+
+    def release(self, run_id: str, accepted: bool = True) -> bool:
         self.revoke_run_tokens(run_id)
-        return self.index.release(run_id)
+        return self.index.release(run_id, accepted=accepted)
 
-    def admit_fallback(self, *, run_id: str, binding: dict[str, Any], conv_key: str | None,
-                       steerable: bool, actor: Any) -> dict[str, Any]:
-        admission = self.index.admit_fallback(conv_key, run_id, binding["runner_id"], steerable)
-        if admission.decision is Decision.START:
+    def release_host(self, host_id: str) -> list[str]:
+        """Release the lanes (and tokens) of every run a gone host admitted."""
+        runs = self.index.release_host(host_id)
+        for run_id in runs:
+            self.revoke_run_tokens(run_id)
+        return runs
+
+    def admit_fallback(self, *, run_id: str, runner_id: str, conv_key: str | None, steerable: bool,
+                       actor: Any = None, host_id: str | None = None, event_id: str | None = None,
+                       digest: str | None = None) -> dict[str, Any]:
+        admission = self.index.admit_fallback(conv_key, run_id, runner_id, steerable, host_id=host_id,
+                                              event_id=event_id, digest=digest)
+        if admission.decision is Decision.START and actor is not None:
             self.index.mark_started(run_id, actor)
         return {"decision": admission.decision.value, "wait_for": admission.wait_for}
 
     @staticmethod
-    def _describe(admission: Admission, binding: Any, spec: RunnerSpec, conv_key: str | None) -> dict[str, Any]:
-        targets = []
-        if admission.target is not None:
-            targets = [{"run_id": admission.target.run_id, "actor": admission.target.actor}]
-        return {
-            "decision": admission.decision.value,
-            "wait_for": admission.wait_for,
-            "targets": targets,
-            "binding": binding.model_dump(mode="json"),
-            "runner_target": spec.target,
-            "descriptor": spec.descriptor.model_dump(mode="json"),
-            "conv_key": conv_key,
-        }
+    def _describe(admission: Admission, binding: AgentBinding, conv_key: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision": admission.decision.value, "wait_for": admission.wait_for,
+                               "binding_id": binding.binding_id, "conv_key": conv_key}
+        if admission.decision is Decision.STEER and admission.target is not None:
+            out["targets"] = [{"run_id": admission.target.run_id, "actor": admission.target.actor}]
+        elif admission.decision is Decision.DUPLICATE:
+            live = admission.target
+            out["duplicate"] = {"run_id": live.run_id if live else admission.wait_for[0],
+                                "same_body": admission.same_body, "live": live is not None}
+        return out
 
     # -- harness gateway capability tokens (stored hashed; dead when the run ends) --------
     def register_token(self, token_hash: str, run_id: str, actor: Any) -> None:
@@ -115,5 +144,5 @@ class Registry:
         for rid in run_ids:
             entry = self.index.get(rid)
             if entry is not None:
-                out.append({"run_id": rid, "actor": entry.actor})
+                out.append({"run_id": rid, "actor": entry.actor, "host_id": entry.host_id})
         return out

@@ -13,6 +13,8 @@ from typing import Any
 from protocol.lifecycle import RunStatus
 from protocol.results import Classified, ResultType, ResultValidator, RunResult
 
+from .lifecycle import status_of
+
 
 def frame(run_id: str, type_: str, data: dict[str, Any], sequence: int) -> dict[str, Any]:
     return {"run_id": run_id, "type": type_, "data": data, "sequence": sequence}
@@ -91,10 +93,4 @@ class RunBook:
     def finish(self, override: RunResult | None = None) -> tuple[RunStatus, dict[str, Any]]:
         """Terminal status and frame. ``override`` wins (timeout, cancel, crash)."""
         terminal = override or self.validator.finish()
-        if terminal.type == ResultType.RUN_COMPLETED.value:
-            status = RunStatus.COMPLETED
-        else:
-            code = terminal.data.get("code")
-            status = {"runner.timeout": RunStatus.TIMEOUT, "run.cancelled": RunStatus.CANCELLED}.get(
-                code, RunStatus.FAILED)
-        return status, self.host_frame(terminal.type, terminal.data)
+        return status_of(terminal.type, terminal.data.get("code")), self.host_frame(terminal.type, terminal.data)

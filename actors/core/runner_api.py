@@ -19,6 +19,18 @@ from .authz import AccessSnapshot
 from .steering import SteeringEntry, SteeringQueue
 
 MAX_PAGE = 100
+#: An embedding-backed knowledge base embeds chunks that have no vector yet when it is searched,
+#: this many per embedding call and at most this many calls per search (the rest on the next one).
+EMBED_BATCH = 64
+EMBED_ROUNDS_PER_SEARCH = 16
+
+
+def retrieval_entry(kb_id: str, hit: dict[str, Any]) -> dict[str, Any]:
+    """A store hit → LangBot's ``RetrievalResultEntry`` (id, content elements, metadata, distance, score)."""
+    metadata = {**(hit.get("metadata") or {}), "kb_id": kb_id, "doc_id": hit.get("doc_id"),
+                "title": hit.get("title")}
+    return {"id": str(hit.get("doc_id")), "content": [{"type": "text", "text": hit.get("content") or ""}],
+            "metadata": metadata, "distance": float(hit.get("distance", 0.0)), "score": hit.get("score")}
 
 
 class Backend(Protocol):
@@ -28,7 +40,11 @@ class Backend(Protocol):
     async def write(self, kind: str, **kwargs: Any) -> Any: ...
     async def invoke_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> dict: ...
     def stream_llm(self, model_id: str, messages: list, tools: list | None, params: dict) -> AsyncIterator[dict]: ...
-    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None) -> list: ...
+    async def rerank(self, model_id: str, query: str, documents: list[str], top_n: int | None,
+                     params: dict | None = None) -> list: ...
+    async def count_tokens(self, model_id: str, messages: list, tools: list | None) -> dict: ...
+    async def embed(self, model_id: str, texts: list[str]) -> dict: ...
+    async def knowledge_config(self, kb_id: str) -> dict: ...
     async def tool_detail(self, name: str) -> dict: ...
     async def call_tool(self, name: str, parameters: dict) -> dict: ...
 
@@ -88,7 +104,7 @@ class RunnerApiService:
         self._cancel_run = cancel_run
 
     METHODS = frozenset({
-        "invoke_llm", "invoke_rerank", "get_tool_detail", "call_tool", "retrieve_knowledge",
+        "invoke_llm", "invoke_rerank", "count_tokens", "invoke_embedding", "get_tool_detail", "call_tool", "retrieve_knowledge",
         "history_page", "history_search", "event_get", "event_page", "steering_pull",
         "artifact_metadata", "artifact_read", "artifact_read_range",
         "state_get", "state_set", "state_delete", "state_list",
@@ -124,11 +140,26 @@ class RunnerApiService:
         return self.backend.stream_llm(model_id, messages, tools, params or {})
 
     async def invoke_rerank(self, model_id: str, query: str, documents: list[str],
-                            top_n: int | None = None) -> list:
+                            top_n: int | None = None, params: dict | None = None) -> list:
         self.snapshot.check_model(_text(model_id, "model_id", 256), "rerank")
         if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
             raise invalid_argument("documents must be a list of strings")
-        return await self.backend.rerank(model_id, _text(query, "query"), documents, top_n)
+        if params is not None and not isinstance(params, dict):
+            raise invalid_argument("params must be an object")
+        return await self.backend.rerank(model_id, _text(query, "query"), documents, top_n, params or None)
+
+    async def count_tokens(self, model_id: str, messages: list, tools: list | None = None) -> dict:
+        self.snapshot.check_model(_text(model_id, "model_id", 256), "count_tokens")
+        self._check_messages(messages)
+        if tools is not None and not isinstance(tools, list):
+            raise invalid_argument("tools must be a list")
+        return await self.backend.count_tokens(model_id, messages, tools)
+
+    async def invoke_embedding(self, model_id: str, texts: list[str]) -> dict:
+        self.snapshot.check_model(_text(model_id, "model_id", 256), "invoke")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise invalid_argument("texts must be a non-empty list of non-empty strings")
+        return await self.backend.embed(model_id, texts)
 
     @staticmethod
     def _check_messages(messages: Any) -> None:
@@ -146,10 +177,40 @@ class RunnerApiService:
             raise invalid_argument("parameters must be an object")
         return await self.backend.call_tool(tool_name, parameters or {})
 
-    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5) -> list:
+    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5,
+                                 filters: dict | None = None) -> list:
+        """Entries in LangBot's ``RetrievalResultEntry`` shape. A base configured with an
+        embedding model is searched by vector (its new chunks are embedded first, lazily);
+        any other by full text."""
         self.snapshot.check_kb(_text(kb_id, "kb_id", 256), "retrieve")
-        return await self.backend.read("knowledge_retrieve", kb_id=kb_id, query=_text(query, "query"),
-                                       top_k=_limit(top_k, 5))
+        query = _text(query, "query")
+        if filters is not None and not isinstance(filters, dict):
+            raise invalid_argument("filters must be an object")
+        top_k = _limit(top_k, 5)
+        config = await self.backend.knowledge_config(kb_id) or {}
+        model_id = config.get("embedding_model_id")
+        if not model_id:
+            hits = await self.backend.read("knowledge_retrieve", kb_id=kb_id, query=query, top_k=top_k,
+                                           filters=filters or None)
+        else:
+            await self._embed_new_chunks(kb_id, model_id)
+            [vector] = (await self.backend.embed(model_id, [query]))["vectors"]
+            hits = await self.backend.read("knowledge_retrieve", kb_id=kb_id, query=query, top_k=top_k,
+                                           filters=filters or None, query_vector=vector, model_id=model_id)
+        return [retrieval_entry(kb_id, h) for h in hits]
+
+    async def _embed_new_chunks(self, kb_id: str, model_id: str) -> None:
+        for _ in range(EMBED_ROUNDS_PER_SEARCH):
+            chunks = await self.backend.read("knowledge_missing_vectors", kb_id=kb_id, model_id=model_id,
+                                             limit=EMBED_BATCH)
+            if not chunks:
+                return
+            texts = [f"{c['title']}\n\n{c['content']}" if c.get("title") else c["content"] for c in chunks]
+            vectors = (await self.backend.embed(model_id, texts))["vectors"]
+            await self.backend.write("knowledge_vectors", kb_id=kb_id, model_id=model_id,
+                                     rows=[{"document_id": c["id"], "vector": v} for c, v in zip(chunks, vectors)])
+            if len(chunks) < EMBED_BATCH:
+                return
 
     # -- history & events ---------------------------------------------------------------
     async def history_page(self, conversation_id: str | None = None, before_cursor: str | None = None,
@@ -282,11 +343,18 @@ class RunnerApiService:
                                        before_cursor=before_cursor, limit=_limit(limit))
 
     async def run_events_page(self, run_id: str | None = None, after_cursor: str | None = None,
-                              limit: int = 50) -> dict:
+                              limit: int = 50, before_cursor: str | None = None,
+                              direction: str = "forward") -> dict:
         self.snapshot.require("events_page" in self.snapshot.run_ledger, "run_events_page")
+        if direction not in ("forward", "backward"):
+            raise invalid_argument("direction must be 'forward' or 'backward'")
+        if before_cursor and after_cursor:
+            raise invalid_argument("give before_cursor or after_cursor, not both")
+        backward = bool(before_cursor) or (direction == "backward" and not after_cursor)
         return await self.backend.read("run_events_page",
                                        run_id=_text(run_id or self.snapshot.run_id, "run_id", 128),
                                        scope=self._lookup_scope(), after_cursor=after_cursor,
+                                       before_cursor=before_cursor, direction="backward" if backward else "forward",
                                        limit=_limit(limit))
 
     async def run_cancel(self, run_id: str, reason: str | None = None) -> dict:

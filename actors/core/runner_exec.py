@@ -22,11 +22,11 @@ from protocol.redact import redact
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
 
+from .. import constants
 from .frames import take_ready
 
 log = get_logger(__name__)
 _END = object()
-MAX_BATCH = 256
 
 
 def _plain(raw: Any) -> Any:
@@ -51,7 +51,7 @@ class RunnerExecutor:
         """Batches (non-empty lists) of the run's raw results, in order."""
         if ctx.run_id in self._cancelled:
             return
-        queue: asyncio.Queue = asyncio.Queue(maxsize=MAX_BATCH)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=constants.EXECUTOR_MAX_BATCH)
         task = asyncio.create_task(self._pump(ctx, api, queue))
         self._tasks[ctx.run_id] = task
         try:
@@ -70,19 +70,23 @@ class RunnerExecutor:
         task = self._tasks.get(run_id)
         if task is None or task.done():
             self._cancelled[run_id] = None
-            while len(self._cancelled) > 4096:
+            while len(self._cancelled) > constants.CANCEL_MEMORY:
                 self._cancelled.popitem(last=False)
             return False
         task.cancel()
         return True
 
     async def _pump(self, ctx: RunContext, api: RunnerAPI, queue: asyncio.Queue) -> None:
+        """Feed the run's results to ``queue``, then the end marker. Cancelled (the run was
+        cancelled or its reader left): close the runner, and end without waiting for room in a
+        queue nobody may read any more."""
         gen = self.runner.run(ctx, api)
+        cancelled = False
         try:
             async for raw in gen:
                 await queue.put(_plain(raw))
         except asyncio.CancelledError:
-            pass
+            cancelled = True
         except RunnerHostError as exc:
             await queue.put(RunResult.failed(ctx.run_id, f"api.{exc.code.value}", redact(exc.message),
                                              exc.retryable).model_dump())
@@ -95,4 +99,10 @@ class RunnerExecutor:
                 await gen.aclose()
             except Exception:
                 pass
-            await queue.put(_END)
+            if cancelled:
+                try:
+                    queue.put_nowait(_END)
+                except asyncio.QueueFull:
+                    pass
+            else:
+                await queue.put(_END)

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from protocol.context import RunContext
 from protocol.lifecycle import SessionStatus
 
 EXTERNAL_SESSION_KEY = "external.session_id"
@@ -48,12 +49,11 @@ class TurnGate:
                 and time.monotonic() - self.idle_since >= idle_s)
 
 
-def with_resume_id(ctx_json: dict[str, Any], stored_session_id: str | None) -> dict[str, Any]:
+def with_resume_id(ctx: RunContext, stored_session_id: str | None) -> RunContext:
     """Rebuild: a stored external session id fills in missing conversation state."""
     if stored_session_id:
-        conversation = ctx_json.setdefault("state", {}).setdefault("conversation", {})
-        conversation.setdefault(EXTERNAL_SESSION_KEY, stored_session_id)
-    return ctx_json
+        ctx.state.conversation.setdefault(EXTERNAL_SESSION_KEY, stored_session_id)
+    return ctx
 
 
 async def observe_session_id(batches: AsyncIterator[list[dict[str, Any]]],

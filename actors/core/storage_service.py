@@ -24,10 +24,14 @@ from store.runtime_sessions import RuntimeSessionStore, owner_from_dict
 from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
 
-from .frames import failed_frame
+from protocol.lifecycle import RunStatus, TERMINAL_STATUSES
+from store.hosts import HostStore
+
+from .frames import is_terminal
+from .lifecycle import Cause, reason_of_frame, status_of_frame
 from .retention import Retention, RetentionPolicy
 
-TERMINAL = {"completed", "failed", "cancelled", "timeout"}
+TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 _HOST = ReadScope.host()
 
 
@@ -47,6 +51,11 @@ def user_transcript_entry(event: EventEnvelope, run_id: str | None) -> Transcrip
         attachment_refs=[a.model_dump(mode="json", exclude_none=True) for a in event.input.attachments],
         metadata={"actor_id": event.actor.actor_id, "actor_name": event.actor.actor_name} if event.actor.actor_id else {},
     )
+
+
+def _envelope(event: EventEnvelope | dict[str, Any]) -> EventEnvelope:
+    """The host sends the validated envelope itself (no second validation); JSON is validated."""
+    return event if isinstance(event, EventEnvelope) else EventEnvelope.model_validate(event)
 
 
 def _frame_rows(run_id: str, frames: list[dict[str, Any]]) -> list[EventRow]:
@@ -92,58 +101,106 @@ class StorageService:
             raise invalid_argument(f"unknown storage write {kind!r}")
         return await handler(session, **kwargs)
 
-    async def _accept(self, session: AsyncSession, *, run_id: str | None, event: dict[str, Any],
-                      agent_id: str | None, binding_id: str | None, runner_id: str | None,
-                      metadata: dict[str, Any] | None = None) -> tuple[EventEnvelope, int | None]:
-        """Log the event (and its user transcript item); return it with its event-log sequence."""
-        envelope = EventEnvelope.model_validate(event)
-        record = await EventLogStore(session).append(EventLogEntry.from_envelope(
+    async def _log_event(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str | None,
+                         agent_id: str | None, binding_id: str | None, runner_id: str | None,
+                         metadata: dict[str, Any] | None = None,
+                         body_sha256: str | None = None) -> tuple[bool, int | None]:
+        """Log the event and its user transcript item: ``(new, event-log seq)``. A known
+        ``event_id`` writes nothing (``new`` is False)."""
+        new, record = await EventLogStore(session).append_new(EventLogEntry.from_envelope(
             envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
-            metadata=metadata))
-        entry = user_transcript_entry(envelope, run_id)
-        if entry is not None:
-            await self._transcript(session).append_many([entry])
-        return envelope, record.seq
+            metadata=metadata, body_sha256=body_sha256))
+        if new:
+            entry = user_transcript_entry(envelope, run_id)
+            if entry is not None:
+                await self._transcript(session).append_many([entry])
+        return new, record.seq
 
-    async def _create_run(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str,
-                          agent_id: str, binding_id: str, runner_id: str, deadline_at: float,
-                          running: bool = False) -> None:
-        ledger = RunLedgerStore(session)
-        await (ledger.start if running else ledger.create)(
-            run_id, event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id, runner_id=runner_id,
-            conversation_id=envelope.conversation_id, thread_id=envelope.thread_id, bot_id=envelope.bot_id,
-            workspace_id=envelope.workspace_id, deadline_at=deadline_at)
+    async def _submitted(self, session: AsyncSession, event_id: str, run_id: str | None,
+                         body_sha256: str | None) -> dict[str, Any] | None:
+        """``None`` when ``event_id`` was logged by this very run's submission (a retried write),
+        else what a re-sent event joins: ``{"run_id" (None: it started no run), "same_body"}``."""
+        found = await EventLogStore(session).submission(event_id)
+        stored_run, stored_sha = found if found is not None else (None, None)
+        if run_id is not None and stored_run == run_id:
+            return None
+        return {"run_id": stored_run, "same_body": stored_sha is not None and stored_sha == body_sha256}
 
-    async def w_event_accept(self, session, *, event, binding_id, agent_id, runner_id, run_id=None,
-                             metadata=None, ledger=None) -> dict[str, Any]:
-        await self._accept(session, run_id=run_id, event=event, agent_id=agent_id, binding_id=binding_id,
-                           runner_id=runner_id, metadata=metadata)
-        return {"event_id": event["event_id"]}
-
-    async def w_run_accept(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
-                           deadline_at, scope_keys, frames=()) -> dict[str, Any]:
-        envelope, _ = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
-                                         binding_id=binding_id, runner_id=runner_id)
-        await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
-                               runner_id=runner_id, deadline_at=deadline_at)
-        if frames:
-            await RunLedgerStore(session).append_rows(_frame_rows(run_id, list(frames)))
-        return {"run_id": run_id}
-
-    async def w_start_run(self, session, *, run_id, event, agent_id, binding_id, runner_id, conversation_id,
-                          deadline_at, scope_keys) -> dict[str, Any]:
-        """Accept (idempotently) and mark running; return the context handles and state snapshot."""
-        envelope, event_seq = await self._accept(session, run_id=run_id, event=event, agent_id=agent_id,
-                                                 binding_id=binding_id, runner_id=runner_id)
-        await self._create_run(session, envelope, run_id=run_id, agent_id=agent_id, binding_id=binding_id,
-                               runner_id=runner_id, deadline_at=deadline_at, running=True)
+    async def _handles(self, session: AsyncSession, *, conversation_id: str | None,
+                       scope_keys: dict[str, str], event_seq: int | None, is_message: bool) -> dict[str, Any]:
+        """What a starting run's context carries: the state snapshot and the conversation handles."""
         handles: dict[str, Any] = {"state": await StateStore(session).snapshot(scope_keys) if scope_keys else {}}
         if conversation_id:
             seq, cursor = await self._transcript(session).latest(conversation_id)
             handles.update(transcript_seq=seq, latest_cursor=cursor,
-                           has_history_before=seq > (1 if envelope.is_message else 0),
-                           event_seq=event_seq)
+                           has_history_before=seq > (1 if is_message else 0), event_seq=event_seq)
         return handles
+
+    async def w_event_accept(self, session, *, event, binding_id, agent_id, runner_id, run_id=None,
+                             metadata=None, body_sha256=None) -> dict[str, Any]:
+        """Log an event that starts no run of its own (e.g. steered into an active run);
+        ``{"duplicate": …}`` when its ``event_id`` was already logged by another submission."""
+        envelope = _envelope(event)
+        new, _ = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
+                                       binding_id=binding_id, runner_id=runner_id, metadata=metadata,
+                                       body_sha256=body_sha256)
+        if not new:
+            return {"event_id": envelope.event_id,
+                    "duplicate": await self._submitted(session, envelope.event_id, None, body_sha256)}
+        return {"event_id": envelope.event_id}
+
+    async def w_run_accept(self, session, *, run_id, event, agent_id, binding_id, runner_id, deadline_at,
+                           scope_keys, status="created", owner_host=None, body_sha256=None,
+                           frames=()) -> dict[str, Any]:
+        """Accept an event with its run in one transaction: EventLog row, user transcript item,
+        ledger row (``created``, or ``running`` when its slot is already held) and first frames.
+
+        Returns ``{"handles": …}`` (for a ``running`` run) or ``{"duplicate": {"run_id",
+        "same_body"}}`` when the ``event_id`` was already accepted by another submission — then
+        nothing is written. A retry of this very write returns what the first one did."""
+        envelope = _envelope(event)
+        new, event_seq = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
+                                               binding_id=binding_id, runner_id=runner_id,
+                                               body_sha256=body_sha256)
+        if not new and (duplicate := await self._submitted(session, envelope.event_id, run_id, body_sha256)):
+            return {"duplicate": duplicate}
+        ledger = RunLedgerStore(session)
+        fields = dict(event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id, runner_id=runner_id,
+                      conversation_id=envelope.conversation_id, thread_id=envelope.thread_id,
+                      bot_id=envelope.bot_id, workspace_id=envelope.workspace_id, deadline_at=deadline_at,
+                      owner_host=owner_host)
+        if status == RunStatus.RUNNING.value:
+            await ledger.start(run_id, **fields)
+        else:
+            await ledger.create(run_id, **fields)
+        if frames:
+            await ledger.append_rows(_frame_rows(run_id, list(frames)))
+        if status != RunStatus.RUNNING.value:
+            return {"handles": None}
+        return {"handles": await self._handles(session, conversation_id=envelope.conversation_id,
+                                               scope_keys=scope_keys, event_seq=event_seq,
+                                               is_message=envelope.is_message)}
+
+    async def w_start_run(self, session, *, run_id, deadline_at, scope_keys, frames=()) -> dict[str, Any]:
+        """Start a queued (``created``) run: ``running`` with its deadline, its first frames and
+        the context handles. A run whose cancellation was requested while it waited is cancelled
+        instead: ``{"cancelled": {"sequence": n}}``. A retry returns what the first write did."""
+        ledger = RunLedgerStore(session)
+        run = await ledger.get(run_id, scope=_HOST)
+        if run.status == RunStatus.CREATED.value and run.cancel_requested_at is not None:
+            sequence = await self._abort(session, run, Cause.CANCELLED.frame(
+                run_id, run.status_reason or "cancelled while queued"))
+            return {"cancelled": {"sequence": sequence}}
+        if run.status == RunStatus.CANCELLED.value:
+            return {"cancelled": {"sequence": await ledger.last_sequence(run_id)}}
+        await ledger.start(run_id, deadline_at=deadline_at)
+        if frames:
+            await ledger.append_rows(_frame_rows(run_id, list(frames)))
+        found = await EventLogStore(session).get(run.event_id, scope=_HOST) if run.event_id else None
+        return {"handles": await self._handles(
+            session, conversation_id=run.conversation_id, scope_keys=scope_keys,
+            event_seq=found.seq if found else None, is_message=found is not None
+            and found.event_type == "message.received")}
 
     async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
         row = await RuntimeSessionStore(session).upsert_active(
@@ -226,8 +283,10 @@ class StorageService:
         return count
 
     async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
-                           rollback=None, rollback_requested=False) -> dict[str, Any]:
+                           rollback=None, rollback_requested=False, metadata=None) -> dict[str, Any]:
         ledger = RunLedgerStore(session)
+        if metadata:
+            await ledger.merge_metadata(run_id, metadata)
         await ledger.append_rows(_frame_rows(run_id, frames))
         if dropped:
             await self.w_steering_audit(session, records=dropped)
@@ -260,48 +319,70 @@ class StorageService:
             thread_id=run.thread_id, run_id=run_id, runner_id=run.runner_id,
             data={"state_writes_reverted": len(undo)}))
 
-    async def w_run_abort(self, session, *, run_id, code, message, frame, start=None) -> dict[str, Any]:
-        """Finalize a run whose RunActor died: failed (retryable) unless already terminal.
-
-        A run that died before its facts were written is accepted now (``start``), so the
-        event and the failure are on record either way.
-        """
+    async def w_run_abort(self, session, *, run_id, frame, start=None, seen=()) -> dict[str, Any]:
+        """Finalize a run its RunActor could not: the status ``frame`` (a terminal frame) implies,
+        unless the run is already terminal. ``seen``: frames readers were shown that may not have
+        been flushed yet — recorded first, so the ledger holds what the client saw and the terminal
+        frame follows them. A run whose facts were never written is accepted now from ``start``
+        (the kwargs of ``run_accept``), so the event and the failure are on record either way."""
         ledger = RunLedgerStore(session)
         try:
             run = await ledger.get(run_id, scope=_HOST)
         except RunnerHostError as exc:
             if exc.code is not ErrorCode.NOT_FOUND or start is None:
                 return {"status": None}
-            await self.w_run_accept(session, **start)
+            await self.w_run_accept(session, **{**start, "status": RunStatus.CREATED.value, "frames": ()})
             run = await ledger.get(run_id, scope=_HOST)
         if run.status in TERMINAL:
             return {"status": run.status}
-        page = await ledger.events_page(run_id, limit=100)
-        last = page
-        while last.has_more:
-            last = await ledger.events_page(run_id, after_cursor=last.next_cursor, limit=100)
-        seqs = [e.sequence for e in page.items] + [e.sequence for e in last.items]
-        frame = {**frame, "sequence": (max(seqs) + 1) if seqs else 0}
-        await ledger.append_rows(_frame_rows(run_id, [frame]))
-        run = await ledger.transition(run_id, "failed", code)
-        return {"status": run.status, "sequence": frame["sequence"]}
+        if seen:
+            await ledger.append_rows(_frame_rows(run_id, [f for f in seen if not is_terminal(f)]))
+        sequence = await self._abort(session, run, frame)
+        return {"status": status_of_frame(frame).value, "sequence": sequence}
 
-    async def w_recover_stale_runs(self, session, *, grace_s: float, include_queued: bool = True) -> int:
-        """Fail runs left non-terminal past their deadline (their host died with them).
-
-        A ``running`` run past its deadline has lost its driver: the RunActor ends every run at its
-        deadline. A queued (``created``) run's deadline only starts when it does, so it is stale only
-        when no host can still be holding it — at host start (``include_queued``), not in the sweep."""
+    async def _abort(self, session: AsyncSession, run: Any, frame: dict[str, Any]) -> int:
+        """Append ``frame`` as the run's next event and move the run to its status; the sequence."""
         ledger = RunLedgerStore(session)
-        cutoff = time.time() - grace_s
-        stale = [r for r in await ledger.list_non_terminal()
-                 if r.deadline_at is not None and r.deadline_at < cutoff
-                 and (include_queued or r.status == "running")]
-        for run in stale:
-            await self.w_run_abort(session, run_id=run.run_id, code="host.lost",
-                                   message="the host driving this run was lost", frame=failed_frame(
-                                       run.run_id, "host.lost", "the host driving this run was lost", True, None))
-        return len(stale)
+        last = await ledger.last_sequence(run.run_id)
+        sequence = 0 if last is None else last + 1
+        await ledger.append_rows(_frame_rows(run.run_id, [{**frame, "sequence": sequence}]))
+        await ledger.transition(run.run_id, status_of_frame(frame).value, reason_of_frame(frame))
+        return sequence
+
+    async def w_system_event(self, session, *, event_type, event_id, run_id=None, runner_id=None,
+                             conversation_id=None, thread_id=None, data=None) -> None:
+        """A host-written EventLog record (idempotent on ``event_id``)."""
+        await EventLogStore(session).append(EventLogEntry.system(
+            event_type, event_id=event_id, conversation_id=conversation_id, thread_id=thread_id, run_id=run_id,
+            runner_id=runner_id, data=data))
+
+    async def w_request_cancel(self, session, *, run_id, reason=None) -> dict[str, Any]:
+        """Ask a run that is not live here to stop: stamped in the ledger, honoured by its host
+        (a queued run is cancelled before it starts)."""
+        run = await RunLedgerStore(session).request_cancel(run_id, reason)
+        return {"status": run.status, "cancel_requested": run.cancel_requested_at is not None}
+
+    async def w_host_heartbeat(self, session, *, host_id, ray_address=None, ray_session=None,
+                               info=None) -> None:
+        await HostStore(session).heartbeat(host_id, ray_address=ray_address, ray_session=ray_session,
+                                           info=info)
+
+    async def w_host_stop(self, session, *, host_id) -> None:
+        await HostStore(session).stop(host_id)
+
+    async def w_reap_orphans(self, session, *, host_id, dead_after_s, grace_s, ray_address=None,
+                             ray_session=None, limit=1000) -> dict[str, Any]:
+        """Finalize (``host.lost``, retryable) the non-terminal runs nobody will finish: those of
+        hosts that are gone (queued ones included) and those past deadline + ``grace_s``.
+        Returns the finalized run ids and the gone hosts (their conversation lanes are released
+        by the caller)."""
+        gone = [h for h in await HostStore(session).gone(dead_after=dead_after_s, live_address=ray_address,
+                                                         live_session=ray_session) if h != host_id]
+        orphans = await RunLedgerStore(session).list_orphaned(gone_hosts=gone, overdue_before=time.time() - grace_s,
+                                                              limit=limit)
+        for run in orphans:
+            await self._abort(session, run, Cause.HOST_LOST.frame(run.run_id))
+        return {"finalized": [r.run_id for r in orphans], "gone_hosts": gone}
 
     # -- retention (actors/core/retention.py) ------------------------------------------------
     async def w_retention(self, session, *, policy) -> dict[str, Any]:
@@ -354,10 +435,12 @@ class StorageService:
         return await RunLedgerStore(session).list(ReadScope.parse(scope), statuses=statuses,
                                                   before_cursor=before_cursor, limit=limit)
 
-    async def r_run_events_page(self, session, *, run_id, scope=_HOST, after_cursor=None, limit=50):
+    async def r_run_events_page(self, session, *, run_id, scope=_HOST, after_cursor=None, before_cursor=None,
+                                direction="forward", limit=50):
         ledger = RunLedgerStore(session)
         await ledger.get(run_id, scope=ReadScope.parse(scope))
-        return await ledger.events_page(run_id, after_cursor=after_cursor, limit=limit)
+        return await ledger.events_page(run_id, after_cursor=after_cursor, before_cursor=before_cursor,
+                                        direction=direction, limit=limit)
 
     async def r_artifact_metadata(self, session, *, artifact_id, scope):
         return await self._artifact_store(session).metadata(artifact_id, scope=ReadScope.parse(scope))
@@ -369,8 +452,10 @@ class StorageService:
         return await self._artifact_store(session).read_range(artifact_id, offset, length,
                                                               scope=ReadScope.parse(scope))
 
-    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5):
-        return await KnowledgeStore(session).retrieve(kb_id, query, top_k)
+    async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5, filters=None, query_vector=None,
+                                   model_id=None):
+        return await KnowledgeStore(session).retrieve(kb_id, query, top_k, filters=filters,
+                                                      query_vector=query_vector, model_id=model_id)
 
     async def r_session_get(self, session, *, owner):
         return await RuntimeSessionStore(session).get_active(owner_from_dict(owner))
@@ -388,6 +473,25 @@ class StorageService:
         return [{"agent_id": a.agent_id, "config": a.config.model_dump(mode="json"), "version": a.version}
                 for a in await AgentStore(session).list()]
 
+    async def r_event_submission(self, session, *, event_id):
+        found = await EventLogStore(session).submission(event_id)
+        return None if found is None else {"run_id": found[0], "body_sha256": found[1]}
+
+    async def r_cancel_requested(self, session, *, owner_host):
+        return await RunLedgerStore(session).list_cancel_requested(owner_host)
+
+    async def r_run_events_from(self, session, *, run_id, sequence, limit=100):
+        """The run's events with ``sequence`` ≥ ``sequence``, ascending (a joiner catching up)."""
+        return await RunLedgerStore(session).events_page(run_id, from_sequence=sequence, limit=limit)
+
     async def r_transcript_count(self, session, *, conversation_id):
         seq, _ = await self._transcript(session).latest(conversation_id)
         return seq
+
+    # -- embedding-backed knowledge bases (issue 11) ----------------------------------------------
+    async def r_knowledge_missing_vectors(self, session, *, kb_id, model_id, limit=64):
+        return await KnowledgeStore(session).missing_vectors(kb_id, model_id, limit)
+
+    async def w_knowledge_vectors(self, session, *, kb_id, model_id, rows):
+        return await KnowledgeStore(session).store_vectors(kb_id, model_id, rows)
+

@@ -557,9 +557,12 @@ class ToolRegistry:
         return [dict(spec) for _, spec in index.values()]
 
     async def catalog(self) -> dict[str, dict[str, Any]]:
-        """``{tool_name: {"description", "parameters"}}`` — the shape of ``ResourceCatalog.tools``."""
-        return {s["tool_name"]: {"description": s["description"], "parameters": s["parameters"]}
-                for s in await self.list_tools()}
+        """``{tool_name: {"description", "parameters", "tool_type"}}`` — the shape of
+        ``ResourceCatalog.tools``; ``tool_type`` is LangBot's tool source: ``builtin`` or ``mcp``."""
+        index = await self._build()
+        return {name: {"description": spec["description"], "parameters": spec["parameters"],
+                       "tool_type": "mcp" if isinstance(provider, McpToolProvider) else "builtin"}
+                for name, (provider, spec) in index.items()}
 
     async def _lookup(self, name: str) -> tuple[ToolProvider, dict[str, Any]]:
         if not isinstance(name, str) or not name:

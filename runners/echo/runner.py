@@ -39,6 +39,7 @@ class EchoRunner(Runner):
         version="1.0.0",
         capabilities=Capabilities(streaming=True, steering=True),
         permissions=Permissions(history=["page", "search"], state=["read", "write"], steering=["pull"]),
+        execution="in_actor",
         config_schema=[
             ConfigField(name="mode", type="select", default="echo",
                         options=[{"name": "echo"}, {"name": "context"}]),

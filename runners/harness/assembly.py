@@ -7,8 +7,16 @@ returns the :class:`~protocol.results.RunResult` frames to yield:
   line, so the deltas concatenate to exactly the completed message);
 * tool use → ``tool.call.started`` / ``tool.call.completed``;
 * a native session id → ``state.updated`` {scope ``conversation``, key
-  ``external.session_id``} once per new id (not re-sent when it equals the id the
-  run resumed);
+  ``external.session_id``} once, for a run that started a new native session. A
+  run that resumed a session keeps that id whatever the harness reports:
+  Claude Code 2.1.x tags every ``--resume`` invocation with a fresh
+  ``session_id`` that names no session on disk (upstream #8069 / #58760) — the
+  transcript is appended to the resumed session's file, and only the original id
+  resumes again. Persisting the tag would break the next turn with "No
+  conversation found", so it is recorded in :attr:`ResultAssembler.invocation_ids`
+  and never stored;
+* :meth:`resume_failed` → the ``action.requested`` ``session.resume_failed``
+  frame that tells the client and the record that a turn lost its native context;
 * the end of the run (:meth:`finish` / :meth:`fail`) → at most one
   ``message.completed`` (whenever any assistant text was produced) followed by
   exactly one terminal ``run.completed`` or ``run.failed``.
@@ -40,6 +48,11 @@ from .redact import Redactor
 log = get_logger(__name__)
 
 SESSION_STATE_KEY = "external.session_id"
+#: ``action.requested`` contract with the host (runners/README.md): a resume fell back to a
+#: fresh native session, so the conversation's earlier context is gone for the harness.
+RESUME_FAILED_ACTION = "session.resume_failed"
+RESUME_FAILED_TARGET = {"kind": "harness_session"}
+MAX_REASON_CHARS = 500
 BLOCK_SEPARATOR = "\n\n"
 MAX_ERROR_CHARS = 4000
 
@@ -72,6 +85,8 @@ class ResultAssembler:
         self.redactor = redactor or Redactor()
         self.resumed_session_id = resumed_session_id
         self.session_id: str | None = None
+        #: Per-invocation ids reported while resuming ``resumed_session_id`` (never persisted).
+        self.invocation_ids: list[str] = []
         self.final: FinalResult | None = None
         self.errors: list[str] = []
         self.usage: dict[str, Any] | None = None
@@ -133,8 +148,13 @@ class ResultAssembler:
 
     def _session(self, session_id: str) -> list[RunResult]:
         self.session_id = session_id
-        if session_id in self._reported_ids or session_id == self.resumed_session_id:
-            self._reported_ids.add(session_id)
+        if self.resumed_session_id is not None:
+            if session_id != self.resumed_session_id and session_id not in self.invocation_ids:
+                self.invocation_ids.append(session_id)
+                log.info("run %s: harness tagged this resume of %s as %s; keeping the resumed id",
+                         self.run_id, self.resumed_session_id, session_id)
+            return []
+        if session_id in self._reported_ids:
             return []
         self._reported_ids.add(session_id)
         return [self._frame("state.updated", {"scope": self.state_scope, "key": self.state_key,
@@ -227,6 +247,17 @@ class ResultAssembler:
             return []
         return [self._frame("message.completed",
                             {"message": {"role": "assistant", "content": text}, "file_ids": []})]
+
+    def resume_failed(self, reason: str, previous_session_id: str | None) -> RunResult:
+        """``action.requested`` ``session.resume_failed``: ``previous_session_id`` could not be
+        resumed and this turn ran in a fresh native session (its id, if the harness reported one)."""
+        reason = self.redactor.scrub_diagnostic(reason.strip() or "the native session could not be resumed")
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + "…"
+        return self._frame("action.requested", {
+            "action": RESUME_FAILED_ACTION, "target": dict(RESUME_FAILED_TARGET),
+            "payload": {"resumed": False, "reason": reason, "previous_session_id": previous_session_id,
+                        "new_session_id": self.session_id}})
 
     # -- frames ----------------------------------------------------------------
     def _delta_frame(self, text: str) -> RunResult:

@@ -83,6 +83,10 @@ class FinalResult:
     text: str | None = None
     subtype: str = "success"
     error: str | None = None
+    #: The harness could not find (or would not accept) the native session it was asked to
+    #: resume — Claude Code's ``error_during_execution`` with ``errors: ["No conversation found
+    #: with session ID: …"]``. Nothing of the turn ran; a fresh session may take over.
+    session_missing: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,14 @@ capped output and the run's deadline; it reaches the host's runner API through
 the MCP gateway when the host provides ``gateway_url`` + ``capability_token`` in
 ``ctx.runtime.metadata``.
 
-If a stored session id cannot be resumed (the harness fails before reporting
+If a stored session id cannot be resumed (Claude Code's ``error_during_execution``
+"No conversation found with session ID", or a harness that fails before reporting
 any session: native session lost, another node, cleaned workspace) the runner
-starts a fresh native session once and records its id (``resume_fallback``).
+starts a fresh native session once, records its id (``state.updated``, which the
+session actor also writes to ``agent_runtime_session``) and yields
+``action.requested`` ``session.resume_failed`` before the terminal frame
+(``resume_fallback``). A resumed turn never replaces the stored id with the
+per-invocation id Claude Code 2.1.x reports under ``--resume``.
 
 Outcome codes (``run.failed.code``): ``harness.config_invalid``,
 ``harness.empty_input``, ``harness.workspace_denied``, ``harness.workspace_error``,
@@ -245,11 +250,12 @@ class HarnessRunner(Runner):
             return
         deadline = time.monotonic() + timeout
 
-        # With a stored session id, a harness that cannot resume it (native session
-        # lost: cleaned workspace, another node, expired) fails before reporting any
-        # session; then start a fresh native session once instead of failing every
-        # later turn of the conversation too.
+        # With a stored session id, a harness that cannot resume it (native session lost:
+        # cleaned workspace or harness home, another node, expired) fails before doing anything;
+        # then start a fresh native session once instead of failing every later turn of the
+        # conversation too — and say so (session.resume_failed) before the turn's terminal frame.
         attempts = [resume, None] if (resume and cfg.resume_fallback) else [resume]
+        lost: str | None = None  # why the stored session could not be resumed
         for i, attempt_resume in enumerate(attempts):
             last = i == len(attempts) - 1
             status = _Attempt()
@@ -257,12 +263,14 @@ class HarnessRunner(Runner):
                     ctx, cfg, command, prompt, key, session_dir, cwd, attempt_resume, gateway, redactor,
                     deadline, status)) as frames:
                 async for frame in frames:
-                    if (not last and frame.type == "run.failed" and not status.yielded
-                            and status.session_id is None
-                            and frame.data.get("code") in _RESUME_FAILURE_CODES):
-                        log.warning("run %s: the harness could not resume native session %s; "
-                                    "starting a new one", run_id, attempt_resume)
+                    if not last and (why := _lost_session(frame, status)) is not None:
+                        log.warning("run %s: the harness could not resume native session %s (%s); "
+                                    "starting a new one", run_id, attempt_resume,
+                                    redactor.scrub_diagnostic(why)[:200])
+                        lost = why
                         break
+                    if lost is not None and frame.is_terminal and status.assembler is not None:
+                        yield status.assembler.resume_failed(lost, resume)
                     status.yielded = True
                     yield frame
                 else:
@@ -359,6 +367,23 @@ class HarnessRunner(Runner):
 
 
 _RESUME_FAILURE_CODES = frozenset({"harness.exit_nonzero", "harness.error"})
+
+
+def _lost_session(frame: RunResult, status: "_Attempt") -> str | None:
+    """Why this attempt's terminal ``frame`` means "the stored native session is gone", or None.
+
+    Only a failure before anything reached the client qualifies: Claude Code's lost-session
+    result (``FinalResult.session_missing``), or a harness that exited non-zero without
+    reporting any session (Codex: ``no rollout found for thread id …`` on stderr).
+    """
+    if frame.type != "run.failed" or status.yielded or status.assembler is None:
+        return None
+    assembler = status.assembler
+    if assembler.final is not None and assembler.final.session_missing:
+        return assembler.final.error or "the native session was not found"
+    if assembler.session_id is None and frame.data.get("code") in _RESUME_FAILURE_CODES:
+        return str(frame.data.get("error") or "the harness failed before starting a session")
+    return None
 
 
 class _Attempt:

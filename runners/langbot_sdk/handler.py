@@ -25,6 +25,7 @@ import base64
 import binascii
 import contextlib
 import json
+import re
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ._compat import require_langbot_plugin
@@ -47,6 +48,8 @@ GET_LANGBOT_VERSION = "get_langbot_version"
 INVOKE_LLM = "invoke_llm"
 INVOKE_LLM_STREAM = "invoke_llm_stream"
 INVOKE_RERANK = "invoke_rerank"
+INVOKE_EMBEDDING = "invoke_embedding"
+COUNT_TOKENS = "count_tokens"
 GET_TOOL_DETAIL = "get_tool_detail"
 CALL_TOOL = "call_tool"
 RETRIEVE_KNOWLEDGE_BASE = "retrieve_knowledge_base"
@@ -76,8 +79,10 @@ _STORAGE_ACTIONS: dict[str, tuple[str, str]] = {
 
 #: action → the RunnerAPI method that answers it (the table in the README).
 ACTION_TABLE: dict[str, str] = {
-    GET_LANGBOT_VERSION: "(answered by the adapter: host version, no features)",
+    GET_LANGBOT_VERSION: "(answered by the adapter: host version, API_FEATURES)",
     INVOKE_LLM: "invoke_llm",
+    COUNT_TOKENS: "count_tokens",
+    INVOKE_EMBEDDING: "invoke_embedding",
     INVOKE_LLM_STREAM: "invoke_llm_stream (generator form)",
     INVOKE_RERANK: "invoke_rerank",
     GET_TOOL_DETAIL: "get_tool_detail",
@@ -108,8 +113,6 @@ SUPPORTED_ACTIONS: frozenset[str] = UNARY_ACTIONS | STREAM_ACTIONS
 #: Why the well-known actions we do not serve are refused (anything else: generic).
 UNSUPPORTED_REASONS: dict[str, str] = {
     "get_prompt": "the host never assembles prompts; pull history with history_page",
-    "count_tokens": "token counting is not part of the RunnerHost runner API",
-    "invoke_embedding": "embeddings are not part of the RunnerHost runner API",
     "run_append_result": "results travel on the run's result stream; the host owns the ledger",
     "run_finalize": "the host finalizes the run ledger from the result stream",
     "reply_stream": "delivery is host-owned; yield message.delta / message.completed instead",
@@ -122,6 +125,11 @@ UNSUPPORTED_REASONS: dict[str, str] = {
 }
 
 _DEFAULT_TIMEOUT = 15.0
+
+#: What ``get_langbot_version`` advertises; each is honoured: ``llm.reasoning_level`` becomes the
+#: model's ``reasoning_effort`` (``actors/providers/models.py`` REASONING_EFFORT).
+API_FEATURES: tuple[str, ...] = ("llm.reasoning_level",)
+_THINK_RE = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 
 
 def action_name(action: Any) -> str:
@@ -351,6 +359,8 @@ class HostActionHandler:
         self._unary: dict[str, Action] = {
             GET_LANGBOT_VERSION: self._get_langbot_version,
             INVOKE_LLM: self._invoke_llm,
+            COUNT_TOKENS: self._count_tokens,
+            INVOKE_EMBEDDING: self._invoke_embedding,
             INVOKE_RERANK: self._invoke_rerank,
             GET_TOOL_DETAIL: self._get_tool_detail,
             CALL_TOOL: self._call_tool,
@@ -434,16 +444,22 @@ class HostActionHandler:
         funcs = [sdk_tool_to_chat(f) for f in _opt_list(data, "funcs")]
         if funcs:
             kwargs["tools"] = funcs
-        params = _opt_dict(data, "extra_args")
+        params = dict(_opt_dict(data, "extra_args"))
+        level = _opt_str(data, "reasoning_level")
+        if level is not None:  # the SDK sends it only to hosts advertising llm.reasoning_level
+            params["reasoning_level"] = level
         if params:
-            kwargs["params"] = dict(params)
+            kwargs["params"] = params
         return model_id, messages, kwargs
 
     async def _invoke_llm(self, data: dict[str, Any]) -> dict[str, Any]:
         model_id, messages, kwargs = self._llm_args(data)
         result = await self.api.invoke_llm(model_id, messages, **kwargs)
         result = _dump(result)
-        out: dict[str, Any] = {"message": chat_to_sdk_message(result.get("message"))}
+        message = dict(result.get("message") or {})
+        if data.get("remove_think") and isinstance(message.get("content"), str):
+            message["content"] = _THINK_RE.sub("", message["content"])
+        out: dict[str, Any] = {"message": chat_to_sdk_message(message)}
         if result.get("usage") is not None:
             out["usage"] = result["usage"]
         return out
@@ -493,12 +509,27 @@ class HostActionHandler:
             if close is not None:
                 await close()
 
+    async def _count_tokens(self, data: dict[str, Any]) -> dict[str, Any]:
+        model_id, messages, kwargs = self._llm_args(data)
+        counted = _dump(await self.api.count_tokens(model_id, messages, tools=kwargs.get("tools")))
+        return {"tokens": int(counted["tokens"]), "method": counted.get("method")}
+
+    async def _invoke_embedding(self, data: dict[str, Any]) -> dict[str, Any]:
+        texts = _opt_list(data, "texts")
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise _invalid("texts must be a non-empty list of strings", field="texts")
+        result = _dump(await self.api.invoke_embedding(_req_str(data, "embedding_model_uuid"), texts))
+        return {"vectors": result["vectors"]}
+
     async def _invoke_rerank(self, data: dict[str, Any]) -> dict[str, Any]:
         documents = _opt_list(data, "documents")
         if not all(isinstance(d, str) for d in documents):
             raise _invalid("documents must be strings", field="documents")
+        kwargs: dict[str, Any] = {}
+        if _opt_dict(data, "extra_args"):
+            kwargs["params"] = dict(data["extra_args"])
         results = await self.api.invoke_rerank(_req_str(data, "rerank_model_uuid"), _req_str(data, "query"),
-                                               documents, top_n=_opt_int(data, "top_k", None))
+                                               documents, top_n=_opt_int(data, "top_k", None), **kwargs)
         return {"results": list(results)}
 
     # -- tools & knowledge ------------------------------------------------------
@@ -509,10 +540,10 @@ class HostActionHandler:
         return {"result": await self.api.call_tool(_req_str(data, "tool_name"), _opt_dict(data, "parameters"))}
 
     async def _retrieve_knowledge_base(self, data: dict[str, Any]) -> dict[str, Any]:
-        if _opt_dict(data, "filters"):
-            raise _invalid("knowledge retrieval filters are not supported by RunnerHost", field="filters")
+        filters = _opt_dict(data, "filters")
+        kwargs = {"filters": filters} if filters else {}
         results = await self.api.retrieve_knowledge(_req_str(data, "kb_id"), _req_str(data, "query_text"),
-                                                    _opt_int(data, "top_k", 5))
+                                                    _opt_int(data, "top_k", 5), **kwargs)
         return {"results": list(results)}
 
     # -- history & events ---------------------------------------------------------
@@ -614,11 +645,15 @@ class HostActionHandler:
                                              limit=_opt_int(data, "limit", 50)))
 
     async def _run_events_page(self, data: dict[str, Any]) -> dict[str, Any]:
-        if (data.get("direction") or "forward") != "forward" or data.get("before_cursor"):
-            raise _invalid("run events can only be paged forward (after_cursor)", field="direction")
+        direction = data.get("direction") or "forward"
+        if direction not in ("forward", "backward"):
+            raise _invalid("direction must be 'forward' or 'backward'", field="direction")
+        kwargs: dict[str, Any] = {}
+        if direction == "backward" or data.get("before_cursor"):
+            kwargs = {"before_cursor": _opt_str(data, "before_cursor"), "direction": direction}
         return _dump(await self.api.run_events_page(_opt_str(data, "target_run_id"),
                                                     after_cursor=_opt_str(data, "after_cursor"),
-                                                    limit=_opt_int(data, "limit", 50)))
+                                                    limit=_opt_int(data, "limit", 50), **kwargs))
 
     async def _run_cancel(self, data: dict[str, Any]) -> dict[str, Any]:
         target = _opt_str(data, "target_run_id") or self.run_id
@@ -660,8 +695,7 @@ def storage_value_to_base64(value: Any) -> str:
 
 
 def version_info(host_version: str) -> dict[str, Any]:
-    # No "llm.reasoning_level" feature: the SDK then refuses reasoning_level locally.
-    return {"version": host_version, "api_features": []}
+    return {"version": host_version, "api_features": list(API_FEATURES)}
 
 
 def _host_version() -> str:

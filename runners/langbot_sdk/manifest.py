@@ -9,8 +9,8 @@ Accepted sources (explicit keyword arguments override what a source says):
 * nothing: ``author``, ``plugin``, ``runner`` and friends given explicitly.
 
 Mapping: capabilities and permissions carry over key for key; what only the
-SDK has is dropped (capability/permission ``interactions``, model operation
-``count_tokens``). The SDK has no manifest permissions for host-owned state,
+SDK has is dropped (capability/permission ``interactions``); the model operation
+``count_tokens`` is kept (LangBot's local-agent counts tokens on every run). The SDK has no manifest permissions for host-owned state,
 steering or the run ledger (LangBot gates those by binding policy alone), so an
 SDK runner's upper bound gets ``state: [read, write]``, ``run_ledger: [get,
 list, events_page]`` and ``steering: [pull]`` when it declares the
@@ -34,7 +34,7 @@ log = get_logger(__name__)
 #: SDK-only declarations with no meaning on RunnerHost.
 SDK_ONLY_CAPABILITIES = frozenset({"interactions"})
 SDK_ONLY_PERMISSIONS = frozenset({"interactions"})
-SDK_ONLY_OPERATIONS: dict[str, frozenset[str]] = {"models": frozenset({"count_tokens"})}
+SDK_ONLY_OPERATIONS: dict[str, frozenset[str]] = {}
 
 #: Host-owned APIs the SDK manifest cannot express; defaults for SDK runners.
 HOST_ONLY_PERMISSION_DEFAULTS: dict[str, list[str]] = {

@@ -138,6 +138,7 @@ class OpenAIAgentRunner(Runner):
         description=("LLM tool-loop agent on any OpenAI-compatible model: history via the runner API, "
                      "tool calls, RAG, steering and history compaction."),
         version="1.0.0",
+        execution="in_actor",
         capabilities=Capabilities(streaming=True, tool_calling=True, knowledge_retrieval=True, steering=True),
         permissions=Permissions(
             models=["invoke", "stream"],

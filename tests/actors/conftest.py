@@ -19,6 +19,7 @@ def echo_agent(strategy: MultitaskStrategy = MultitaskStrategy.PARALLEL, **confi
 
 AGENTS = {
     "echo": echo_agent(),
+    "echo-pooled": echo_agent().model_copy(update={"execution": "pool"}),
     "slow": echo_agent(delay_s=0.3, chunks=10),
     "steer": echo_agent(MultitaskStrategy.STEER, delay_s=0.4, chunks=6, steering=True),
     "enqueue": echo_agent(MultitaskStrategy.ENQUEUE, delay_s=0.2, chunks=3),
@@ -60,7 +61,7 @@ async def host(ray_session, pg_url, tmp_path_factory, fake_openai) -> Host:
         namespace=f"rh-actors-{uuid.uuid4().hex[:8]}",
         storage=StorageConfig(database_url=pg_url, artifact_root=str(tmp_path_factory.mktemp("artifacts"))),
         pools=PoolConfig(run_actors_min=8, run_actors_max=16, workers_min=1, workers_max=2,
-                         acquire_timeout_s=120, health_check_s=1.0),
+                         health_check_s=1.0),
         steering_capacity=3,
         stale_run_check_s=1.0,
         agents=AGENTS,

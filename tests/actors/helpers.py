@@ -29,12 +29,12 @@ async def first_frame(stream):
 
 
 async def events_of(host, conv: str) -> list[dict[str, Any]]:
-    page = await host._storage_read("event_page", scope={"conversation_id": conv}, limit=100)
+    page = await host.read("event_page", scope={"conversation_id": conv}, limit=100)
     return page["items"]
 
 
 async def transcript_of(host, conv: str) -> list[dict[str, Any]]:
-    page = await host._storage_read("history_page", conversation_id=conv, limit=100, direction="forward")
+    page = await host.read("history_page", conversation_id=conv, limit=100, direction="forward")
     return page["items"]
 
 

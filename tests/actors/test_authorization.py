@@ -37,7 +37,7 @@ ALL_UNGRANTED = [
 async def test_ungranted_resources_are_unauthorized(host, conv):
     # policy grants nothing beyond the defaults (no models/tools/kbs/storage, no state)
     await host.put_agent("probe-narrow", probe_agent(
-        policy=ResourcePolicy(state=False), calls=ALL_UNGRANTED + [["history_page", {}]]))
+        policy=ResourcePolicy(state=False, storage=[]), calls=ALL_UNGRANTED + [["history_page", {}]]))
     results, _ = await outcomes(host, "probe-narrow", conv)
     assert [r.get("code") for r in results[:-1]] == ["unauthorized"] * len(ALL_UNGRANTED)
     assert results[-1]["ok"] is True  # own conversation's history is granted

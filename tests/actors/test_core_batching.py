@@ -63,7 +63,7 @@ async def test_relay_sends_ready_frames_as_one_chunk_and_ends_a_broken_source_wi
         yield {"run_id": "r", "type": "message.delta", "data": {}, "sequence": 3}
         raise RuntimeError("lost the host")
 
-    batches = [b async for b in relay(source(), detach=False)]
+    batches = [b async for b in relay(source())]
     assert [[f["sequence"] for f in b] for b in batches] == [[0, 1, 2], [3, None]]
     assert batches[-1][-1]["type"] == "run.failed"
     assert batches[-1][-1]["data"]["code"] == "host.stream_error"

@@ -1,4 +1,4 @@
-"""Plain coordination logic: steering queue, conversation lanes, bindings, pools, group commit."""
+"""Plain coordination logic: steering queue, conversation lanes, bindings, group commit."""
 import asyncio
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from actors.core.batching import GroupCommitter
 from actors.core.bindings import AgentEntry, BindingResolver
 from actors.core.conversations import ConversationIndex, Decision, conversation_key
-from actors.core.pool import LeasePool
+from actors.core.db_retry import DatabaseUnavailable
 from actors.core.steering import SteeringEntry, SteeringQueue
 from protocol.agents import AgentConfig, BindingScope, MultitaskStrategy
 from protocol.errors import ErrorCode, RunnerHostError
@@ -76,9 +76,46 @@ async def test_release_wakes_waiters():
     await asyncio.sleep(0)
     assert not waiter.done()
     assert idx.release("r1")
-    assert await waiter is True
+    assert await waiter == "released"
     assert not idx.release("r1")
-    assert await idx.wait_released(["nope"], timeout=0.01) is True
+    assert await idx.wait_released(["nope"], timeout=0.01) == "released"
+
+
+async def test_a_waiting_run_that_is_cancelled_stops_waiting_and_a_stuck_lane_times_out():
+    idx = ConversationIndex()
+    idx.admit("k", "r1", ECHO, MultitaskStrategy.ENQUEUE, False)
+    idx.mark_started("r1", object())
+    idx.admit("k", "r2", ECHO, MultitaskStrategy.ENQUEUE, False)
+    waiter = asyncio.create_task(idx.wait_released(["r1"], timeout=5, waiter="r2"))
+    await asyncio.sleep(0)
+    assert idx.request_cancel("r2") and not idx.request_cancel("r1")  # r1 started: its actor cancels it
+    assert await waiter == "cancelled"
+    assert await idx.wait_released(["r1"], timeout=0.01) == "timeout"
+
+
+def test_a_re_sent_event_is_a_duplicate_while_admitted_and_after_release():
+    idx = ConversationIndex()
+    first = idx.admit("k", "r1", ECHO, MultitaskStrategy.REJECT, False, event_id="e1", digest="d1")
+    assert first.decision is Decision.START
+    again = idx.admit("k", "r2", ECHO, MultitaskStrategy.REJECT, False, event_id="e1", digest="d1")
+    assert again.decision is Decision.DUPLICATE and again.target.run_id == "r1" and again.same_body
+    other = idx.admit("k", "r3", ECHO, MultitaskStrategy.REJECT, False, event_id="e1", digest="d2")
+    assert other.decision is Decision.DUPLICATE and not other.same_body  # → 409 conflict
+    assert idx.get("r2") is None and idx.get("r3") is None  # a duplicate takes no lane
+    assert idx.admit("k", "r1", ECHO, MultitaskStrategy.REJECT, False, event_id="e1") is first  # retried admit
+    idx.release("r1")
+    late = idx.admit("k", "r4", ECHO, MultitaskStrategy.REJECT, False, event_id="e1", digest="d1")
+    assert late.decision is Decision.DUPLICATE and late.wait_for == ["r1"]
+
+
+def test_the_lanes_of_a_gone_host_are_released_as_a_whole():
+    idx = ConversationIndex()
+    idx.admit("k1", "a1", ECHO, MultitaskStrategy.ENQUEUE, False, host_id="A")
+    idx.admit("k2", "a2", ECHO, MultitaskStrategy.ENQUEUE, False, host_id="A")
+    idx.admit("k1", "b1", ECHO, MultitaskStrategy.ENQUEUE, False, host_id="B")
+    assert sorted(idx.release_host("A")) == ["a1", "a2"]
+    assert [e.run_id for e in idx.entries()] == ["b1"]
+    assert idx.admit("k2", "b2", ECHO, MultitaskStrategy.REJECT, False, host_id="B").decision is Decision.START
 
 
 def test_conversationless_events_never_conflict():
@@ -131,44 +168,6 @@ def test_ambiguous_routing_is_rejected_at_load():
     assert set(r.agents) == {"a", "c"}
 
 
-# -- lease pool --------------------------------------------------------------------
-async def test_exclusive_pool_grows_to_max_then_applies_backpressure():
-    made = []
-
-    async def factory():
-        made.append(object())
-        return made[-1]
-    pool = LeasePool(factory, min_size=1, max_size=2, acquire_timeout=0.2)
-    await pool.warm()
-    a = await pool.acquire()
-    b = await pool.acquire()
-    assert a is not b and pool.size == 2
-    with pytest.raises(RunnerHostError) as e:
-        await pool.acquire()
-    assert e.value.code is ErrorCode.RATE_LIMITED
-    waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.01)
-    await pool.release(a)
-    assert await waiter is a
-    assert pool.peak_size == 2
-    await pool.discard(b)
-    assert pool.size == 1
-
-
-async def test_shared_pool_spreads_load_and_grows_at_threshold():
-    async def factory():
-        return object()
-    pool = LeasePool(factory, max_size=3, shared=True, grow_at=2)
-    leases = [await pool.acquire() for _ in range(6)]
-    assert pool.size == 3
-    assert all(leases.count(m) == 2 for m in pool.members())
-    extra = await pool.acquire()  # at max: least-loaded member is shared further
-    assert extra in pool.members()
-    for m in leases + [extra]:
-        await pool.release(m)
-    assert await pool.shrink_idle(0) and pool.size == 0
-
-
 # -- group commit -------------------------------------------------------------------
 async def test_group_commit_batches_and_isolates_a_bad_op():
     batches = []
@@ -188,34 +187,33 @@ async def test_group_commit_batches_and_isolates_a_bad_op():
     await gc.close()
 
 
-async def test_warm_never_exceeds_max_and_counts_creations_in_flight():
-    async def factory():
-        await asyncio.sleep(0.01)
-        return object()
-    pool = LeasePool(factory, min_size=3, max_size=4)
-    await asyncio.gather(pool.warm(2), pool.warm(), pool.warm(5))
-    assert pool.size == 4 and pool.peak_size == 4
+async def test_group_commit_does_not_replay_op_by_op_when_the_database_itself_failed():
+    batches = []
+
+    async def apply(ops):
+        batches.append(list(ops))
+        raise DatabaseUnavailable()
+    gc = GroupCommitter(apply, max_batch=50, max_delay=0.01, isolate=lambda exc: not isinstance(exc, DatabaseUnavailable))
+    results = await asyncio.gather(*(gc.submit(i) for i in range(10)), return_exceptions=True)
+    assert all(isinstance(r, DatabaseUnavailable) for r in results)
+    assert len(batches) == 1  # not ten more attempts, each with its own retry budget
+    await gc.close()
 
 
-async def test_a_caller_that_made_an_exclusive_pool_grow_takes_whichever_member_frees_first():
-    async def slow_factory():
-        await asyncio.sleep(0.3)  # actor creation: slow, while runs free members in milliseconds
-        return object()
-    pool = LeasePool(slow_factory, min_size=1, max_size=2, acquire_timeout=5)
-    await pool.warm()
-    first = await pool.acquire()
-    waiter = asyncio.create_task(pool.acquire())  # every member leased: starts a creation
-    await asyncio.sleep(0.02)
-    await pool.release(first)
-    assert await asyncio.wait_for(waiter, 0.1) is first  # not held back by the creation it started
-    await asyncio.sleep(0.4)
-    assert pool.size == 2 and pool.idle() and pool.in_use() == 1  # the new member joined, idle
+async def test_group_commit_backlog_is_bounded():
+    release = asyncio.Event()
 
-
-async def test_exclusive_pool_growth_failure_reaches_callers_when_nothing_exists():
-    async def broken_factory():
-        raise RuntimeError("cannot create an actor")
-    pool = LeasePool(broken_factory, max_size=2, acquire_timeout=5)
-    with pytest.raises(RuntimeError, match="cannot create"):
-        await asyncio.wait_for(pool.acquire(), 1)
-    assert pool.size == 0
+    async def apply(ops):
+        await release.wait()
+        return list(ops)
+    gc = GroupCommitter(apply, max_batch=2, max_delay=0.0, max_backlog=3)
+    accepted = [asyncio.create_task(gc.submit(i)) for i in range(2)]
+    await asyncio.sleep(0.01)  # these two are in the (stuck) flushing batch ...
+    accepted += [asyncio.create_task(gc.submit(i)) for i in range(2, 5)]
+    await asyncio.sleep(0.01)  # ... and three wait: the backlog is full
+    with pytest.raises(RunnerHostError) as error:
+        await gc.submit("one too many")
+    assert error.value.code is ErrorCode.RATE_LIMITED and error.value.retryable
+    release.set()
+    assert await asyncio.gather(*accepted) == [0, 1, 2, 3, 4]
+    await gc.close()

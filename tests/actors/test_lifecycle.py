@@ -18,7 +18,7 @@ async def test_deadline_fails_the_run_as_timeout_and_closes_the_generator(host, 
     frames = await run_to_end(host, message(conv), "probe-timeout")
     assert frames[-1]["type"] == "run.failed"
     assert frames[-1]["data"]["code"] == "runner.timeout" and frames[-1]["data"]["retryable"] is True
-    run = await host._storage_read("run_get", run_id=frames[0]["run_id"])
+    run = await host.read("run_get", run_id=frames[0]["run_id"])
     assert run["status"] == "timeout"
 
     async def closed():
@@ -36,7 +36,7 @@ async def test_cancel_ends_a_long_run_as_cancelled(host, conv, tmp_path):
     frames = [first] + await collect(stream)
     assert frames[-1]["type"] == "run.failed" and frames[-1]["data"]["code"] == "run.cancelled"
     assert frames[-1]["data"]["error"] == "user pressed stop"
-    run = await host._storage_read("run_get", run_id=first["run_id"])
+    run = await host.read("run_get", run_id=first["run_id"])
     assert run["status"] == "cancelled"
 
     async def closed():
@@ -57,7 +57,7 @@ async def test_runner_that_says_nothing_is_a_controlled_failure(host, conv):
     frames = await run_to_end(host, message(conv), "silent")
     assert [f["type"] for f in frames] == ["run.started", "run.failed"]
     assert frames[-1]["data"]["code"] == "runner.empty_output"
-    assert (await host._storage_read("run_get", run_id=frames[0]["run_id"]))["status"] == "failed"
+    assert (await host.read("run_get", run_id=frames[0]["run_id"]))["status"] == "failed"
 
 
 async def test_runner_exception_is_recorded_without_leaking_secrets(host, conv):
@@ -67,7 +67,7 @@ async def test_runner_exception_is_recorded_without_leaking_secrets(host, conv):
     assert "sk-abcdefghijklmnop1234" not in frames[-1]["data"]["error"]
     assert "RuntimeError" in frames[-1]["data"]["error"]
     # the partial answer is kept, flagged partial, in the transcript
-    page = await host._storage_read("history_page", conversation_id=conv, limit=10)
+    page = await host.read("history_page", conversation_id=conv, limit=10)
     assistant = [i for i in page["items"] if i["role"] == "assistant"]
     assert assistant and assistant[0]["metadata"].get("partial") is True
 
@@ -75,9 +75,9 @@ async def test_runner_exception_is_recorded_without_leaking_secrets(host, conv):
 async def test_background_run_can_be_joined_and_replayed(host, conv):
     first = await host.submit_background(message(conv, "a b c d e f"), "slow")
     assert first["type"] == "run.started"
-    joined = await collect(host.join(first["run_id"]))
-    assert joined[-1]["type"] == "run.completed"
-    assert all(f["sequence"] > first["sequence"] for f in joined)
+    joined = await collect(host.join(first["run_id"]))  # while it runs: from its first frame on
+    assert joined[0] == first and joined[-1]["type"] == "run.completed"
+    assert [f["sequence"] for f in joined] == list(range(len(joined)))
     replay = await collect(host.join(first["run_id"]))  # finished: replayed from the ledger
     assert [f["type"] for f in replay][0] == "run.started" and replay[-1]["type"] == "run.completed"
     assert [f["sequence"] for f in replay] == list(range(len(replay)))

@@ -72,8 +72,8 @@ async def test_enqueue_runs_in_arrival_order(host, conv):
     frames1 = [f1] + await collect(s1)
     assert frames2[0]["type"] == "run.queued" and frames2[0]["data"]["behind"] == [f1["run_id"]]
     assert frames1[-1]["type"] == frames2[-1]["type"] == "run.completed"
-    r1 = await host._storage_read("run_get", run_id=f1["run_id"])
-    r2 = await host._storage_read("run_get", run_id=frames2[0]["run_id"])
+    r1 = await host.read("run_get", run_id=f1["run_id"])
+    r2 = await host.read("run_get", run_id=frames2[0]["run_id"])
     assert r2["started_at"] >= r1["finished_at"]
     assert [i["content"] for i in await transcript_of(host, conv)] == [
         "first", "second", "echo: first", "echo: second"]
@@ -96,7 +96,7 @@ async def test_interrupt_cancels_the_active_run_and_keeps_its_facts(host, conv):
     frames1 = [f1] + await collect(s1)
     assert frames1[-1]["type"] == "run.failed" and frames1[-1]["data"]["code"] == "run.cancelled"
     assert frames2[-1]["type"] == "run.completed"
-    assert (await host._storage_read("run_get", run_id=f1["run_id"]))["status"] == "cancelled"
+    assert (await host.read("run_get", run_id=f1["run_id"]))["status"] == "cancelled"
     contents = [i["content"] for i in await transcript_of(host, conv)]
     assert contents[0].startswith("long") and "stop that" in contents  # the interrupted run's facts stay
 

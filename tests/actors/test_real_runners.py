@@ -57,7 +57,7 @@ async def test_tool_call_round_trip_through_the_host(host, assistant, fake_opena
     # tool schemas came from ctx.resources: the model saw the calculator's JSON schema
     assert fake_openai.requests[0]["tools"][0]["function"]["name"] == "calculator"
     # and the ledger recorded the telemetry
-    ledger = await host._storage_read("run_events_page", run_id=frames[0]["run_id"], limit=100)
+    ledger = await host.read("run_events_page", run_id=frames[0]["run_id"], limit=100)
     assert [e["type"] for e in ledger["items"]] == types
 
 
@@ -96,9 +96,9 @@ async def test_langbot_sdk_runner_reads_history_sets_state_and_pulls_steering(ho
     assert [f["type"] for f in frames].count("message.delta") == 2
     final = [f for f in frames if f["type"] == "message.completed"][0]["data"]["message"]["content"]
     assert final.startswith("history=") and "steer me" in final
-    from store.state import scope_key
+    from protocol.scopes import scope_key
     key = scope_key("conversation", "plugin:sdk/probe/history", "sdk", None, None, conversation_id=conv)
-    entry = await host._storage_read("state_get", scope_key=key, key="sdk.seen")
+    entry = await host.read("state_get", scope_key=key, key="sdk.seen")
     assert isinstance(entry["value"], int) and entry["value"] >= 2
 
 
@@ -112,5 +112,5 @@ async def test_langbot_sdk_runner_unauthorized_model_call_is_refused(host, conv)
     assert frames[-1]["type"] == "run.failed"
     assert frames[-1]["data"]["code"] == "runner.api.unauthorized"
     assert "gpt-main" in frames[-1]["data"]["error"]
-    run = await host._storage_read("run_get", run_id=frames[0]["run_id"])
+    run = await host.read("run_get", run_id=frames[0]["run_id"])
     assert run["status"] == "failed"

@@ -27,17 +27,17 @@ async def test_echo_run_streams_frames_and_records_every_fact(host, conv):
     assert [f["sequence"] for f in frames] == list(range(len(frames)))
     run_id = frames[0]["run_id"]
 
-    run = await host._storage_read("run_get", run_id=run_id)
+    run = await host.read("run_get", run_id=run_id)
     assert run["status"] == "completed" and run["conversation_id"] == conv
-    events = await host._storage_read("run_events_page", run_id=run_id, limit=100)
+    events = await host.read("run_events_page", run_id=run_id, limit=100)
     assert [e["type"] for e in events["items"]] == types
-    page = await host._storage_read("history_page", conversation_id=conv, limit=10)
+    page = await host.read("history_page", conversation_id=conv, limit=10)
     assert [(i["role"], i["content"]) for i in page["items"]] == [
         ("user", "hello brave world"), ("assistant", "echo: hello brave world")]
     assert [i["seq"] for i in page["items"]] == [1, 2]
 
 
-async def test_host_start_warms_the_worker_pools_of_bound_pooled_runners(host):
+async def test_host_start_warms_the_worker_pools_of_runners_agents_run_in_a_pool(host):
     import asyncio
     echo = "plugin:builtin/echo/default"
     for _ in range(300):  # warming runs in the background after start

@@ -50,7 +50,7 @@ async def test_two_turns_resume_the_same_external_session(host, harness_agent, c
                       .removeprefix("ARGV:"))
     assert argv[argv.index("--resume") + 1] == sid
     assert session_ids(second) == []  # same session: nothing new to record
-    row = await host._storage_read("session_get", owner={
+    row = await host.read("session_get", owner={
         "owner_type": "conversation", "runner_id": HARNESS, "binding_id": "claude",
         "conversation_id": conv, "thread_id": None})
     assert row["external_session_id"] == sid and row["status"] == "active"

@@ -11,7 +11,7 @@ def accept(run_id: str) -> tuple[str, dict]:
     event = EventEnvelope(event_type="message.received", conversation_id=f"c-{run_id}",
                           input={"text": "hi"}).model_dump(mode="json")
     return ("run_accept", dict(run_id=run_id, event=event, agent_id="a", binding_id="a@1", runner_id="plugin:x/y/z",
-                               conversation_id=event["conversation_id"], deadline_at=None, scope_keys={}))
+                               deadline_at=None, scope_keys={}))
 
 
 def frames(n: int, start: int = 0) -> list[dict]:
@@ -24,8 +24,7 @@ async def test_batch_coalesces_run_events_and_retries_duplicate_nothing(db):
     runs = [f"run_{uuid.uuid4().hex}" for _ in range(3)]
     ops = [accept(r) for r in runs] + [("run_events", {"run_id": r, "frames": frames(4)}) for r in runs]
     async with db.transaction() as session:
-        results = await service.write_batch(session, ops)
-    assert results[3:] == [4, 4, 4]
+        await service.write_batch(session, ops)
     async with db.transaction() as session:  # a retried batch (actor restart) adds nothing
         await service.write_batch(session, ops)
     async with db.transaction() as session:

@@ -237,10 +237,10 @@ async def session_node(conv: str) -> str | None:
 async def ledger_tail(host: Host, run_id: str) -> dict[str, Any]:
     """The ledger's view of a run: status and its last recorded frame."""
     try:
-        run = await host._storage_read("run_get", run_id=run_id)
+        run = await host.read("run_get", run_id=run_id)
     except RunnerHostError as exc:  # e.g. not_found: the run never reached the ledger
         return {"status": None, "error": exc.code.value}
-    page = await host._storage_read("run_events_page", run_id=run_id, after_cursor=None, limit=100)
+    page = await host.read("run_events_page", run_id=run_id, after_cursor=None, limit=100)
     last = page["items"][-1] if page["items"] else {}
     return {"status": run["status"], "last_type": last.get("type"),
             "last_retryable": (last.get("data") or {}).get("retryable")}
@@ -259,8 +259,7 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
        show whether the pools still hand out members that died with it.
     """
     pools = PoolConfig(run_actors_min=9, run_actors_max=16, workers_min=3, workers_max=4, runs_per_worker=2,
-                       health_check_s=1.0,
-                       acquire_timeout_s=90)
+                       health_check_s=1.0)
     agents = {"long": node_agent(24, 0.5), "short": node_agent(1, 0.05),
               "claude": harness_agent(str(Path(artifacts) / "ws"))}
     worker_ids = [w.node_id for w in workers]

@@ -254,8 +254,17 @@ class MemoryBackend:
         async for chunk in self.host.models.stream(model_id, messages, tools, params):
             yield chunk
 
-    async def rerank(self, model_id, query, documents, top_n):
-        return await self.host.models.rerank(model_id, query, documents, top_n)
+    async def rerank(self, model_id, query, documents, top_n, params=None):
+        return await self.host.models.rerank(model_id, query, documents, top_n, params)
+
+    async def count_tokens(self, model_id, messages, tools):
+        return await self.host.models.count_tokens(model_id, messages, tools)
+
+    async def embed(self, model_id, texts):
+        return await self.host.models.embed(model_id, texts)
+
+    async def knowledge_config(self, kb_id):
+        return {}  # no embedding model: bases are searched by words
 
     async def tool_detail(self, name):
         return await self.host.tools.detail(name)
@@ -267,14 +276,22 @@ class MemoryBackend:
                 await maybe
         return await self.host.tools.call(name, parameters)
 
-    async def _r_knowledge_retrieve(self, kb_id, query, top_k):
+    async def _r_knowledge_retrieve(self, kb_id, query, top_k, filters=None, **_vector):
+        """Word-overlap ranking over the host's documents, as store hits; ``filters`` use the real
+        store's grammar (the service turns hits into LangBot ``RetrievalResultEntry`` entries)."""
+        from store.knowledge import compile_filter
+
+        keep = compile_filter(filters)
         q = Counter(re.findall(r"\w+", query.lower()))
         scored = []
-        for doc in self.host.knowledge.get(kb_id, []):
+        for n, doc in enumerate(self.host.knowledge.get(kb_id, [])):
             d = Counter(re.findall(r"\w+", str(doc.get("content", "")).lower()))
             score = sum(min(q[t], d[t]) for t in q)
-            if score:
-                scored.append({**doc, "score": score, "kb_id": kb_id})
+            hit = {"doc_id": doc.get("id") or f"doc{n}", "title": doc.get("title"), "content": doc.get("content"),
+                   "metadata": dict(doc.get("metadata") or {}), "score": float(score),
+                   "distance": 1.0 / (1.0 + score)}
+            if score and (keep is None or keep(hit)):
+                scored.append(hit)
         scored.sort(key=lambda r: -r["score"])
         return scored[:top_k]
 
@@ -338,7 +355,7 @@ class MemoryBackend:
                                 workspace_id=r.workspace_id) and (not statuses or r.status in statuses)]
         return _items(runs, limit)
 
-    async def _r_run_events_page(self, run_id, scope, after_cursor, limit):
+    async def _r_run_events_page(self, run_id, scope, after_cursor, limit, before_cursor=None, direction="forward"):
         self._run(run_id, scope)
         return RunEventPage().model_dump(mode="json")
 
@@ -433,9 +450,9 @@ class MemoryRunnerAPI(RunnerApiClient):
     def __init__(self, host: MemoryHost, ctx: RunContext, *,
                  on_tool_call: Callable[["MemoryRunnerAPI", str, dict[str, Any]], Awaitable[None] | None] | None = None
                  ) -> None:
+        super().__init__(ctx.run_id, token="in-process")
         self.host = host
         self.ctx = ctx
-        self.run_id = ctx.run_id
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.history_returned: list[TranscriptItem] = []
         self.on_tool_call = on_tool_call

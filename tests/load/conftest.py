@@ -55,9 +55,11 @@ def _serve_port_if_running() -> int | None:
     return None if client is None else int(client.http_config.port)
 
 
-@pytest.fixture(scope="module")
-def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
-    namespace = f"rh-load-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def serve_application(name: str, route_prefix: str, pg_url: str, data_dir: str, *, pools: PoolConfig,
+                      agents: dict | None = None) -> Iterator[LoadApp]:
+    """A RunnerHost Serve application of its own (own namespace, own host) on the session's Ray."""
+    namespace = f"rh-{name}-{uuid.uuid4().hex[:8]}"
     port = _serve_port_if_running()
     started_serve = port is None
     if started_serve:
@@ -65,21 +67,19 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
-        storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("load-data")), database_url=load_pg_url),
-        host=HostSettings(namespace=namespace),
-        # RunActors are leased one per run: the warm pool covers most of the clients,
-        # the rest grow on demand (~0.4 s each), and a killed one is replaced.
-        pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1, workers_max=2,
-                         acquire_timeout_s=30),
+        storage=StorageSettings(data_dir=data_dir, database_url=pg_url),
+        host=HostSettings(namespace=namespace, stale_run_check_s=1.0),
+        pools=pools,
         api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
                   ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"])],
+        **({"agents": agents} if agents is not None else {}),
     ).resolved()
     serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
-              name=LOAD_APP, route_prefix=ROUTE_PREFIX, blocking=False)
-    url = f"http://127.0.0.1:{port}{ROUTE_PREFIX}"
+              name=name, route_prefix=route_prefix, blocking=False)
+    url = f"http://127.0.0.1:{port}{route_prefix}"
     try:
         wait_healthy(url, timeout=90)
-        yield LoadApp(url=url, namespace=namespace, pg_url=load_pg_url,
+        yield LoadApp(url=url, namespace=namespace, pg_url=pg_url,
                       admin={"Authorization": f"Bearer {ADMIN_KEY}"},
                       ingest={"Authorization": f"Bearer {INGEST_KEY}"})
     finally:
@@ -87,7 +87,17 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
             if started_serve:
                 serve.shutdown()  # removes this app too; tests/serve starts its own Serve later
             else:
-                serve.delete(LOAD_APP)
-        for name in NAMED_ACTORS:  # detached: they would otherwise hold DB connections until ray.shutdown
+                serve.delete(name)
+        for actor in NAMED_ACTORS:  # detached: they would otherwise hold DB connections until ray.shutdown
             with contextlib.suppress(Exception):
-                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                ray.kill(ray.get_actor(actor, namespace=namespace), no_restart=True)
+
+
+@pytest.fixture(scope="module")
+def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
+    # RunActors are leased one per run: the warm pool covers most of the clients, the rest grow on
+    # demand (~0.4 s each), and a killed one is replaced.
+    with serve_application(LOAD_APP, ROUTE_PREFIX, load_pg_url, str(tmp_path_factory.mktemp("load-data")),
+                           pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1,
+                                            workers_max=2)) as app:
+        yield app

@@ -162,6 +162,7 @@ def full_context() -> RunContext:
         ),
         runtime=RuntimeContext(host_version="0.1.0", trace_id="trace-1",
                                deadline_at=1_700_000_300.5, metadata={"node": "n1"}),
+        variables={"user_name": "Ada", "turn": 3},
         config={"mode": "echo", "chunks": 3},
         adapter=AdapterContext(extra={"entry": "webhook", "params": {"a": 1}}),
         metadata={"binding_id": "agent_1@2", "runner_id": "plugin:builtin/echo/default"},
@@ -481,9 +482,9 @@ def test_langbot_context_validates_as_ours(via_json):
     assert ours.config == {"model": "m1", "prompt": "be nice"}
     assert ours.adapter.extra == {"params": {"p": 1}}
     assert ours.metadata == {"pipeline_uuid": "pl_1"}
+    assert ours.variables == {"user_name": "Bob", "launcher_type": "person"}
     # fields we do not model are dropped, not re-emitted
     wire = ours.to_wire()
-    assert "variables" not in wire
     assert "automatic_reply" not in wire["delivery"]
     assert "box" not in wire["context"]["available_apis"]
 

@@ -215,11 +215,3 @@ async def test_secret_never_in_errors_reprs_or_logs(fake, caplog):
         assert "org-token-abcdef" not in text
     assert "HTTP 401" in info.value.message
     assert fake.request_headers[0]["x-org-token"] == "org-token-abcdef"
-
-
-async def test_naive_rerank_is_labelled(fake):
-    reg = registry(fake)
-    ranked = await reg.rerank("main", "red apple pie", ["blue sky", "apple pie recipe", "red apple"], top_n=2)
-    assert [r["index"] for r in ranked] == [2, 1]
-    assert all(r["method"] == "naive_token_overlap" for r in ranked)
-    assert len(ranked) == 2 and fake.requests == []

@@ -78,7 +78,8 @@ def make_ctx(kind: str, text: str, ws: Path, *, config: dict | None = None, stat
     # The fakes are executables (shebang + chmod +x); most tests start them through the
     # current interpreter to skip the `/usr/bin/env python3` shim cost. The resume test
     # uses the plain path form of `command`.
-    cfg = {"kind": kind, "command": [sys.executable, FAKES[kind]], "workspace_root": str(ws), "timeout_s": 20}
+    cfg = {"kind": kind, "command": [sys.executable, FAKES[kind]], "workspace_root": str(ws), "timeout_s": 20,
+           "env_allow": ["FAKE_HARNESS_HOME"]}  # the fakes' native session store (see native_store)
     cfg.update(config or {})
     return RunContext.model_validate({
         "run_id": f"run-{_counter}",
@@ -170,6 +171,18 @@ def ws(tmp_path):
     return tmp_path / "ws"
 
 
+@pytest.fixture(autouse=True)
+def native_store(tmp_path, monkeypatch):
+    """Where the fakes keep their native sessions (their stand-in for ~/.claude, ~/.codex)."""
+    home = tmp_path / "native-home"
+    monkeypatch.setenv("FAKE_HARNESS_HOME", str(home))
+    return home
+
+
+def native_files(home: Path, kind: str) -> list[Path]:
+    return sorted((home / kind).rglob("*.jsonl"))
+
+
 # -- happy path and resume ------------------------------------------------------------------
 
 @KINDS
@@ -205,22 +218,84 @@ async def test_two_turns_resume_the_same_external_session(kind, ws):
     assert (ws / key.digest()).is_dir()
 
 
+def resume_actions(frames):
+    return [f.data for f in frames if f.type == "action.requested"]
+
+
+def reply_json(frames, prefix: str):
+    return json.loads(completed_text(frames).removeprefix(prefix))
+
+
 @KINDS
-async def test_lost_native_session_falls_back_to_a_new_one(kind, ws, caplog):
-    ctx = make_ctx(kind, "hello [[argv]]", ws, state={"external.session_id": "gone-1234"})
+async def test_a_deleted_native_session_is_recovered_and_the_client_is_told(kind, ws, native_store, caplog):
+    first = await collect(make_ctx(kind, "remember the word kiwi", ws))
+    [old] = [u["value"] for u in session_updates(first)]
+    [stored] = native_files(native_store, kind)
+    assert old in stored.name
+    stored.unlink()  # the native store lost the session (cleaned home, another node, expiry)
+
     with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
-        frames = await collect(ctx)
+        frames = await collect(make_ctx(kind, "what was the word? [[history]]", ws,
+                                        state={"external.session_id": old}))
     assert terminal(frames)[0] == "run.completed"
-    argv = json.loads(completed_text(frames).removeprefix("ARGV:"))
-    assert "gone-1234" not in argv
-    updates = session_updates(frames)
-    assert len(updates) == 1 and updates[0]["value"] != "gone-1234"
+    assert reply_json(frames, "HISTORY:") == []  # a fresh native session: the memory is gone ...
+    [update] = session_updates(frames)
+    new = update["value"]
+    assert new != old and update == {"scope": "conversation", "key": "external.session_id", "value": new}
+    # ... and the client and the record are told, right before the terminal frame
+    assert frames[-2].type == "action.requested"
+    assert resume_actions(frames) == [{
+        "action": "session.resume_failed", "target": {"kind": "harness_session"},
+        "payload": {"resumed": False, "reason": resume_actions(frames)[0]["payload"]["reason"],
+                    "previous_session_id": old, "new_session_id": new}}]
+    reason = resume_actions(frames)[0]["payload"]["reason"]
+    assert (f"No conversation found with session ID: {old}" if kind == "claude"
+            else f"no rollout found for thread id {old}") in reason
     assert any("could not resume" in r.getMessage() for r in caplog.records)
-    # without the fallback the failure is reported as is
-    frames = await collect(make_ctx(kind, "hello", ws, state={"external.session_id": "gone-1234"},
+
+    # later turns resume the new id, with the memory of the recovered turn
+    later = await collect(make_ctx(kind, "and now? [[history]]", ws, state={"external.session_id": new}))
+    assert terminal(later)[0] == "run.completed"
+    assert reply_json(later, "HISTORY:") == ["what was the word? [[history]]"]
+    assert session_updates(later) == [] and resume_actions(later) == []
+
+
+@KINDS
+async def test_a_lost_session_without_fallback_fails_as_the_cli_said(kind, ws):
+    missing = "3f0d6a8e-1111-4222-8333-944455556666"
+    frames = await collect(make_ctx(kind, "hello", ws, state={"external.session_id": missing},
                                     config={"resume_fallback": False}))
     rtype, data = terminal(frames)
-    assert rtype == "run.failed" and data["code"] == "harness.exit_nonzero" and "gone-1234" in data["error"]
+    assert rtype == "run.failed" and missing in data["error"]
+    assert data["code"] == ("harness.error_during_execution" if kind == "claude" else "harness.exit_nonzero")
+    assert resume_actions(frames) == [] and session_updates(frames) == []
+
+
+async def test_a_stale_id_that_is_not_a_session_id_is_recovered(ws):
+    """Claude Code refuses a --resume value that is no UUID with another message (and a random
+    session_id in the result line); that is a lost session too."""
+    frames = await collect(make_ctx("claude", "hi [[argv]]", ws, state={"external.session_id": "sess-from-v1"}))
+    assert terminal(frames)[0] == "run.completed"
+    assert "--resume" not in reply_json(frames, "ARGV:")
+    [action] = resume_actions(frames)
+    assert action["payload"]["previous_session_id"] == "sess-from-v1"
+    assert "requires a valid session ID" in action["payload"]["reason"]
+
+
+async def test_claude_resume_keeps_the_original_id_not_the_per_invocation_tag(ws, native_store):
+    """Some Claude Code 2.1.x builds report a new session_id on every line of a --resume invocation
+    that names no session on disk (upstream #8069 / #58760; 2.1.197 here does not); only the
+    original id resumes. The runner never stores the tag."""
+    first = await collect(make_ctx("claude", "one", ws))
+    [sid] = [u["value"] for u in session_updates(first)]
+    second = await collect(make_ctx("claude", "two [[resume-tag]]", ws, state={"external.session_id": sid}))
+    assert terminal(second)[0] == "run.completed" and session_updates(second) == []
+    [store] = native_files(native_store, "claude")  # one session file: the original's
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    tag = [r for r in records if r["type"] == "user"][1]["invocation_session_id"]
+    assert tag != sid  # the fake tagged the resumed invocation like the real CLI
+    third = await collect(make_ctx("claude", "three [[history]]", ws, state={"external.session_id": sid}))
+    assert reply_json(third, "HISTORY:") == ["one", "two [[resume-tag]]"] and resume_actions(third) == []
 
 
 @KINDS
@@ -526,3 +601,42 @@ def test_manifest():
     assert p.steering == ["pull"] and p.tools == ["call"] and p.knowledge_bases == ["retrieve"]
     from runners import BUILTIN_RUNNERS
     assert BUILTIN_RUNNERS[RUNNER_ID] == "runners.harness:HarnessRunner"
+
+
+# -- the fakes parse argv as strictly as the real CLIs (our command lines depend on it) -----------
+
+def run_fake(kind: str, *argv: str, cwd: Path, home: Path) -> tuple[int, str, str]:
+    import subprocess
+    proc = subprocess.run([sys.executable, FAKES[kind], *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=20, env={**os.environ, "FAKE_HARNESS_HOME": str(home)})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_fake_claude_parses_like_commander(tmp_path, native_store):
+    base = ["-p", "--output-format", "stream-json", "--verbose"]
+    code, out, err = run_fake("claude", *base, "--bogus", "--", "hi", cwd=tmp_path, home=native_store)
+    assert code == 1 and out == "" and "unknown option '--bogus'" in err
+    # a variadic option eats a prompt that is not behind `--` (why the runner always writes `--`)
+    code, out, _ = run_fake("claude", *base, "--allowedTools", "mcp__x", "hi there", cwd=tmp_path,
+                            home=native_store)
+    assert code == 0 and '"result": "echo: ' in out and "hi there" not in out.split('"result"')[1][:40]
+    code, out, _ = run_fake("claude", *base, "--allowedTools", "mcp__x", "--", "hi there", cwd=tmp_path,
+                            home=native_store)
+    assert code == 0 and '"result": "echo: hi there"' in out
+    code, _, err = run_fake("claude", *base, "--model", cwd=tmp_path, home=native_store)
+    assert code == 1 and "argument missing" in err
+
+
+def test_fake_codex_parses_like_clap(tmp_path, native_store):
+    base = ["exec", "--json", "--skip-git-repo-check"]
+    code, out, err = run_fake("codex", *base, "--bogus", "--", "hi", cwd=tmp_path, home=native_store)
+    assert code == 2 and out == "" and "unexpected argument '--bogus'" in err
+    code, _, err = run_fake("codex", *base, "--", "hi", "extra", cwd=tmp_path, home=native_store)
+    assert code == 2 and "unexpected argument 'extra'" in err
+    code, out, _ = run_fake("codex", *base, "--", "--looks-like-an-option", cwd=tmp_path, home=native_store)
+    assert code == 0 and "echo: --looks-like-an-option" in out
+    tid = json.loads(out.splitlines()[0])["thread_id"]
+    # exec options are global: accepted after `resume` too
+    code, out, _ = run_fake("codex", "exec", "resume", tid, "--json", "--skip-git-repo-check", "--", "again",
+                            cwd=tmp_path, home=native_store)
+    assert code == 0 and json.loads(out.splitlines()[0]) == {"type": "thread.started", "thread_id": tid}

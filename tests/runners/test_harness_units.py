@@ -141,8 +141,49 @@ def test_claude_resumed_session_does_not_rewrite_state():
     frames = assemble(ClaudeParser(), raw, resumed="same")
     validate(frames)
     assert [f.type for f in frames] == ["message.delta", "message.completed", "run.completed"]
-    frames = assemble(ClaudeParser(), raw, resumed="other")  # the harness forked a new id
-    assert frames[0].type == "state.updated" and frames[0].data["value"] == "same"
+    # Claude Code 2.1.x reports a per-invocation id under --resume; only the resumed id resumes
+    # again, so the tag is remembered for the log, never stored.
+    assembler = ResultAssembler("r1", resumed_session_id="other")
+    parser = ClaudeParser()
+    frames = [f for line in raw for e in parser.parse_line(line) for f in assembler.feed(e)]
+    frames += assembler.finish(0)
+    assert [f.type for f in frames] == ["message.delta", "message.completed", "run.completed"]
+    assert assembler.invocation_ids == ["same"]
+
+
+#: What Claude Code 2.1.197 printed for `claude -p --output-format stream-json --verbose --resume <id>`
+#: when no session file exists for <id> (captured from the real CLI; exit code 1).
+REAL_LOST_SESSION = (
+    '{"type":"result","subtype":"error_during_execution","duration_ms":0,"duration_api_ms":0,"is_error":true,'
+    '"num_turns":0,"stop_reason":null,"session_id":"3f0d6a8e-1111-4222-8333-944455556666","total_cost_usd":0,'
+    '"usage":{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":0,'
+    '"server_tool_use":{"web_search_requests":0,"web_fetch_requests":0},"service_tier":"standard",'
+    '"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},"inference_geo":"",'
+    '"iterations":[],"speed":"standard"},"modelUsage":{},"permission_denials":[],'
+    '"uuid":"95987b5a-5b99-48c6-8b14-662720f2b620",'
+    '"errors":["No conversation found with session ID: 3f0d6a8e-1111-4222-8333-944455556666"]}')
+
+
+def test_claude_lost_session_result_is_recognised():
+    [started, _usage, final] = ClaudeParser().parse_line(REAL_LOST_SESSION)
+    assert started == SessionStarted("3f0d6a8e-1111-4222-8333-944455556666")  # the stale id itself
+    assert isinstance(final, FinalResult) and final.session_missing and final.is_error
+    assert final.subtype == "error_during_execution" and "No conversation found" in final.error
+    # any other error_during_execution is a real failure of a resumed turn, not a lost session
+    other = json.loads(REAL_LOST_SESSION)
+    other["errors"] = ["API Error: 529 overloaded"]
+    final = ClaudeParser().parse_line(json.dumps(other))[-1]
+    assert final.is_error and not final.session_missing
+
+
+def test_resume_failed_action_validates_for_both_judges():
+    assembler = ResultAssembler("r1")
+    assembler.feed(SessionStarted("new-1"))
+    frame = assembler.resume_failed("No conversation found with session ID: old-1", "old-1")
+    validate([frame], run_id="r1")
+    assert frame.data == {"action": "session.resume_failed", "target": {"kind": "harness_session"},
+                          "payload": {"resumed": False, "reason": "No conversation found with session ID: old-1",
+                                      "previous_session_id": "old-1", "new_session_id": "new-1"}}
 
 
 # -- Codex -------------------------------------------------------------------------

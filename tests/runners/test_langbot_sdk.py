@@ -155,10 +155,14 @@ class FakeHostAPI(RunnerAPI):
                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
                "model_id": model_id}
 
-    async def invoke_rerank(self, model_id, query, documents, top_n=None):
+    async def invoke_rerank(self, model_id, query, documents, top_n=None, *, params=None):
         self._check(f"invoke_rerank:{model_id}", "rerank" in self.models.get(model_id, ()))
         scored = [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(len(documents))]
         return scored[: top_n or len(scored)]
+
+    async def invoke_embedding(self, model_id, texts):
+        self._check(f"invoke_embedding:{model_id}", "invoke" in self.models.get(model_id, ()))
+        return {"vectors": [[float(len(t)), 1.0] for t in texts], "usage": {}}
 
     # tools & knowledge
     async def get_tool_detail(self, tool_name):
@@ -397,10 +401,7 @@ class KitchenSinkRunner(SDKRunner):
             await ctx.run_cancel(reason="test")
         except AgentAPIException as exc:
             seen["run_cancel"] = exc.error.code
-        try:
-            await api.invoke_embedding(GRANTED, ["x"])
-        except AgentAPIException as exc:
-            seen["embedding"] = (exc.error.code, exc.error.details.get("reason"))
+        seen["embedding"] = await api.invoke_embedding(GRANTED, ["x", "yy"])
         seen["version"] = await api.get_langbot_version()
         await ctx.log("kitchen sink done")
         yield RunnerResult.message_completed(ctx.run_id, Message(role="assistant", content=repr(sorted(seen))))
@@ -532,7 +533,7 @@ async def test_finished_run_is_unauthorized():
 
 
 # -- unsupported actions: structured, immediate ----------------------------------------------------
-@pytest.mark.parametrize("action", ["get_prompt", "count_tokens", "reply_stream", "run_finalize",
+@pytest.mark.parametrize("action", ["get_prompt", "reply_stream", "run_finalize",
                                     "acquire_box", "some_future_action"])
 async def test_unsupported_action_answers_a_structured_error_at_once(action):
     handler = HostActionHandler(FakeHostAPI())
@@ -619,7 +620,7 @@ async def test_kitchen_sink_every_action_family_in_the_shape_the_sdk_reads():
     assert seen["workspace_storage"] == "unauthorized"
     assert seen["run_status"] == "running" and seen["runs"] == 1 and seen["run_events"] == ["message.delta"]
     assert seen["run_cancel"] == "unauthorized"
-    assert seen["embedding"] == ["invalid_argument", "unsupported_action"]
+    assert seen["embedding"] == [[1.0, 1.0], [2.0, 1.0]]
     assert seen["version"].startswith("runnerhost/")
     assert api.storage == {}  # deleted again
     # SDK tool tracing around call_tool arrives as tool.call.* telemetry.
@@ -811,7 +812,7 @@ def test_manifest_from_sdk_entity_drops_sdk_only_and_adds_host_defaults():
     assert isinstance(m, RunnerManifest) and m.id == "plugin:acme/demo/default"
     assert (m.label, m.description, m.version) == ("Demo", "A demo", "1.2.3")
     assert m.capabilities.streaming and m.capabilities.steering
-    assert m.permissions.models == ["invoke"]
+    assert m.permissions.models == ["invoke", "count_tokens"]  # kept: local-agent counts on every run
     assert m.permissions.history == ["page"]
     assert m.permissions.steering == ["pull"]
     assert m.permissions.state == ["read", "write"]
@@ -932,6 +933,31 @@ async def test_load_plugin_runner_from_a_plugin_directory(tmp_path: Path):
     (tmp_path / "broken" / "components/runner/default.py").write_text("raise RuntimeError('broken plugin')\n")
     with pytest.raises(ImportError, match="broken plugin"):  # also skipped by discovery
         load_plugin_runner(tmp_path / "broken")
+
+
+async def test_remove_think_and_reasoning_level_reach_the_host():
+    api = FakeHostAPI()
+    seen_params = []
+    original = api.invoke_llm
+
+    async def invoke_llm(model_id, messages, *, tools=None, params=None):
+        seen_params.append(params)
+        out = await original(model_id, messages, tools=tools, params=params)
+        out["message"]["content"] = "<think>private musing</think>\nthe answer"
+        return out
+    api.invoke_llm = invoke_llm
+    handler = HostActionHandler(api)
+    message = {"role": "user", "content": "q"}
+    kept = await handler.call_action("invoke_llm", {"run_id": RUN_ID, "llm_model_uuid": GRANTED,
+                                                    "messages": [message]})
+    assert kept["message"]["content"].startswith("<think>")
+    stripped = await handler.call_action("invoke_llm", {"run_id": RUN_ID, "llm_model_uuid": GRANTED,
+                                                        "messages": [message], "remove_think": True,
+                                                        "reasoning_level": "high"})
+    assert stripped["message"]["content"] == "the answer"
+    assert seen_params == [None, {"reasoning_level": "high"}]
+    info = await handler.call_action("get_langbot_version", {})
+    assert info["api_features"] == ["llm.reasoning_level"]
 
 
 def test_supported_action_table_is_complete():

@@ -111,7 +111,7 @@ def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
         storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("serve-data")), database_url_env=SERVE_DB_ENV),
         host=HostSettings(namespace=f"rh-serve-{uuid.uuid4().hex[:8]}",
                           extra_runners={GATEWAY_PROBE: "tests.serve.gateway_probe:GatewayProbeRunner"}),
-        pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2, acquire_timeout_s=20),
+        pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2),
         agents=TEST_AGENTS,
         api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
                   ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"]),

@@ -53,7 +53,7 @@ def fuzz_server(serve_ray, tmp_path_factory) -> Iterator[str]:
         server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=32 * 1024),
         storage=StorageSettings(data_dir=str(data)),
         host=HostSettings(namespace=f"rh-fuzz-{uuid.uuid4().hex[:8]}"),
-        pools=PoolConfig(run_actors_min=1, run_actors_max=8, workers_min=1, workers_max=1, acquire_timeout_s=20),
+        pools=PoolConfig(run_actors_min=1, run_actors_max=8, workers_min=1, workers_max=1),
         api_keys=[ApiKey(name="fuzz", sha256=hash_key(FUZZ_KEY), scopes=["admin"])],
     ).resolved()
     upgrade(cfg.database_url)

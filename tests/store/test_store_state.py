@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from protocol.errors import ErrorCode
 from store.models import AgentRunnerState
-from store.state import ScopeKeyBuilder, StateStore, scope_key
+from protocol.scopes import ScopeKeyBuilder, scope_key
+from store.state import StateStore
 
 RUNNER = "plugin:builtin/echo/echo"
 

@@ -9,7 +9,10 @@ Native lines handled (one JSON object per line):
 * ``{"type":"stream_event","event":{"type":"content_block_delta","delta":{"type":"text_delta","text"}}}``
   (``--include-partial-messages``); other stream events are bookkeeping only.
 * ``{"type":"result","subtype":"success"|"error_max_turns"|"error_during_execution"|…,
-  "is_error","result","session_id","usage","total_cost_usd"}``
+  "is_error","result","session_id","usage","total_cost_usd","errors"}`` — a ``--resume``
+  of a session Claude Code cannot load is this line alone (``error_during_execution``,
+  the stale ``session_id``, ``errors: ["No conversation found with session ID: …"]``,
+  exit 1), parsed as ``FinalResult(session_missing=True)``.
 
 Every line may carry ``session_id``; the first one seen (and any change) becomes
 a :class:`SessionStarted`. Text produced inside a sub-agent (``parent_tool_use_id``
@@ -17,6 +20,7 @@ set) is not part of the reply and is reported as :class:`Reasoning`.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..events import (
@@ -31,6 +35,11 @@ from ..events import (
     Usage,
 )
 from . import NativeParser, log
+
+#: What Claude Code says (in ``result.errors``) when ``--resume`` names a session it cannot
+#: load: the session file is gone (``No conversation found with session ID: <id>``) or the
+#: value is not a usable session id (``--resume requires a valid session ID …``).
+SESSION_MISSING_RE = re.compile(r"No conversation found with session ID|--resume requires a valid session ID")
 
 _KNOWN_SYSTEM = {"init", "compact_boundary", "status", "hook_response", "hook_started",
                  "api_retry", "informational"}
@@ -200,5 +209,8 @@ class ClaudeParser(NativeParser):
                 error = "; ".join(str(e) for e in errors)
             else:
                 error = text or subtype
-        out.append(FinalResult(is_error=is_error, text=text, subtype=subtype, error=error))
+        missing = bool(is_error and error and subtype == "error_during_execution"
+                       and SESSION_MISSING_RE.search(error))
+        out.append(FinalResult(is_error=is_error, text=text, subtype=subtype, error=error,
+                               session_missing=missing))
         return out

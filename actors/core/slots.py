@@ -1,0 +1,367 @@
+"""A pool of run slots on expensive members (RunActors, runner workers): the host's capacity.
+
+Each member is a process that serves up to ``slots_per_member`` runs at once. A run takes a
+slot through a :class:`Reservation`: satisfied at once when a slot is free, otherwise it
+waits in FIFO order and the oldest waiter gets the next slot that frees (handed over
+directly — no wake-everyone-and-race).
+
+Invariants:
+
+* members + creations in flight ≤ ``capacity()`` (the configured maximum, further bounded by
+  what the cluster can place — the host passes a function that reads it);
+* at most ``max_creating`` creations are in flight, each abandoned after ``create_timeout``
+  (the factory is cancelled and must clean up what it started);
+* a creation starts only for demand nobody covers yet: waiters beyond the slots that
+  creations in flight will bring, and only once the oldest of them has waited
+  ``grow_after`` seconds (a burst that frees its own slots in milliseconds creates
+  nothing); a waiter that gives up (cancelled) is no demand any more;
+* at most ``max_waiting`` reservations wait; beyond that ``reserve`` raises ``rate_limited``;
+* ``overcommit`` pools (runner workers: async processes that serve many runs) never make a
+  run wait while a member exists: past its slots, the least-loaded member takes it, and the
+  pool grows in the background.
+
+When nothing exists, nothing is being created and the last creation failed, the waiters get
+that failure instead of waiting forever (a broken runner fails its runs, it does not hang).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Generic, TypeVar
+
+from protocol.errors import ErrorCode, RunnerHostError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Member(Generic[T]):
+    item: T
+    leases: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class Reservation(Generic[T]):
+    """A run's claim on a slot: ``member`` once granted; ``position`` in line when it waited
+    (1 = next); ``await reservation.wait()`` until granted; ``cancel()`` gives the claim up."""
+
+    def __init__(self, pool: "SlotPool[T]", position: int) -> None:
+        self._pool = pool
+        self.position = position
+        self.member: T | None = None
+        self.enqueued_at = time.monotonic()
+        self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    @property
+    def granted(self) -> bool:
+        return self.member is not None
+
+    async def wait(self, timeout: float | None = None) -> T:
+        if self.member is not None:
+            return self.member
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Give the claim up; a slot already granted goes back to the pool (to the next waiter)."""
+        self._pool._withdraw(self)
+
+    def _grant(self, member: T) -> None:
+        self.member = member
+        if not self._future.done():
+            self._future.set_result(member)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+            self._future.exception()  # retrieved here: a waiter that gave up must not warn
+
+
+class SlotPool(Generic[T]):
+    def __init__(
+        self,
+        factory: Callable[[], Awaitable[T]],
+        *,
+        name: str,
+        slots_per_member: int = 1,
+        min_size: int = 0,
+        max_size: int = 8,
+        capacity: Callable[[], int] | None = None,
+        max_creating: int = 2,
+        create_timeout: float = 60.0,
+        grow_after: float = 0.0,
+        max_waiting: int = 10_000,
+        overcommit: bool = False,
+    ) -> None:
+        if max_size < 1 or min_size < 0 or min_size > max_size or slots_per_member < 1 or max_creating < 1:
+            raise ValueError("need 0 <= min_size <= max_size, max_size >= 1, slots_per_member >= 1, "
+                             "max_creating >= 1")
+        self.name = name
+        self._factory = factory
+        self.slots_per_member = slots_per_member
+        self.min_size, self.max_size = min_size, max_size
+        self._capacity = capacity
+        self.max_creating = max_creating
+        self.create_timeout = create_timeout
+        self.grow_after = grow_after
+        self.max_waiting = max_waiting
+        self.overcommit = overcommit
+        self._members: list[_Member[T]] = []
+        self._waiting: collections.deque[Reservation[T]] = collections.deque()
+        self._creating = 0
+        self._creations: set[asyncio.Task] = set()
+        self._growth_timer: asyncio.TimerHandle | None = None
+        self._last_failure: BaseException | None = None
+        self.created = 0
+        self.failed_creations = 0
+        self.peak_size = 0
+        self.peak_waiting = 0
+
+    # -- observation --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self._members)
+
+    @property
+    def creating(self) -> int:
+        return self._creating
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def leased(self) -> int:
+        return sum(m.leases for m in self._members)
+
+    def members(self) -> list[T]:
+        return [m.item for m in self._members]
+
+    def idle(self) -> list[T]:
+        return [m.item for m in self._members if m.leases == 0]
+
+    def capacity(self) -> int:
+        """How many members may exist (or be in creation) right now."""
+        if self._capacity is None:
+            return self.max_size
+        try:
+            return max(0, min(self.max_size, self._capacity()))
+        except Exception as exc:  # a failing probe must not stop the pool: fall back to the maximum
+            log.warning("%s: capacity probe failed (%s); using the configured maximum", self.name, exc)
+            return self.max_size
+
+    def stats(self) -> dict[str, int | str]:
+        return {"name": self.name, "size": self.size, "leased": self.leased(), "creating": self._creating,
+                "max": self.max_size, "capacity": self.capacity(), "queue_length": self.waiting,
+                "slots_per_member": self.slots_per_member, "created": self.created,
+                "failed_creations": self.failed_creations, "peak_size": self.peak_size,
+                "peak_queue_length": self.peak_waiting}
+
+    # -- leasing ----------------------------------------------------------------------------------
+    def try_reserve(self) -> Reservation[T] | None:
+        """A granted reservation when a slot is free and nobody waits, else None (nothing queued)."""
+        if self._waiting and not self.overcommit:
+            return None
+        member = self._pick()
+        if member is None or member.leases >= self.slots_per_member:
+            return None
+        reservation = Reservation(self, 0)
+        member.leases += 1
+        reservation._grant(member.item)
+        return reservation
+
+    def reserve(self) -> Reservation[T]:
+        """Claim a slot: granted now when one is free, else queued FIFO (grows the pool if due)."""
+        if self._waiting and not self.overcommit:
+            member = None  # others are already in line
+        else:
+            member = self._pick()
+        if member is not None:
+            reservation = Reservation(self, 0)
+            member.leases += 1
+            reservation._grant(member.item)
+            if self.overcommit and member.leases > self.slots_per_member:
+                self._grow(urgent=True)  # past its slots: a new member for the next runs
+            return reservation
+        if len(self._waiting) >= self.max_waiting:
+            raise RunnerHostError(ErrorCode.RATE_LIMITED,
+                                  f"{self.name}: {self.max_waiting} runs are already waiting for a slot",
+                                  retryable=True, details={"pool": self.name, "waiting": len(self._waiting)})
+        reservation = Reservation(self, len(self._waiting) + 1)
+        self._waiting.append(reservation)
+        self.peak_waiting = max(self.peak_waiting, len(self._waiting))
+        if not self._members and not self._creating and self._last_failure is not None:
+            self._last_failure = None  # a new try: creation may succeed now
+        self._grow()
+        return reservation
+
+    def release(self, item: T) -> None:
+        """A run is done with its slot: it goes to the oldest waiter, else back to the pool."""
+        member = self._find(item)
+        if member is None or member.leases == 0:
+            return  # discarded meanwhile (it died): the slot went with it
+        member.leases -= 1
+        if member.leases == 0:
+            member.idle_since = time.monotonic()
+        self._hand_over()
+
+    def kick(self) -> None:
+        """Re-evaluate growth (capacity changed: e.g. a node with free slots joined)."""
+        self._grow()
+
+    def discard(self, item: T) -> None:
+        """Drop a member that died; its runs release nothing (their slots went with it)."""
+        member = self._find(item)
+        if member is not None:
+            self._members.remove(member)
+        self._grow()
+
+    async def warm(self, count: int | None = None) -> None:
+        """Create members up to ``min_size`` (or ``count`` more), within capacity; waits for them."""
+        target = self.min_size if count is None else self.size + self._creating + count
+        missing = min(target, self.capacity()) - self.size - self._creating
+        tasks = [self._start_creation() for _ in range(max(0, missing))]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def shrink_idle(self, idle_for: float) -> list[T]:
+        """Remove members idle longer than ``idle_for`` down to ``min_size`` (never while runs
+        wait); the caller destroys what this returns."""
+        if self._waiting:
+            return []
+        now = time.monotonic()
+        removed: list[T] = []
+        for member in list(self._members):
+            if self.size <= self.min_size:
+                break
+            if member.leases == 0 and now - member.idle_since >= idle_for:
+                self._members.remove(member)
+                removed.append(member.item)
+        return removed
+
+    async def close(self) -> None:
+        """Stop growing; waiters are failed; creations in flight are cancelled."""
+        if self._growth_timer is not None:
+            self._growth_timer.cancel()
+        error = RunnerHostError(ErrorCode.RUNTIME_ERROR, f"{self.name} is closed", retryable=True)
+        while self._waiting:
+            self._waiting.popleft()._fail(error)
+        for task in list(self._creations):
+            task.cancel()
+        if self._creations:
+            await asyncio.gather(*self._creations, return_exceptions=True)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _pick(self) -> _Member[T] | None:
+        if not self._members:
+            return None
+        best = min(self._members, key=lambda m: m.leases)
+        if best.leases < self.slots_per_member:
+            return best
+        return best if self.overcommit else None
+
+    def _find(self, item: T) -> _Member[T] | None:
+        for member in self._members:
+            if member.item is item or member.item == item:
+                return member
+        return None
+
+    def _withdraw(self, reservation: Reservation[T]) -> None:
+        if reservation.member is not None:
+            item, reservation.member = reservation.member, None
+            self.release(item)
+            return
+        try:
+            self._waiting.remove(reservation)
+        except ValueError:
+            pass
+        if not reservation._future.done():
+            reservation._future.cancel()
+
+    def _hand_over(self) -> None:
+        """Give free slots to waiters, oldest first."""
+        while self._waiting:
+            member = self._pick()
+            if member is None:
+                break
+            reservation = self._waiting.popleft()
+            member.leases += 1
+            reservation._grant(member.item)
+
+    def _uncovered_demand(self) -> int:
+        """Waiters that neither a free slot nor a creation in flight will serve (in members)."""
+        uncovered = len(self._waiting) - self._creating * self.slots_per_member
+        return -(-uncovered // self.slots_per_member) if uncovered > 0 else 0
+
+    def _grow(self, urgent: bool = False) -> None:
+        """Start the creations that uncovered demand justifies, within every bound."""
+        wanted = 1 if urgent and not self._creating else self._uncovered_demand()
+        if wanted <= 0:
+            return
+        if not urgent and self.grow_after > 0 and self._waiting:
+            waited = time.monotonic() - self._waiting[0].enqueued_at
+            if waited < self.grow_after:
+                self._schedule_growth(self.grow_after - waited)
+                return
+        room = min(wanted, self.max_creating - self._creating, self.capacity() - self.size - self._creating)
+        for _ in range(max(0, room)):
+            self._start_creation()
+
+    def _schedule_growth(self, delay: float) -> None:
+        if self._growth_timer is not None:
+            return
+
+        def fire() -> None:
+            self._growth_timer = None
+            self._grow()
+        self._growth_timer = asyncio.get_running_loop().call_later(delay, fire)
+
+    def _start_creation(self) -> asyncio.Task:
+        self._creating += 1
+        task = asyncio.get_running_loop().create_task(self._create())
+        self._creations.add(task)
+        task.add_done_callback(self._creations.discard)
+        return task
+
+    async def _create(self) -> None:
+        try:
+            item = await asyncio.wait_for(self._factory(), self.create_timeout)
+        except BaseException as exc:
+            self._creating -= 1
+            self.failed_creations += 1
+            self._last_failure = exc if isinstance(exc, Exception) else RunnerHostError(
+                ErrorCode.RUNTIME_ERROR, f"{self.name}: creating a member was cancelled", retryable=True)
+            if isinstance(exc, asyncio.TimeoutError):
+                log.warning("%s: a member was not ready within %.0f s; abandoned", self.name,
+                            self.create_timeout)
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.warning("%s: creating a member failed", self.name, exc_info=True)
+            if not self._members and not self._creating:
+                failure = self._failure_error()
+                while self._waiting:
+                    self._waiting.popleft()._fail(failure)
+            else:
+                self._grow()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._creating -= 1
+        self._last_failure = None
+        self._members.append(_Member(item))
+        self.created += 1
+        self.peak_size = max(self.peak_size, self.size)
+        self._hand_over()
+        self._grow()
+
+    def _failure_error(self) -> RunnerHostError:
+        cause = self._last_failure
+        if isinstance(cause, RunnerHostError):
+            return cause
+        return RunnerHostError(ErrorCode.RUNTIME_ERROR, f"{self.name}: no member could be created "
+                               f"({type(cause).__name__ if cause else 'unknown'})", retryable=True)

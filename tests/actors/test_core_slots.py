@@ -1,0 +1,186 @@
+"""SlotPool: the host's capacity — FIFO slots, bounded and demand-driven growth, no creation storms."""
+import asyncio
+
+import pytest
+
+from actors.core.slots import SlotPool
+from protocol.errors import ErrorCode, RunnerHostError
+
+
+class Factory:
+    """Counts creations, how many ran at once, and which were cancelled."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False, hang: bool = False) -> None:
+        self.delay, self.fail, self.hang = delay, fail, hang
+        self.started = 0
+        self.running = 0
+        self.peak_running = 0
+        self.cancelled = 0
+
+    async def __call__(self) -> object:
+        self.started += 1
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        try:
+            if self.hang:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise RuntimeError("cannot create an actor")
+            return object()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+async def settle(pool: SlotPool, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pool.creating:
+        assert asyncio.get_running_loop().time() < deadline, "creations never finished"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_freed_slot_goes_to_the_oldest_waiter_and_no_one_else_wakes():
+    pool = SlotPool(Factory(), name="t", max_size=1, grow_after=10)
+    await pool.warm(1)
+    holder = pool.reserve()
+    assert holder.granted
+    waiters = [pool.reserve() for _ in range(3)]
+    assert [w.position for w in waiters] == [1, 2, 3] and not any(w.granted for w in waiters)
+    holder.cancel()  # the run is done with its slot
+    assert waiters[0].granted and not waiters[1].granted and not waiters[2].granted
+    waiters[0].cancel()
+    assert waiters[1].granted and not waiters[2].granted
+    assert pool.created == 1  # nothing was created for a line that a release served
+
+
+async def test_growth_is_bounded_by_concurrent_creations_and_by_capacity():
+    factory = Factory(delay=0.05)
+    pool = SlotPool(factory, name="t", max_size=50, capacity=lambda: 5, max_creating=2)
+    waiters = [pool.reserve() for _ in range(12)]
+    await asyncio.gather(*(w.wait(2) for w in waiters[:5]))
+    await settle(pool)
+    assert factory.peak_running == 2      # never a storm: two creations at a time
+    assert pool.size == 5 and factory.started == 5  # the cluster had room for five, no more
+    assert sum(w.granted for w in waiters) == 5
+
+
+async def test_no_creation_for_a_caller_that_gave_up():
+    factory = Factory(delay=0.05)
+    pool = SlotPool(factory, name="t", max_size=10, grow_after=0.1)
+    gone = [pool.reserve() for _ in range(4)]
+    for w in gone:
+        w.cancel()  # the clients timed out before the pool decided to grow
+    await asyncio.sleep(0.2)
+    assert factory.started == 0 and pool.waiting == 0
+
+
+async def test_creations_in_flight_cover_waiters_no_second_creation_per_waiter():
+    factory = Factory(delay=0.1)
+    pool = SlotPool(factory, name="t", max_size=10, slots_per_member=4, max_creating=4)
+    waiters = [pool.reserve() for _ in range(4)]
+    await asyncio.sleep(0.01)
+    assert factory.started == 1  # one member brings four slots: one creation serves all four
+    await asyncio.gather(*(w.wait(1) for w in waiters))
+    assert pool.size == 1 and pool.leased() == 4
+
+
+async def test_grow_after_lets_a_burst_free_its_own_slots():
+    factory = Factory()
+    pool = SlotPool(factory, name="t", max_size=4, grow_after=0.2)
+    await pool.warm(1)
+    first = pool.reserve()
+    second = pool.reserve()
+    await asyncio.sleep(0.02)
+    first.cancel()  # a short run ends in milliseconds
+    assert second.granted
+    await asyncio.sleep(0.3)
+    assert factory.started == 1  # only the warm one
+    third = pool.reserve()  # nothing frees this time: the pool grows after grow_after
+    await third.wait(2)
+    assert factory.started == 2
+
+
+async def test_a_hung_creation_is_abandoned_and_its_count_released():
+    factory = Factory(hang=True)
+    pool = SlotPool(factory, name="t", max_size=2, create_timeout=0.1)
+    waiter = pool.reserve()
+    with pytest.raises(RunnerHostError):  # nothing exists and the creation failed: the run learns it
+        await waiter.wait(2)
+    assert pool.creating == 0 and factory.cancelled == 1 and pool.failed_creations == 1
+
+
+async def test_creation_failure_reaches_waiters_only_when_nothing_can_serve_them():
+    pool = SlotPool(Factory(fail=True), name="t", max_size=2)
+    waiter = pool.reserve()
+    with pytest.raises(RunnerHostError, match="RuntimeError") as error:
+        await waiter.wait(2)
+    assert error.value.retryable  # in the error model, never a raw exception
+    assert pool.size == 0 and pool.waiting == 0
+
+
+async def test_slots_per_member_and_a_full_line_is_rate_limited():
+    pool = SlotPool(Factory(), name="t", max_size=2, slots_per_member=3, max_waiting=2, grow_after=10)
+    await pool.warm(2)
+    held = [pool.reserve() for _ in range(6)]
+    assert all(r.granted for r in held) and pool.leased() == 6 and pool.size == 2
+    line = [pool.reserve(), pool.reserve()]
+    assert not any(r.granted for r in line)
+    with pytest.raises(RunnerHostError) as error:
+        pool.reserve()
+    assert error.value.code is ErrorCode.RATE_LIMITED and error.value.retryable
+
+
+async def test_try_reserve_never_queues_and_never_jumps_the_line():
+    pool = SlotPool(Factory(), name="t", max_size=1, grow_after=10)
+    await pool.warm(1)
+    first = pool.try_reserve()
+    assert first is not None and first.granted
+    assert pool.try_reserve() is None and pool.waiting == 0
+    queued = pool.reserve()
+    first.cancel()
+    assert queued.granted and pool.try_reserve() is None
+
+
+async def test_overcommit_pool_never_makes_a_run_wait_while_a_member_exists():
+    factory = Factory(delay=0.05)
+    pool = SlotPool(factory, name="workers", max_size=2, slots_per_member=2, overcommit=True)
+    await pool.warm(1)
+    leases = [pool.reserve() for _ in range(5)]
+    assert all(r.granted for r in leases)  # past its slots the member takes more ...
+    await settle(pool)
+    assert pool.size == 2  # ... and the pool grew in the background for the next runs
+    late = pool.reserve()
+    assert late.member is not leases[0].member  # the least-loaded member
+
+
+async def test_warm_is_bounded_by_max_and_capacity_and_shrink_waits_for_an_empty_line():
+    factory = Factory(delay=0.01)
+    pool = SlotPool(factory, name="t", min_size=3, max_size=4, capacity=lambda: 3)
+    await asyncio.gather(pool.warm(2), pool.warm(), pool.warm(5))
+    assert pool.size == 3
+    holders = [pool.reserve() for _ in range(3)]
+    waiting = pool.reserve()
+    assert pool.shrink_idle(0) == []  # never shrink while runs wait
+    for h in holders:
+        h.cancel()
+    waiting.cancel()
+    pool.min_size = 1
+    assert len(pool.shrink_idle(0)) == 2 and pool.size == 1
+
+
+async def test_a_cancelled_wait_gives_a_just_granted_slot_to_the_next_in_line():
+    pool = SlotPool(Factory(), name="t", max_size=1, grow_after=10)
+    await pool.warm(1)
+    holder = pool.reserve()
+    impatient = pool.reserve()
+    patient = pool.reserve()
+    task = asyncio.create_task(impatient.wait())
+    await asyncio.sleep(0)
+    holder.cancel()        # granted to `impatient` ...
+    task.cancel()          # ... which gives up in the same instant
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert patient.granted  # the slot was not lost

@@ -1,0 +1,122 @@
+"""Capacity over HTTP: 400 concurrent 30-second runs against 13 RunActors of 16 slots each.
+
+Every submission (``?wait=false``) is accepted — the 192 beyond the 208 slots are queued on
+record — and answered within a second; every run completes; the host never holds more RunActor
+processes than its cap (sampled from Ray's actor table throughout, not the pool's own count).
+
+Knobs: ``RH_CAPACITY_RUNS`` (400), ``RH_CAPACITY_RUN_S`` (30), ``RH_CAPACITY_CLIENTS`` (32).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+from ray.util.state import list_actors
+
+from actors.host_config import PoolConfig
+from protocol.agents import AgentConfig
+from tests.conftest import pg_database
+from tests.load.conftest import LoadApp, serve_application
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RUNS = int(os.environ.get("RH_CAPACITY_RUNS", "400"))
+RUN_S = float(os.environ.get("RH_CAPACITY_RUN_S", "30"))
+CLIENTS = int(os.environ.get("RH_CAPACITY_CLIENTS", "32"))
+RUNS_PER_ACTOR = 16
+ACTOR_CAP = 13
+ECHO = "plugin:builtin/echo/default"
+
+
+@pytest.fixture(scope="module")
+async def capacity_pg_url():
+    async with pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def capacity_app(ray_session, capacity_pg_url, tmp_path_factory):
+    pools = PoolConfig(run_actors_min=2, run_actors_max=ACTOR_CAP, runs_per_actor=RUNS_PER_ACTOR,
+                       workers_min=0, workers_max=1, queue_max=RUNS, health_check_s=1.0)
+    agents = {"wait": AgentConfig(runner_id=ECHO, runner_config={"chunks": 1, "delay_s": RUN_S},
+                                  timeout_s=RUN_S * 10)}
+    with serve_application("runnerhost-capacity", "/rh-capacity", capacity_pg_url,
+                           str(tmp_path_factory.mktemp("capacity-data")), pools=pools, agents=agents) as app:
+        yield app
+
+
+def run_actor_processes(namespace: str) -> int:
+    actors = list_actors(filters=[("class_name", "=", "RunActor"), ("state", "=", "ALIVE")], limit=10_000,
+                         raise_on_missing_output=False)
+    return sum(1 for a in actors if a.ray_namespace == namespace)
+
+
+async def test_400_concurrent_long_runs_are_all_accepted_queued_beyond_capacity_and_complete(
+        capacity_app: LoadApp, capacity_pg_url):
+    app = capacity_app
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, await asyncio.to_thread(run_actor_processes, app.namespace))
+            await asyncio.sleep(0.5)
+    sampler = asyncio.create_task(sample())
+
+    latencies: list[float] = []
+    answers: list[tuple[int, dict]] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(RUNS):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=app.url, headers=app.ingest, limits=limits, timeout=30) as client:
+        async def submitter() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = {"agent_id": "wait", "event": {
+                    "event_id": f"cap-{uuid.uuid4().hex}", "event_type": "message.received",
+                    "conversation_id": f"cap-conv-{i}", "input": {"text": f"hold {i}"}}}
+                began = time.perf_counter()
+                r = await client.post("/v1/events", params={"wait": "false"}, json=body)
+                latencies.append(time.perf_counter() - began)
+                answers.append((r.status_code, r.json()))
+        began = time.monotonic()
+        await asyncio.gather(*(submitter() for _ in range(CLIENTS)))
+        submitted_s = time.monotonic() - began
+
+    statuses = [status for status, _ in answers]
+    assert statuses.count(202) == RUNS, {s: statuses.count(s) for s in set(statuses)}  # 0 refused
+    first_types = [body["type"] for _, body in answers]
+    queued = first_types.count("run.queued")
+    assert queued >= RUNS - ACTOR_CAP * RUNS_PER_ACTOR  # beyond the slots: queued, on record
+    assert set(first_types) <= {"run.started", "run.queued"}
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < 1.0, f"?wait=false p99 {p99:.3f} s"
+
+    conn = await asyncpg.connect(capacity_pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        deadline = time.monotonic() + RUN_S * (RUNS / (ACTOR_CAP * RUNS_PER_ACTOR) + 2) + 60
+        while True:
+            done = await conn.fetchval("select count(*) from agent_run where status = 'completed'")
+            if done == RUNS or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        by_status = {r["status"]: r["n"] for r in await conn.fetch(
+            "select status, count(*) n from agent_run group by status")}
+        assert by_status == {"completed": RUNS}, by_status
+        assert await conn.fetchval("select count(*) from event_log where source <> 'system'") == RUNS
+    finally:
+        await conn.close()
+        sampling = False
+        await sampler
+    assert 0 < peak <= ACTOR_CAP, f"peak RunActor processes {peak} > cap {ACTOR_CAP}"
+    print(f"\ncapacity: {RUNS} runs of {RUN_S:.0f} s submitted in {submitted_s:.1f} s ({queued} queued), "
+          f"?wait=false p50 {latencies[len(latencies) // 2] * 1000:.0f} ms p99 {p99 * 1000:.0f} ms, "
+          f"peak RunActor processes {peak}/{ACTOR_CAP}")
