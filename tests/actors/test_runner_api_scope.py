@@ -65,8 +65,7 @@ async def accept(backend: StorageBackend, *, conversation_id: str | None, bot_id
                           source="scheduler" if conversation_id is None else "api",
                           input={"text": "secret plans" if event_type == "message.received" else None})
     await backend.write("run_accept", run_id=run_id, event=event.model_dump(mode="json"), agent_id="a",
-                        binding_id="a@1", runner_id=RUNNER, conversation_id=conversation_id,
-                        deadline_at=None, scope_keys={},
+                        binding_id="a@1", runner_id=RUNNER, deadline_at=None, scope_keys={},
                         frames=[{"type": "run.started", "data": {}, "sequence": 0}])
     artifact = await backend.write("artifact_created", run_id=run_id, runner_id=RUNNER,
                                    conversation_id=conversation_id, fallback_id=f"art_{run_id}",

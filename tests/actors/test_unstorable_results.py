@@ -20,8 +20,7 @@ async def test_unstorable_runner_text_is_replaced_and_recorded(db):
     async with db.transaction() as session:
         await service.write(session, "run_accept", dict(
             run_id=run_id, event=event.model_dump(mode="json"), agent_id="a", binding_id="a@1",
-            runner_id="plugin:t/r/default", conversation_id=conv, deadline_at=None, scope_keys={}))
-        await RunLedgerStore(session).transition(run_id, "running")
+            runner_id="plugin:t/r/default", deadline_at=None, scope_keys={}, status="running"))
 
     book = RunBook(run_id, "plugin:t/r/default")
     book.host_frame("run.started", {})
