@@ -29,11 +29,12 @@ from protocol.agents import AgentConfig
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
 
-from . import constants
+from . import constants, metrics, tracing
 from .addresses import ActorAddress, PooledActor
 from .core.authz import ResourceCatalog
 from .core.coalesce import Coalescer
 from .core.driver import AcceptedRun, DriverSettings, RunActorGone, RunDriver
+from .core.lifecycle import Cause
 from .core.run_slot import RunOutput, RunPlan, token_digest
 from .core.slots import Reservation, SlotPool
 from .host_config import HostConfig
@@ -192,6 +193,7 @@ class Host:
         await registry.ready.remote()
         catalog = await providers.catalog.remote()
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
+        tracing.configure(config.otlp_endpoint)
         host = cls(config, storage, registry, providers, catalog)
         await host._heartbeat()
         await host._sweep()  # runs of hosts that are gone end now, not a sweep period later
@@ -236,8 +238,9 @@ class Host:
         if out["finalized"]:
             log.warning("finalized %d run(s) of hosts that are gone (or left past their deadline)",
                         len(out["finalized"]))
-        for run_id in out["finalized"]:
+        for run_id, agent_id in out["finalized"]:
             self.ports.registry_post("release", run_id=run_id)
+            metrics.run_finished(agent_id, "failed", Cause.HOST_LOST.code)
         for host_id in out["gone_hosts"]:
             self.ports.registry_post("release_host", host_id=host_id)
         cancelled = await self.ports.read("cancel_requested", owner_host=self.host_id)
@@ -286,7 +289,8 @@ class Host:
         if self._slot_resource:
             options["resources"] = {RUN_SLOT_RESOURCE: 1}
         actor = RunActor.options(name=address.name, namespace=address.namespace, **options).remote(
-            self.storage, self.providers, self.registry, address, self.config.pools.runs_per_actor)
+            self.storage, self.providers, self.registry, address, self.config.pools.runs_per_actor,
+            self.config.otlp_endpoint)
         return await _ready(actor, address)
 
     def _worker_pool(self, runner_id: str, target: str) -> SlotPool[PooledActor]:
@@ -337,6 +341,7 @@ class Host:
         pools back up to it, and follow the cluster's free run slots. One pool's failure does not
         skip the others."""
         await self._refresh_capacity()
+        metrics.observe_health({"pools": [p.stats() for p in [self.run_actors, *self.worker_pools.values()]]})
         for pool in [self.run_actors, *self.worker_pools.values()]:
             try:
                 await self._prune_dead(pool, pool.idle())
@@ -428,15 +433,17 @@ class Host:
         """Runs this host is driving, by id."""
         return self.driver.runs
 
-    async def submit(self, event: EventEnvelope, agent_id: str | None = None,
-                     run_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def submit(self, event: EventEnvelope, agent_id: str | None = None, run_id: str | None = None,
+                     trace: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Admit and durably accept the event; stream its frames (see ``RunDriver.submit``). Runs in a
-        task of its own: the run (and its accept) never depend on the caller's task."""
-        return await asyncio.shield(spawn_detached(self.driver.submit(event, agent_id, run_id)))
+        task of its own: the run (and its accept) never depend on the caller's task. ``trace``: the
+        inbound W3C trace context (``actors.tracing.from_headers``)."""
+        return await asyncio.shield(spawn_detached(self.driver.submit(event, agent_id, run_id, trace)))
 
-    async def submit_background(self, event: EventEnvelope, agent_id: str | None = None) -> dict[str, Any]:
+    async def submit_background(self, event: EventEnvelope, agent_id: str | None = None,
+                                trace: dict[str, str] | None = None) -> dict[str, Any]:
         """Accept now (errors surface to the caller), run in the background; the first frame."""
-        stream = await self.submit(event, agent_id)
+        stream = await self.submit(event, agent_id, trace=trace)
         first = await stream.__anext__()
         await stream.aclose()  # the run is driven by its own task, not by this reader
         return first

@@ -112,3 +112,5 @@ class HostConfig(BaseModel):
     stale_run_check_s: float = Field(default=10.0, ge=0)
     stale_run_grace_s: float = Field(default=30.0, ge=0)
     spread: bool = True
+    # [observability]: OTLP/HTTP collector for traces; None = trace ids only, nothing exported.
+    otlp_endpoint: str | None = None

@@ -23,7 +23,7 @@ from ray.exceptions import RayActorError
 from protocol.context import RunContext
 from protocol.errors import RunnerHostError
 
-from . import constants
+from . import constants, tracing
 from .addresses import ActorAddress
 from .core.api_client import LocalRunnerAPI
 from .core.discovery import load_target
@@ -118,7 +118,8 @@ class _Ports:
 @ray.remote(max_restarts=0, max_concurrency=1000, enable_task_events=False)
 class RunActor:
     def __init__(self, storage: Any, providers: Any, registry: Any, address: ActorAddress,
-                 runs_per_actor: int = 1) -> None:
+                 runs_per_actor: int = 1, otlp_endpoint: str | None = None) -> None:
+        tracing.configure(otlp_endpoint)
         self.address = address
         self._ports = _Ports(storage, registry, address)
         self._backend = ProviderBackend(storage, providers)
@@ -170,7 +171,5 @@ class RunActor:
 
     async def gateway_call(self, run_id: str, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Runner-API call from the harness gateway (already token-checked by the gateway)."""
-        async def go():
-            return await self._slots.active(run_id).call(method, kwargs or {})
-        return await reply(go())
+        return await reply(self._slots.gateway_call(run_id, method, kwargs))
 

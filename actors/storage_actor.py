@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Sequence
 
 import ray
 
-from . import constants
+from . import constants, metrics
 from .core.batching import GroupCommitter
 from .core.db_retry import DatabaseUnavailable, with_db_retry
 from .core.storage_service import StorageService
@@ -76,7 +77,11 @@ class StorageActor:
         async def once() -> list[Any]:
             async with self._db.transaction() as session:
                 return await self._service.write_batch(session, list(ops))
-        return await self._with_db_retry(once)
+        began = time.monotonic()
+        results = await self._with_db_retry(once)
+        metrics.storage_batch(len(ops), time.monotonic() - began)
+        metrics.storage_pending(self._committer.backlog)
+        return results
 
     async def _with_db_retry(self, fn):
         return await with_db_retry(fn, deadline=constants.DB_RETRY_DEADLINE_S)

@@ -105,3 +105,51 @@ class RunnerDescriptor(BaseModel):
             config_schema=manifest.config_schema, version=manifest.version,
             execution=manifest.execution, source=source,
         )
+
+
+# -- runner_config against config_schema --------------------------------------------------------
+_NUMBER_TYPES = {"integer": int, "int": int, "number": (int, float), "float": (int, float)}
+_TEXT_TYPES = {"string", "text", "textarea", "secret", "password", "prompt-editor", "llm-model-selector"}
+
+
+def _config_problem(spec: ConfigField, value: Any) -> str | None:
+    """Why ``value`` does not fit ``spec`` (None = fits or the type is not one we check)."""
+    kind = spec.type.lower()
+    if value is None:
+        return "a value is required" if spec.required else None
+    if kind in ("boolean", "bool"):
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind in _NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES[kind]):
+            return "must be an integer" if _NUMBER_TYPES[kind] is int else "must be a number"
+        return None
+    if kind in _TEXT_TYPES:
+        return None if isinstance(value, str) else "must be a string"
+    if kind in ("array", "list"):
+        return None if isinstance(value, list) else "must be a list"
+    if kind in ("object", "dict", "json"):
+        return None if isinstance(value, dict) else "must be an object"
+    if kind == "select" and spec.options:
+        allowed = [o.get("name") for o in spec.options]
+        return None if value in allowed else f"must be one of {allowed}"
+    return None  # a type we do not know (e.g. a LangBot selector): the runner checks it
+
+
+def check_runner_config(schema: list[ConfigField], config: dict[str, Any]) -> None:
+    """Validate ``runner_config`` against the runner's ``config_schema``: declared fields must have
+    their declared type (and a ``select`` one of its options), required ones must be present.
+    Undeclared keys are left to the runner. Problems → ``invalid_argument`` whose
+    ``details.errors`` use the HTTP validation shape (``loc`` = ``["runner_config", name]``)."""
+    from .errors import invalid_argument
+
+    errors = []
+    for spec in schema:
+        present = spec.name in config
+        problem = _config_problem(spec, config.get(spec.name)) if present else (
+            "a value is required" if spec.required and spec.default is None else None)
+        if problem:
+            errors.append({"loc": ["runner_config", spec.name], "msg": problem, "type": "runner_config"})
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise invalid_argument(f"invalid runner_config: {first['loc'][1]}: {first['msg']}{more}", errors=errors)

@@ -42,6 +42,12 @@ class ReadScope(BaseModel):
         return cls(unrestricted=True)
 
     @classmethod
+    def admin(cls, conversation_id: str | None = None) -> "ReadScope":
+        """What the operator's API (a ``read``/``admin`` key) sees: one conversation when it names
+        one, else the host's own view."""
+        return cls.of_conversation(conversation_id) if conversation_id else cls.host()
+
+    @classmethod
     def of_conversation(cls, conversation_id: str, *, bot_id: str | None = None,
                         workspace_id: str | None = None) -> "ReadScope":
         return cls(conversation_id=conversation_id, bot_id=bot_id, workspace_id=workspace_id)

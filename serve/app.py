@@ -24,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from actors import tracing
 from protocol.agents import AgentConfig
 from protocol.errors import ErrorBody, RunnerHostError, invalid_argument, not_found
 from protocol.manifest import RunnerDescriptor
@@ -31,6 +32,7 @@ from protocol.pages import EventPage, HistoryPage, RunEventPage, RunPage, RunRec
 
 from .auth import Authenticator, require
 from .config import Settings
+from .console import router as console_router
 from .errors import BodyLimitMiddleware, install_error_handlers
 from .gateway import create_gateway, gateway_asgi
 from .models import (KnowledgeDocument, KnowledgeIngested, CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, AgentView,
@@ -110,7 +112,7 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
         host = H(request)
         # The host returns only once the event, its user transcript item and its run are committed
         # (or raises: 4xx/5xx, nothing accepted). The run itself outlives this request.
-        stream = await detached(host.submit(body.event, body.agent_id))
+        stream = await detached(host.submit(body.event, body.agent_id, trace=tracing.from_headers(request.headers)))
         first = await detached(stream.__anext__())  # already published: it is part of the accept
         headers = {DUPLICATE_HEADER: "true"} if first["type"] == "run.duplicate" else None
         if not wait:
@@ -126,10 +128,15 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
                         conversation_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
                         status: Annotated[list[RunStatusFilter] | None, Query(
                             description="repeatable status filter")] = None,
-                        cursor: Cursor = None, limit: Limit = 50):
+                        cursor: Cursor = None, limit: Limit = 50,
+                        agent_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+                        since: Annotated[float | None, Query(ge=0, le=1e11, description="created at or after "
+                                                             "(epoch seconds)")] = None,
+                        until: Annotated[float | None, Query(ge=0, le=1e11, description="created before "
+                                                             "(epoch seconds)")] = None):
         return await Q(request).runs(conversation_id=conversation_id,
                                      statuses=[s.value for s in status] if status else None,
-                                     before_cursor=cursor, limit=limit)
+                                     before_cursor=cursor, limit=limit, agent_id=agent_id, since=since, until=until)
 
     @app.get("/v1/runs/{run_id}", tags=["runs"], response_model=RunRecord, dependencies=[require("read")],
              responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="One run's ledger record")
@@ -251,6 +258,8 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
     async def healthz(request: Request):
         return Health(status="ok", version=VERSION,
                       auth="api_keys" if request.app.state.auth.enabled else "loopback_only")
+
+    app.include_router(console_router)  # the operator console (/ui) and its read endpoints
 
     # -- MCP harness gateway ---------------------------------------------------------------------------
     app.router.routes.append(Route("/mcp", endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"],

@@ -24,6 +24,7 @@ Environment variables:
                                 Postgres statement and connect timeouts, pre-ping
 ``RUNNERHOST_RETENTION_*``      ``[retention]`` keys (``_SESSION_IDLE_S``, ``_EVENT_LOG_MAX_AGE_S``,
                                 ``_TRANSCRIPT_MAX_AGE_S``, …; an age of ``off`` disables a kind)
+``RUNNERHOST_OTLP_ENDPOINT``    OTLP/HTTP collector for traces (``[observability] otlp_endpoint``)
 ==============================  ==================================================
 
 API keys never live in the file in plain text: ``[[api_keys]]`` entries carry
@@ -148,6 +149,13 @@ class SkillSettings(_Strict):
     description: str | None = Field(default=None, max_length=4000)
 
 
+class ObservabilitySettings(_Strict):
+    """``[observability]``: traces go over OTLP/HTTP to ``otlp_endpoint`` (e.g.
+    ``http://collector:4318``); without it trace ids are still made and propagated, nothing exported."""
+
+    otlp_endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https?://")
+
+
 class ProvidersSettings(BaseModel):
     """``[providers]``: models, tool providers and knowledge bases.
 
@@ -227,6 +235,7 @@ class Settings(_Strict):
     pools: PoolConfig = Field(default_factory=PoolConfig)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     runners: RunnersSettings = Field(default_factory=RunnersSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
@@ -321,6 +330,7 @@ class Settings(_Strict):
             spread=self.host.spread,
             stale_run_check_s=self.host.stale_run_check_s,
             stale_run_grace_s=self.host.stale_run_grace_s,
+            otlp_endpoint=self.observability.otlp_endpoint,
         )
 
     def extra_runners(self) -> dict[str, str]:
@@ -429,7 +439,8 @@ _paths.__name__ = f"'{os.pathsep}'-separated list of paths"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "retention": {}}
+    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "observability": {},
+                                      "retention": {}}
     table = {
         "HOST": ("server", "host", str), "PORT": ("server", "port", int),
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
@@ -438,6 +449,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         "DB_CONNECT_TIMEOUT_S": ("storage", "connect_timeout_s", float),
         "DB_POOL_PRE_PING": ("storage", "pool_pre_ping", _flag),
         "NAMESPACE": ("host", "namespace", str),
+        "OTLP_ENDPOINT": ("observability", "otlp_endpoint", str),
         # [retention]: ages in seconds, "off" turns a kind off
         "RETENTION_INTERVAL_S": ("retention", "interval_s", float),
         "RETENTION_BATCH_LIMIT": ("retention", "batch_limit", int),

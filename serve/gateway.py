@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 
+from actors import metrics
 from protocol.errors import RunnerHostError
 
 GATEWAY_METHODS = ("history_page", "history_search", "retrieve_knowledge", "call_tool",
@@ -43,7 +44,12 @@ def create_gateway(get_host: Callable[[], Any]) -> MCPServer:
         try:
             result = await get_host().gateway_call(token, method, {k: v for k, v in kwargs.items() if v is not None})
         except RunnerHostError as exc:
+            metrics.gateway_call(method, exc.code.value)
             raise ToolError(f"{exc.code.value}: {exc.message}") from None
+        except Exception:
+            metrics.gateway_call(method, "runtime_error")
+            raise
+        metrics.gateway_call(method, "ok")
         if isinstance(result, dict):
             return result
         return {"result": result}

@@ -37,8 +37,8 @@ from protocol.errors import invalid_argument, not_found, payload_too_large
 from protocol.pages import ArtifactMetadata, ArtifactReadResult
 from protocol.read_scope import ReadScope
 
-from ._common import (check_optional_text, check_row, check_text, epoch, insert_rows, now, oldest_first,
-                      require_in_scope)
+from ._common import (check_limit, check_optional_text, check_row, check_text, epoch, insert_rows, now,
+                      oldest_first, require_in_scope)
 from .models import AgentArtifact
 
 DEFAULT_INLINE_LIMIT = 1 << 20
@@ -170,6 +170,16 @@ class ArtifactStore:
             raise invalid_argument("offset beyond the end of the artifact",
                                    offset=offset, size=row.size_bytes)
         return await self._read(row, offset, min(length, row.size_bytes - offset))
+
+    async def list_for_run(self, run_id: str, *, limit: int = 100) -> list[ArtifactMetadata]:
+        """Unexpired artifacts a run owns, oldest first (at most ``limit``)."""
+        check_text(run_id, "run_id", max_len=128)
+        check_limit(limit)
+        rows = (await self._session.execute(
+            select(*_META).where(_T.c.run_id == run_id)
+            .where((_T.c.expires_at.is_(None)) | (_T.c.expires_at > now()))
+            .order_by(_T.c.created_at, _T.c.artifact_id).limit(limit))).all()
+        return [_metadata(r) for r in rows]
 
     # -- maintenance -------------------------------------------------------------
     async def cleanup_expired(self, *, limit: int | None = None) -> int:

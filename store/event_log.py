@@ -45,6 +45,11 @@ INPUT_SUMMARY_CAP = 1000
 #: Types the host itself writes (source ``"system"``).
 SYSTEM_EVENT_TYPES = frozenset({"steering.injected", "steering.dropped", "run.rolled_back",
                                 "session.resume_failed"})
+#: Event columns that identify whose state a run could address (agent_id = the binding identity).
+RUN_IDENTITY_COLUMNS = ("agent_id", "runner_id", "bot_id", "workspace_id", "conversation_id", "thread_id",
+                        "actor_type", "actor_id", "subject_type", "subject_id")
+#: The records that resolve a steered event: pulled by the run, or never pulled.
+STEERING_AUDIT_TYPES = frozenset({"steering.injected", "steering.dropped"})
 
 _T = EventLog.__table__
 _KEYSET = Keyset("event_log", ("id",), (int,))
@@ -230,6 +235,41 @@ class EventLogStore:
         if check_optional_text(event_type, "event_type", max_len=128) is not None:
             query = query.where(_T.c.event_type == event_type)
         return (await self._session.execute(query)).scalar_one()
+
+    async def run_identities(self, conversation_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The distinct (agent, runner, bot, workspace, thread, actor, subject) combinations of
+        the conversation's events that started runs, newest first: the parts from which the
+        state scope keys its runs used are derived (see :func:`store.state.scope_key`)."""
+        check_text(conversation_id, "conversation_id")
+        check_limit(limit)
+        columns = [_T.c[name] for name in RUN_IDENTITY_COLUMNS]
+        rows = (await self._session.execute(
+            select(*columns, func.max(_T.c.id).label("last"))
+            .where(_T.c.conversation_id == conversation_id, _T.c.run_id.is_not(None),
+                   _T.c.agent_id.is_not(None), _T.c.runner_id.is_not(None))
+            .group_by(*columns).order_by(func.max(_T.c.id).desc()).limit(limit))).all()
+        return [{name: getattr(r, name) for name in RUN_IDENTITY_COLUMNS} for r in rows]
+
+    async def steering_for_run(self, run_id: str, *, conversation_id: str | None,
+                               since: float | None = None, limit: int = 500) -> list[EventRecord]:
+        """The steering audit of one run, oldest first: inbound events claimed into it
+        (``metadata.steering.claimed_by_run_id``) and its ``steering.injected`` /
+        ``steering.dropped`` records. Claimed events carry no ``run_id``, so they are found
+        among the conversation's events since ``since`` (the run's creation), at most ``limit``."""
+        check_text(run_id, "run_id", max_len=128)
+        check_limit(limit, 1000)
+        records = (await self._session.execute(
+            select(_T).where(_T.c.run_id == run_id, _T.c.event_type.in_(sorted(STEERING_AUDIT_TYPES)))
+            .order_by(_T.c.id).limit(limit))).all()
+        claimed: list[Row[Any]] = []
+        if check_optional_text(conversation_id, "conversation_id") is not None:
+            query = select(_T).where(_T.c.conversation_id == conversation_id, _T.c.run_id.is_(None))
+            if since is not None:
+                query = query.where(_T.c.created_at >= check_non_negative(since, "since"))
+            candidates = (await self._session.execute(query.order_by(_T.c.id).limit(limit))).all()
+            claimed = [r for r in candidates
+                       if ((r.metadata_json or {}).get("steering") or {}).get("claimed_by_run_id") == run_id]
+        return [_record(r) for r in sorted([*claimed, *records], key=lambda r: r.id)]
 
     @staticmethod
     def _filtered(conversation_id: str | None, event_types: Sequence[str] | None):

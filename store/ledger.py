@@ -30,6 +30,8 @@ from protocol.read_scope import ReadScope
 from ._common import (
     Keyset,
     check_limit,
+    check_non_negative,
+    check_optional_text,
     check_storable,
     check_row,
     check_text,
@@ -52,6 +54,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "created": frozenset({"running", "cancelled", "failed"}),
     "running": frozenset({"completed", "failed", "cancelled", "timeout"}),
 }
+#: Columns :meth:`RunLedgerStore.counts` may group by.
+COUNT_GROUPS = ("status", "agent_id", "runner_id", "status_reason", "conversation_id")
 #: Largest encoded ``data`` of one run event.
 MAX_EVENT_DATA_BYTES = 1 << 20
 
@@ -182,10 +186,12 @@ class RunLedgerStore:
 
     async def list(self, scope: ReadScope, *,
                    statuses: Sequence[str] | None = None, before_cursor: str | None = None,
-                   after_cursor: str | None = None, limit: int = 50) -> RunPage:
+                   after_cursor: str | None = None, limit: int = 50, agent_id: str | None = None,
+                   created_after: float | None = None, created_before: float | None = None) -> RunPage:
         """The runs inside ``scope`` (e.g. one conversation's) ordered by ``(created_at, run_id)``:
         newest first (backward, the default) or oldest first when only ``after_cursor`` is given.
-        ``total_count`` counts every run matching the filters."""
+        ``total_count`` counts every run matching the filters; ``created_after`` /
+        ``created_before`` bound ``created_at`` (epoch seconds, inclusive / exclusive)."""
         check_limit(limit)
         query = select(_R).where(in_scope(_R, scope))
         if statuses is not None:
@@ -193,6 +199,8 @@ class RunLedgerStore:
                 raise invalid_argument("statuses must be a list of run statuses",
                                        allowed=list(RUN_STATUSES))
             query = query.where(_R.c.status.in_(list(statuses)))
+        query = _filter_runs(query, agent_id=agent_id, created_after=created_after,
+                             created_before=created_before)
         before, after = _RUNS.decode(before_cursor), _RUNS.decode(after_cursor)
         backward = before is not None or after is None
         total = (await self._session.execute(
@@ -204,6 +212,24 @@ class RunLedgerStore:
         return RunPage(items=[_run(r) for r in rows], has_more=has_more, total_count=total,
                        next_cursor=cursors[-1] if has_more else None,
                        prev_cursor=cursors[0] if cursors else None)
+
+    async def counts(self, *, by: Sequence[str] = ("status",), conversation_id: str | None = None,
+                     agent_id: str | None = None, created_after: float | None = None,
+                     created_before: float | None = None) -> list[dict[str, Any]]:
+        """How many runs match the filters, grouped by the columns ``by`` (a subset of
+        :data:`COUNT_GROUPS`): one ``{column: value, …, "count": n}`` per group, sorted by
+        the group values. What the console's status counts and the metrics check read."""
+        if isinstance(by, str) or not by or not set(by) <= set(COUNT_GROUPS):
+            raise invalid_argument("by must be a non-empty list of run columns", allowed=list(COUNT_GROUPS))
+        columns = [_R.c[name] for name in dict.fromkeys(by)]
+        query = select(*columns, func.count().label("count"))
+        if check_optional_text(conversation_id, "conversation_id") is not None:
+            query = query.where(_R.c.conversation_id == conversation_id)
+        query = _filter_runs(query, agent_id=agent_id, created_after=created_after,
+                             created_before=created_before)
+        rows = (await self._session.execute(query.group_by(*columns))).all()
+        out = [{**{c.name: getattr(r, c.name) for c in columns}, "count": int(r.count)} for r in rows]
+        return sorted(out, key=lambda g: tuple("" if g[c.name] is None else str(g[c.name]) for c in columns))
 
     async def list_non_terminal(self) -> list[RunRecord]:
         """Runs still ``created`` or ``running`` (crash recovery), oldest first."""
@@ -324,6 +350,18 @@ class RunLedgerStore:
         return RunEventPage(items=items, has_more=has_more,
                             next_cursor=cursors[-1] if has_more else None,
                             prev_cursor=cursors[0] if cursors else None)
+
+
+def _filter_runs(query: Any, *, agent_id: str | None, created_after: float | None,
+                 created_before: float | None) -> Any:
+    """The optional agent and creation-time filters shared by :meth:`RunLedgerStore.list` / ``counts``."""
+    if check_optional_text(agent_id, "agent_id", max_len=128) is not None:
+        query = query.where(_R.c.agent_id == agent_id)
+    if created_after is not None:
+        query = query.where(_R.c.created_at >= check_non_negative(created_after, "created_after"))
+    if created_before is not None:
+        query = query.where(_R.c.created_at < check_non_negative(created_before, "created_before"))
+    return query
 
 
 def _new_run_row(run_id: str, status: str, stamp: float, *, event_id: str | None = None,

@@ -36,6 +36,7 @@ from protocol.events import EventEnvelope
 from protocol.lifecycle import TERMINAL_STATUSES
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 
+from .. import metrics, tracing
 from .authz import ResourceCatalog, compute_access
 from .context_builder import build_context
 from .deadlines import effective_timeout_s
@@ -164,6 +165,9 @@ class AcceptedRun:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     member: Any = None  # the RunActor it runs on, once leased
     task: asyncio.Task | None = None
+    span: Any = None      # the run's root span (one trace per run)
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_frame_seen: bool = False
 
 
 class RunDriver:
@@ -179,20 +183,34 @@ class RunDriver:
         self._closing = False
 
     # -- intake -----------------------------------------------------------------------------
-    async def submit(self, event: EventEnvelope, agent_id: str | None = None,
-                     run_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def submit(self, event: EventEnvelope, agent_id: str | None = None, run_id: str | None = None,
+                     trace: tracing.Carrier | None = None) -> AsyncIterator[dict[str, Any]]:
         """Admit and durably accept the event; the stream of its run's frames. Raises (4xx/5xx
-        error model) before anything is accepted; once it returns, the event is on record."""
+        error model) before anything is accepted; once it returns, the event is on record.
+        ``trace``: the inbound request's W3C trace context, continued by the run's trace."""
         if self._closing:
             raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "this host is shutting down", retryable=True)
         run_id = run_id or new_run_id()
+        span = tracing.start_run(run_id, parent=trace, agent_id=agent_id, conversation_id=event.conversation_id)
+        try:
+            stream = await self._submit(event, agent_id, run_id, span)
+        except BaseException as exc:
+            tracing.end_run(span, "refused", getattr(getattr(exc, "code", None), "value", type(exc).__name__))
+            raise
+        if run_id not in self.runs:  # steered into another run, or a re-sent event: no run of its own
+            tracing.end_run(span, "absorbed")
+        return stream
+
+    async def _submit(self, event: EventEnvelope, agent_id: str | None, run_id: str,
+                      span: Any) -> AsyncIterator[dict[str, Any]]:
         digest = submission_digest(event, agent_id)
         reservation = self.slots.try_reserve()
         try:
-            admission = await self.ports.registry(
-                "admit", run_id=run_id, agent_id=agent_id, event=_summary(event),
-                actor=self.ports.address_of(reservation.member) if reservation else None,
-                host_id=self.ports.host_id, digest=digest)
+            with tracing.admission_span(span):
+                admission = await self.ports.registry(
+                    "admit", run_id=run_id, agent_id=agent_id, event=_summary(event),
+                    actor=self.ports.address_of(reservation.member) if reservation else None,
+                    host_id=self.ports.host_id, digest=digest)
         except BaseException:
             if reservation is not None:
                 reservation.cancel()
@@ -235,10 +253,10 @@ class RunDriver:
             except BaseException:
                 self._release_lane(run_id, decision)
                 raise
-        return await self._accept(run_id, event, info, decision, wait_for, digest, reservation)
+        return await self._accept(run_id, event, info, decision, wait_for, digest, reservation, span)
 
     async def _accept(self, run_id: str, event: EventEnvelope, info: BindingInfo, decision: Decision,
-                      wait_for: list[str], digest: str, reservation: Reservation | None
+                      wait_for: list[str], digest: str, reservation: Reservation | None, span: Any
                       ) -> AsyncIterator[dict[str, Any]]:
         granted = reservation is not None and reservation.granted
         binding = info.binding
@@ -255,11 +273,12 @@ class RunDriver:
             first = _frame(run_id, "run.queued", 0, queued)
             deadline_at = None
         try:
-            out = await self.ports.write(
-                "run_accept", run_id=run_id, event=event, agent_id=binding.agent_id, binding_id=binding.binding_id,
-                runner_id=binding.runner_id, deadline_at=deadline_at, scope_keys=scope_keys,
-                status="running" if granted else "created", owner_host=self.ports.host_id,
-                body_sha256=digest, frames=[first])
+            with tracing.storage_span(span, "run_accept"):
+                out = await self.ports.write(
+                    "run_accept", run_id=run_id, event=event, agent_id=binding.agent_id,
+                    binding_id=binding.binding_id, runner_id=binding.runner_id, deadline_at=deadline_at,
+                    scope_keys=scope_keys, status="running" if granted else "created",
+                    owner_host=self.ports.host_id, body_sha256=digest, frames=[first])
         except BaseException:
             if reservation is not None:
                 reservation.cancel()
@@ -274,12 +293,13 @@ class RunDriver:
         live = LiveRun(run_id, keep=self.settings.live_frames_kept)
         run = AcceptedRun(run_id=run_id, event=event, info=info, decision=decision, wait_for=wait_for,
                           digest=digest, reservation=reservation, live=live, lifecycle=lifecycle,
-                          scope_keys=scope_keys, handles=out.get("handles"))
+                          scope_keys=scope_keys, handles=out.get("handles"), span=span)
         if granted:
             run.member = reservation.member
             lifecycle.to(RunPhase.LEASED)
             lifecycle.to(RunPhase.STARTING)
             run.deadline_at = deadline_at
+            metrics.run_started(binding.agent_id, binding.runner_id)
         await live.publish([first])
         self.runs[run_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run))
@@ -293,7 +313,8 @@ class RunDriver:
                 if not await self._wait_turn(run):
                     return
             for attempt in range(1, self.settings.max_start_attempts + 1):
-                executor = await self.ports.executor(run)
+                with tracing.lease_span(run.span, run.info.execution):
+                    executor = await self.ports.executor(run)
                 if run.cancelled.is_set():  # cancelled before its runner ran: nothing to stop
                     await self._fail(run, Cause.CANCELLED, run.cancel_reason)
                     return
@@ -352,18 +373,23 @@ class RunDriver:
             if run.decision is not Decision.QUEUE:
                 await self.cancel_runs(run.wait_for, f"{run.decision.value} by event {run.event.event_id}",
                                        rollback=run.decision is Decision.ROLLBACK)
+            waited = time.monotonic()
             outcome = await self._until_cancelled(
                 run, self.ports.wait_released(run.wait_for, timeout, run.run_id))
+            metrics.admission_wait("lane", time.monotonic() - waited)
             if outcome != "released":
                 await self._end_queued(run, outcome)
                 return False
             run.reservation = self.slots.reserve()
         assert run.reservation is not None
         if not run.reservation.granted:
+            waited = time.monotonic()
             try:
-                member = await self._until_cancelled(run, run.reservation.wait(timeout))
+                with tracing.lease_span(run.span, self.slots.name):
+                    member = await self._until_cancelled(run, run.reservation.wait(timeout))
             except asyncio.TimeoutError:
                 member = "timeout"
+            metrics.admission_wait(self.slots.name, time.monotonic() - waited)
             if not isinstance(member, str):
                 self.ports.registry_post("mark_started", run_id=run.run_id, actor=self.ports.address_of(member))
             else:
@@ -375,16 +401,19 @@ class RunDriver:
         binding = run.info.binding
         deadline_at = time.time() + run.info.timeout_s
         started = _frame(run.run_id, "run.started", run.next_sequence, _started_data(run.event, binding))
-        out = await self.ports.write("start_run", run_id=run.run_id, deadline_at=deadline_at,
-                                     scope_keys=run.scope_keys, frames=[started])
+        with tracing.storage_span(run.span, "start_run"):
+            out = await self.ports.write("start_run", run_id=run.run_id, deadline_at=deadline_at,
+                                         scope_keys=run.scope_keys, frames=[started])
         if out.get("cancelled") is not None:
             run.lifecycle.to(RunPhase.FINALIZING)
             await run.live.publish([Cause.CANCELLED.frame(run.run_id, "cancelled while queued",
                                                           out["cancelled"]["sequence"])])
             run.lifecycle.to(RunPhase.DONE)
+            self._finished(run, "cancelled", Cause.CANCELLED.code)
             return False
         run.handles = out["handles"]
         run.deadline_at = deadline_at
+        metrics.run_started(binding.agent_id, binding.runner_id)
         run.next_sequence += 1
         await run.live.publish([started])
         return True
@@ -413,6 +442,9 @@ class RunDriver:
             async for frames, final in self.ports.execute(run.member, plan):
                 if run.lifecycle.phase is RunPhase.STARTING:
                     run.lifecycle.to(RunPhase.RUNNING)
+                if frames and not run.first_frame_seen:
+                    run.first_frame_seen = True
+                    metrics.first_frame(run.info.binding.agent_id, time.monotonic() - run.submitted_at)
                 if final is None:
                     await run.live.publish(frames)
                     published = published or bool(frames)
@@ -429,7 +461,9 @@ class RunDriver:
     async def _commit_final(self, run: AcceptedRun, frames: list[dict[str, Any]],
                             final: dict[str, Any]) -> dict[str, Any]:
         try:
-            await self.ports.write("finish_run", **final)
+            with tracing.storage_span(run.span, "finish_run"):
+                await self.ports.write("finish_run", **final)
+            self._finished(run, final["status"], final["reason"])
         except RunnerHostError as exc:
             # The facts could not be recorded: the client must not believe an outcome the ledger
             # does not hold. The row stays open until a sweep finalizes it (host.lost, retryable).
@@ -451,12 +485,22 @@ class RunDriver:
         try:  # what readers saw goes on record too (frames relayed but not yet flushed)
             out = await self.ports.write("run_abort", run_id=run.run_id, frame=frame, seen=run.live.recent())
             frame = {**frame, "sequence": out.get("sequence")}
+            if out.get("sequence") is not None:  # this call finalized it (not an earlier one)
+                self._finished(run, out["status"], cause.code)
         except RunnerHostError as exc:
             log.error("run %s: could not record its failure (%s)", run.run_id, exc.message)
         if frame.get("sequence") is None:
             frame["sequence"] = run.live.next_sequence
         await run.live.publish([frame])
         run.lifecycle.to(RunPhase.DONE)
+
+    def _finished(self, run: AcceptedRun, status: str, code: str | None) -> None:
+        """The run's final facts are committed: count it, end its trace."""
+        metrics.run_finished(run.info.binding.agent_id, status, code or "none",
+                             time.monotonic() - run.submitted_at)
+        if run.span is not None:
+            tracing.end_run(run.span, status, code)
+            run.span = None
 
     def _release(self, run: AcceptedRun) -> None:
         if run.reservation is not None:
@@ -480,10 +524,12 @@ class RunDriver:
         scopes = snapshot.state_scopes & frozenset(run.scope_keys)
         snapshot = replace(snapshot, state_scopes=scopes, state_ops=snapshot.state_ops if scopes else frozenset())
         handles = run.handles or {}
-        ctx = build_context(run_id=run.run_id, event=event, binding=binding, snapshot=snapshot,
-                            catalog=self.catalog, handles=handles, state=handles.get("state") or {},
-                            runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id},
-                            skill_catalog=self.skills)
+        with tracing.context_build_span(run.span):
+            ctx = build_context(run_id=run.run_id, event=event, binding=binding, snapshot=snapshot,
+                                catalog=self.catalog, handles=handles, state=handles.get("state") or {},
+                                trace_id=tracing.trace_id(run.span),
+                                runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id},
+                                skill_catalog=self.skills)
         identity = RunIdentity(
             run_id=run.run_id, runner_id=binding.runner_id, binding_identity=binding.identity,
             bot_id=event.bot_id, workspace_id=event.workspace_id, conversation_id=event.conversation_id,
@@ -498,7 +544,7 @@ class RunDriver:
                        execution=info.execution, runner_target=info.target, executor=executor_address,
                        first_sequence=run.next_sequence, scope_keys=run.scope_keys,
                        steering_capacity=self.settings.steering_capacity,
-                       gateway_url=self.settings.gateway_url, reply_to=reply_to)
+                       gateway_url=self.settings.gateway_url, reply_to=reply_to, trace=tracing.carrier(run.span))
 
     async def _binding(self, binding_id: str) -> BindingInfo:
         info = self._bindings.get(binding_id)
@@ -536,7 +582,10 @@ class RunDriver:
             log.warning("steering claim into %s failed: %s", target["run_id"], type(exc).__name__)
             return None
         if claimed == "refused":
+            metrics.steering("refused")
             return None
+        if claimed == "claimed":
+            metrics.steering("claimed")
         steering_meta = {"status": "queued", "trigger_behavior": "absorbed_into_active_run",
                          "claimed_by_run_id": target["run_id"], "claimed_runner_id": binding.runner_id,
                          "claimed_at": item["claimed_at"]}

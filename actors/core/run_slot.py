@@ -33,7 +33,7 @@ from protocol.lifecycle import RunStatus
 from protocol.redact import redact
 from protocol.results import ResultType, RunResult
 
-from .. import constants
+from .. import constants, metrics, tracing
 from .authz import AccessSnapshot
 from .lifecycle import Cause
 from .run import RunBook
@@ -100,6 +100,8 @@ class RunPlan:
     gateway_url: str | None = None
     #: The event the assistant transcript item answers (None: no conversation, no item).
     reply_to: dict[str, Any] | None = None
+    #: The run's trace context (W3C carrier) for the spans this actor adds.
+    trace: dict[str, str] | None = None
 
 
 class _Cancelled(Exception):
@@ -176,6 +178,8 @@ class RunSlot:
             ctx.runtime.metadata.update({"gateway_url": plan.gateway_url, "capability_token": capability})
         override: RunResult | None = None
         pending: list[dict[str, Any]] = []  # accepted, not yet relayed; the rest leave with the terminal
+        span = tracing.start_child(tracing.SPAN_RUNNER_EXECUTE, plan.trace, runner_id=plan.identity.runner_id,
+                                   execution=plan.execution)
         try:
             last_flush = time.monotonic()
             async for batch in self._relay(self._stream.batches(ctx, self.token), self.snapshot.deadline_at):
@@ -199,6 +203,8 @@ class RunSlot:
         except Exception as exc:
             log.exception("run %s failed in its RunActor", self.run_id)
             override = Cause.HOST_ERROR.result(self.run_id, redact(f"{type(exc).__name__}: {exc}")[:300])
+        finally:
+            span.end()
         if override is not None and override.data["code"] in (Cause.TIMEOUT.code, Cause.CANCELLED.code):
             await self._stream.stop(self.run_id)
         yield self._close(override, pending)
@@ -209,6 +215,7 @@ class RunSlot:
         status, terminal = book.finish(override)
         self.closed = True
         dropped = self.steering.close_and_drain()
+        metrics.steering("dropped", len(dropped))
         rolled_back = self._rollback and status is RunStatus.CANCELLED
         final = {
             "run_id": self.run_id, "status": status.value,
@@ -295,6 +302,7 @@ class RunSlot:
             log.warning("run %s: %s result not persisted: %s", self.run_id, result.type, exc.message)
 
     async def _audit_injected(self, entries: list[SteeringEntry]) -> None:
+        metrics.steering("injected", len(entries))
         await self._ports.write("steering_audit", records=[self._steering_record(e, "injected") for e in entries])
 
     def _steering_record(self, entry: SteeringEntry, status: str) -> dict[str, Any]:
@@ -383,15 +391,18 @@ class RunSlots:
             raise unauthorized("run is not active", run_id=run_id)
         return slot.check_caller(token)
 
-    def active(self, run_id: str) -> RunnerApiService:
-        """The service of an active run for a caller already authenticated elsewhere (the gateway)."""
+    async def gateway_call(self, run_id: str, method: str, kwargs: dict[str, Any]) -> Any:
+        """A call of an active run whose caller the gateway already authenticated (capability token)."""
         slot = self._slots.get(run_id)
         if slot is None or slot.closed:
             raise unauthorized("run is not active", run_id=run_id)
-        return slot.service
+        with tracing.runner_api_span(slot.plan.trace, method, via="gateway"):
+            return await slot.service.call(method, kwargs or {})
 
     async def call(self, run_id: str, token: str, method: str, kwargs: dict[str, Any]) -> Any:
-        return await self.caller(run_id, token).call(method, kwargs or {})
+        service = self.caller(run_id, token)
+        with tracing.runner_api_span(self._slots[run_id].plan.trace, method):
+            return await service.call(method, kwargs or {})
 
     async def stream(self, run_id: str, token: str, method: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         service = self.caller(run_id, token)

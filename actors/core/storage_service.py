@@ -12,9 +12,11 @@ from typing import Any, Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from protocol.agents import STATE_SCOPES
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
 from protocol.read_scope import ReadScope
+from protocol.scopes import scope_key as derive_scope_key
 from store.agents import AgentStore
 from store.event_log import EventLogEntry, EventLogStore
 from store.knowledge import KnowledgeStore
@@ -382,7 +384,7 @@ class StorageService:
                                                               limit=limit)
         for run in orphans:
             await self._abort(session, run, Cause.HOST_LOST.frame(run.run_id))
-        return {"finalized": [r.run_id for r in orphans], "gone_hosts": gone}
+        return {"finalized": [(r.run_id, r.agent_id) for r in orphans], "gone_hosts": gone}
 
     # -- retention (actors/core/retention.py) ------------------------------------------------
     async def w_retention(self, session, *, policy) -> dict[str, Any]:
@@ -408,7 +410,7 @@ class StorageService:
 
     # Reads of events, runs and artifacts name a ReadScope (wire form); the runner API always
     # passes its run's own. Only the reads of one run by id default to the host's own scope:
-    # actors/host.py reads runs that way (join, cancel).
+    # the host (actors/core/driver.py) reads runs that way (join, cancel).
     async def r_event_get(self, session, *, event_id, scope):
         return await EventLogStore(session).get(event_id, scope=ReadScope.parse(scope))
 
@@ -495,3 +497,69 @@ class StorageService:
     async def w_knowledge_vectors(self, session, *, kb_id, model_id, rows):
         return await KnowledgeStore(session).store_vectors(kb_id, model_id, rows)
 
+    # -- console and observability reads (serve/console.py) ------------------------------
+    # Read-only views for the operator console: filtered run lists and status counts, a
+    # run's artifacts and steering audit, a conversation's state per scope.
+
+    async def r_run_list_filtered(self, session, *, conversation_id=None, statuses=None, agent_id=None,
+                                  created_after=None, created_before=None, before_cursor=None, limit=50):
+        return await RunLedgerStore(session).list(
+            ReadScope.admin(conversation_id), statuses=statuses, agent_id=agent_id, created_after=created_after,
+            created_before=created_before, before_cursor=before_cursor, limit=limit)
+
+    async def r_run_counts(self, session, *, by=("status",), conversation_id=None, agent_id=None,
+                           created_after=None, created_before=None):
+        return await RunLedgerStore(session).counts(
+            by=list(by), conversation_id=conversation_id, agent_id=agent_id,
+            created_after=created_after, created_before=created_before)
+
+    async def r_run_artifacts(self, session, *, run_id, limit=100):
+        await RunLedgerStore(session).get(run_id, scope=_HOST)
+        return [_dump(a) for a in await self._artifact_store(session).list_for_run(run_id, limit=limit)]
+
+    async def r_run_artifact_range(self, session, *, run_id, artifact_id, offset, length):
+        """A range of a run's own artifact (another run's artifact is ``not_found`` here)."""
+        store = self._artifact_store(session)
+        meta = await store.metadata(artifact_id, scope=_HOST)
+        if meta.run_id != run_id:
+            raise RunnerHostError(ErrorCode.NOT_FOUND, "artifact not found for this run",
+                                  details={"run_id": run_id, "artifact_id": artifact_id})
+        if meta.size_bytes == 0:
+            return {"artifact_id": artifact_id, "offset": 0, "length": 0, "total_size": 0, "eof": True,
+                    "content_base64": "", "mime_type": meta.mime_type}
+        return await store.read_range(artifact_id, offset, length, scope=_HOST)
+
+    async def r_run_steering(self, session, *, run_id, limit=500):
+        run = await RunLedgerStore(session).get(run_id, scope=_HOST)
+        return [_dump(e) for e in await EventLogStore(session).steering_for_run(
+            run_id, conversation_id=run.conversation_id,
+            since=None if run.created_at is None else run.created_at - 1, limit=limit)]
+
+    async def r_conversation_state(self, session, *, conversation_id, limit=100):
+        """Current state of every scope the conversation's runs could address, grouped by scope.
+
+        Scope keys are one-way hashes, so they are re-derived from the parts recorded with each
+        run's inbound event (agent_id is the binding identity, see ``AgentBinding.identity``)."""
+        groups: dict[str, dict[str, Any]] = {}
+        state = StateStore(session)
+        for ident in await EventLogStore(session).run_identities(conversation_id):
+            for scope in STATE_SCOPES:
+                try:
+                    key = derive_scope_key(scope, ident["runner_id"], ident["agent_id"], ident["bot_id"],
+                                    ident["workspace_id"], ident["conversation_id"], ident["thread_id"],
+                                    ident["actor_type"], ident["actor_id"], ident["subject_type"],
+                                    ident["subject_id"])
+                except RunnerHostError:  # e.g. no subject on this event: no subject scope
+                    continue
+                if key in groups:
+                    continue
+                listed = await state.list(key, "", limit)
+                if not listed.items:
+                    continue
+                who = {"actor": ident["actor_id"], "subject": ident["subject_id"],
+                       "conversation": ident["thread_id"]}.get(scope)
+                groups[key] = {"scope": scope, "scope_key": key, "agent_id": ident["agent_id"],
+                               "runner_id": ident["runner_id"], "detail": who,
+                               "items": [_dump(i) for i in listed.items], "has_more": listed.has_more}
+        order = {name: i for i, name in enumerate(STATE_SCOPES)}
+        return sorted(groups.values(), key=lambda g: (order[g["scope"]], g["agent_id"] or ""))

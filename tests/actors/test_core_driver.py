@@ -215,7 +215,7 @@ async def test_final_facts_that_cannot_be_recorded_are_not_reported_as_success(e
     assert run["status"] == "running"  # open until a sweep finalizes it
     out = await ports.write("reap_orphans", host_id="another-host", dead_after_s=0.0, grace_s=-10_000,
                             ray_address=None, ray_session=None)
-    assert frames[0]["run_id"] in out["finalized"]
+    assert frames[0]["run_id"] in [run_id for run_id, _ in out["finalized"]]
     run, events = await ledger(ports, frames[0]["run_id"])
     assert run["status"] == "failed" and events[-1]["data"]["code"] == "host.lost"
     await settled(ports, driver)
@@ -299,11 +299,41 @@ async def test_runs_of_a_gone_host_are_finalized_queued_ones_included(env):
                                    "data": {}, "sequence": 0}])
         ids.append(run_id)
     alive = await ports.write("reap_orphans", host_id=ports.host_id, dead_after_s=60, grace_s=30)
-    assert not set(ids) & set(alive["finalized"])  # its heartbeat is fresh: it may still be working
+    assert not set(ids) & {run_id for run_id, _ in alive["finalized"]}  # fresh heartbeat: it may be working
     out = await ports.write("reap_orphans", host_id=ports.host_id, dead_after_s=0.0, grace_s=30)
-    assert gone_host in out["gone_hosts"] and set(ids) <= set(out["finalized"])
+    assert gone_host in out["gone_hosts"] and set(ids) <= {run_id for run_id, _ in out["finalized"]}
     for run_id in ids:
         run, events = await ledger(ports, run_id)
         assert run["status"] == "failed" and events[-1]["data"] == {
             "code": "host.lost", "error": "the host driving this run was lost", "retryable": True}
         assert [e["sequence"] for e in events] == [0, 1]
+
+
+async def test_a_full_queue_is_refused_before_anything_is_accepted(db):
+    ports = InProcessPorts(db, AGENTS)
+    driver = make_driver(ports, run_actors=1, max_size=1)
+    driver.slots.max_waiting = 1
+    await driver.slots.warm()
+    running = await driver.submit(message(), "slow")
+    queued = await driver.submit(message(), "slow")
+    refused = message()
+    with pytest.raises(RunnerHostError) as error:
+        await driver.submit(refused, "slow")
+    assert error.value.code is ErrorCode.RATE_LIMITED and error.value.retryable  # → 429 + Retry-After
+    assert await ports.read("event_submission", event_id=refused.event_id) is None  # nothing on record
+    await asyncio.gather(collect(running), collect(queued))
+    await settled(ports, driver)
+    await driver.close()
+
+
+async def test_a_failed_steering_accept_leaks_nothing(env):
+    ports, driver = env
+    conv = f"c-{uuid.uuid4().hex[:8]}"
+    first = await driver.submit(message(conv, "one two three four"), "steer")
+    await first.__anext__()
+    ports.faults.failing_writes["event_accept"] = 1
+    with pytest.raises(RunnerHostError):
+        await driver.submit(message(conv, "steer me"), "steer")
+    assert "write:event_accept" in ports.faults.fired
+    await collect(first)
+    await settled(ports, driver)

@@ -188,7 +188,7 @@ class Tracked:
         if address is None:
             return None
         try:
-            return await ping_node(address.handle())
+            return await ping_node(await address.resolve())
         except ValueError:  # no actor of that name any more
             return None
 

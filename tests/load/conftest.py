@@ -55,6 +55,19 @@ def _serve_port_if_running() -> int | None:
     return None if client is None else int(client.http_config.port)
 
 
+def app_actors(app_name: str, class_name: str, *, states: tuple[str, ...] = ("ALIVE",)) -> list[dict]:
+    """Actors of ``class_name`` owned by the Serve replicas of ``app_name`` (the Host lives in the
+    replica and owns its pools), from the GCS actor table; in ``states``."""
+    actors = list(ray._private.state.actors().values())
+    replicas = {(a["Address"]["IPAddress"], a["Address"]["Port"]) for a in actors
+                if a["State"] == "ALIVE" and a["ActorClassName"].startswith("ServeReplica:")
+                and f":{app_name}:" in a["ActorClassName"]}
+    assert replicas, f"the Serve replica of {app_name} is not in the actor table"
+    return sorted((a for a in actors if a["ActorClassName"] == class_name and a["State"] in states
+                   and (a["OwnerAddress"]["IPAddress"], a["OwnerAddress"]["Port"]) in replicas),
+                  key=lambda a: a["StartTime"])
+
+
 @contextlib.contextmanager
 def serve_application(name: str, route_prefix: str, pg_url: str, data_dir: str, *, pools: PoolConfig,
                       agents: dict | None = None) -> Iterator[LoadApp]:

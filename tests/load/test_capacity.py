@@ -16,12 +16,11 @@ import uuid
 import asyncpg
 import httpx
 import pytest
-from ray.util.state import list_actors
 
 from actors.host_config import PoolConfig
 from protocol.agents import AgentConfig
 from tests.conftest import pg_database
-from tests.load.conftest import LoadApp, serve_application
+from tests.load.conftest import LoadApp, app_actors, serve_application
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -45,15 +44,18 @@ def capacity_app(ray_session, capacity_pg_url, tmp_path_factory):
                        workers_min=0, workers_max=1, queue_max=RUNS, health_check_s=1.0)
     agents = {"wait": AgentConfig(runner_id=ECHO, runner_config={"chunks": 1, "delay_s": RUN_S},
                                   timeout_s=RUN_S * 10)}
-    with serve_application("runnerhost-capacity", "/rh-capacity", capacity_pg_url,
+    with serve_application(APP, "/rh-capacity", capacity_pg_url,
                            str(tmp_path_factory.mktemp("capacity-data")), pools=pools, agents=agents) as app:
         yield app
 
 
-def run_actor_processes(namespace: str) -> int:
-    actors = list_actors(filters=[("class_name", "=", "RunActor"), ("state", "=", "ALIVE")], limit=10_000,
-                         raise_on_missing_output=False)
-    return sum(1 for a in actors if a.ray_namespace == namespace)
+APP = "runnerhost-capacity"
+#: Every state in which a RunActor holds (or is about to hold) a process.
+LIVING = ("DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING")
+
+
+def run_actor_processes() -> int:
+    return len(app_actors(APP, "RunActor", states=LIVING))
 
 
 async def test_400_concurrent_long_runs_are_all_accepted_queued_beyond_capacity_and_complete(
@@ -65,7 +67,7 @@ async def test_400_concurrent_long_runs_are_all_accepted_queued_beyond_capacity_
     async def sample() -> None:
         nonlocal peak
         while sampling:
-            peak = max(peak, await asyncio.to_thread(run_actor_processes, app.namespace))
+            peak = max(peak, await asyncio.to_thread(run_actor_processes))
             await asyncio.sleep(0.5)
     sampler = asyncio.create_task(sample())
 

@@ -42,7 +42,7 @@ import ray
 
 from protocol.agents import AgentConfig, MultitaskStrategy
 from tests.conftest import PG_ADMIN_DSN
-from tests.load.conftest import LOAD_APP, LoadApp
+from tests.load.conftest import LOAD_APP, LoadApp, app_actors
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -186,7 +186,7 @@ async def kill_run_actor(load: Load) -> dict[str, Any]:
         for run_id in fresh:
             entries = await registry.run_actors.remote([run_id])
             if entries and entries[0].get("actor") is not None:
-                ray.kill(entries[0]["actor"].handle(), no_restart=True)
+                ray.kill(await entries[0]["actor"].resolve(), no_restart=True)
                 return {"fault": "kill RunActor", "run_id": run_id}
         await asyncio.sleep(0.02)
     raise AssertionError("no live slow run to kill a RunActor under")
@@ -194,14 +194,7 @@ async def kill_run_actor(load: Load) -> dict[str, Any]:
 
 def _app_runner_workers() -> list[dict[str, Any]]:
     """Live RunnerWorker actors owned by this app's Serve replica (the Host lives in the replica)."""
-    actors = ray._private.state.actors().values()
-    replicas = {(a["Address"]["IPAddress"], a["Address"]["Port"]) for a in actors
-                if a["State"] == "ALIVE" and a["ActorClassName"].startswith("ServeReplica:")
-                and f":{LOAD_APP}:" in a["ActorClassName"]}
-    assert replicas, "the load app's Serve replica is not in the actor table"
-    return sorted((a for a in actors if a["ActorClassName"] == "RunnerWorker" and a["State"] == "ALIVE"
-                   and (a["OwnerAddress"]["IPAddress"], a["OwnerAddress"]["Port"]) in replicas),
-                  key=lambda a: a["StartTime"])
+    return app_actors(LOAD_APP, "RunnerWorker")
 
 
 async def kill_runner_worker(load: Load) -> dict[str, Any]:

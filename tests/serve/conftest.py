@@ -34,6 +34,7 @@ from tests.conftest import SERVE_DB_ENV, SERVE_DB_NAME, pg_database
 REPO = Path(__file__).resolve().parents[2]
 ECHO = "plugin:builtin/echo/default"
 GATEWAY_PROBE = "plugin:test/gateway/default"
+SHOWCASE = "plugin:test/showcase/default"  # tests.serve.console_runner: every kind of fact in one run
 
 ADMIN_KEY = "rh-test-admin-" + uuid.uuid4().hex
 INGEST_KEY = "rh-test-ingest-" + uuid.uuid4().hex
@@ -91,6 +92,7 @@ TEST_AGENTS = {
                           multitask_strategy=MultitaskStrategy.REJECT),
     "probe": AgentConfig(runner_id=GATEWAY_PROBE, runner_config={"hold_s": 60},
                          resource_policy=ResourcePolicy(harness_gateway=True)),
+    "showcase": AgentConfig(runner_id=SHOWCASE),
 }
 
 
@@ -110,7 +112,8 @@ def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
         server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
         storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("serve-data")), database_url_env=SERVE_DB_ENV),
         host=HostSettings(namespace=f"rh-serve-{uuid.uuid4().hex[:8]}",
-                          extra_runners={GATEWAY_PROBE: "tests.serve.gateway_probe:GatewayProbeRunner"}),
+                          extra_runners={GATEWAY_PROBE: "tests.serve.gateway_probe:GatewayProbeRunner",
+                                         SHOWCASE: "tests.serve.console_runner:ShowcaseRunner"}),
         pools=PoolConfig(run_actors_min=2, run_actors_max=16, workers_min=1, workers_max=2),
         agents=TEST_AGENTS,
         api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),

@@ -143,6 +143,15 @@ async def test_oversized_body_is_413(client, serve_app):
     assert json.loads(lines[-1])["type"] == "run.completed"
 
 
+def test_rate_limited_and_unavailable_answers_carry_retry_after():
+    from serve.errors import error_body, error_response
+    for status in (429, 503):
+        response = error_response(status, error_body("rate_limited" if status == 429 else "runtime_error", "busy",
+                                                     retryable=True))
+        assert response.headers["Retry-After"] == "1"
+    assert "Retry-After" not in error_response(409, error_body("conflict", "no")).headers
+
+
 UNSTORABLE = {  # text a Postgres text/jsonb column cannot hold: refused at intake, never 200-then-fail
     "NUL in the text": {"input": {"text": "a\u0000b"}},
     "NUL in a content part": {"input": {"contents": [{"type": "text", "text": "\u0000"}]}},

@@ -112,7 +112,8 @@ async def test_background_run_then_join(client: httpx.AsyncClient, conv: str):
         frames = await ndjson_frames(s)
     kinds = [f["type"] for f in frames]
     assert kinds[-1] == "run.completed" and sum(k in TERMINAL for k in kinds) == 1, kinds
-    assert "message.delta" in kinds and "run.started" not in kinds
+    assert kinds[0] == "run.started" and "message.delta" in kinds  # a joiner gets the whole stream
+    assert [f["sequence"] for f in frames] == list(range(len(frames)))
     assert all(f["run_id"] == run_id for f in frames)
     # joining a finished run replays its ledger up to the terminal frame
     async with client.stream("GET", f"/v1/runs/{run_id}/stream",
@@ -176,3 +177,25 @@ async def test_client_disconnect_does_not_cut_the_run_short(client: httpx.AsyncC
     assert run["status"] == "completed", (run, frames)
     page = (await client.get(f"/v1/conversations/{conv}/transcript")).json()
     assert page["items"][-1]["content"] == "echo: keep going without me"
+
+
+async def test_a_re_sent_event_id_joins_its_run_and_another_body_under_it_is_409(client: httpx.AsyncClient,
+                                                                                 conv: str):
+    sent = event(conv, "only once please", event_id=f"evt-idem-{conv}")
+    async with client.stream("POST", "/v1/events", json={"agent_id": "slow", "event": sent}) as first:
+        assert first.status_code == 200 and "X-RunnerHost-Duplicate" not in first.headers
+        original = await ndjson_frames(first)
+    async with client.stream("POST", "/v1/events", json={"agent_id": "slow", "event": sent}) as again:
+        assert again.status_code == 200 and again.headers["X-RunnerHost-Duplicate"] == "true"
+        replay = await ndjson_frames(again)
+    assert replay[0]["type"] == "run.duplicate" and replay[0]["run_id"] == original[0]["run_id"]
+    assert replay[1:] == original  # the same run, from its first frame: no second run
+    r = await client.post("/v1/events", params={"wait": "false"}, json={"agent_id": "slow", "event": sent})
+    assert r.status_code == 202 and r.json() == {"run_id": original[0]["run_id"], "type": "run.duplicate"}
+    changed = {**sent, "input": {"text": "something else"}}
+    r = await client.post("/v1/events", json={"agent_id": "slow", "event": changed})
+    assert r.status_code == 409 and r.json()["code"] == "conflict"
+    runs = (await client.get("/v1/runs", params={"conversation_id": conv})).json()
+    assert [run["event_id"] for run in runs["items"]] == [sent["event_id"]]
+    transcript = (await client.get(f"/v1/conversations/{conv}/transcript")).json()
+    assert [i["role"] for i in transcript["items"]] == ["user", "assistant"]  # one user message, one reply
