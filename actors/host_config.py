@@ -35,9 +35,10 @@ class PoolConfig(BaseModel):
     max_creating: int = Field(default=2, ge=1)
     #: A member not ready within this is abandoned (e.g. no node has a free slot).
     create_timeout_s: float = Field(default=60.0, gt=0)
-    #: A queued run must have waited this long before the pool grows for it (a burst that frees its
-    #: own slots in milliseconds creates nothing).
-    grow_after_s: float = Field(default=0.1, ge=0)
+    #: The pool grows only when no slot has freed for this long while runs wait (the line stands
+    #: still: long runs hold the slots). Short runs free slots constantly and are served by the
+    #: RunActors there are — more processes would only compete for the same cores.
+    grow_after_s: float = Field(default=1.0, ge=0)
     #: Runs that may wait for a slot (beyond: 429 rate_limited with Retry-After).
     queue_max: int = Field(default=10_000, ge=1)
     #: A queued run that waited this long for its conversation lane or a slot fails (host.queue_timeout).

@@ -135,6 +135,8 @@ class RunActor:
         slot = self._slots.open(RunSlot(plan, self._ports, self._backend, self._stream_of(plan)))
         try:
             async for item in slot.execute():
+                if item[1] is not None:  # the closing item: the slot is free before the host hears of it
+                    self._slots.close(plan.run_id)
                 yield item
         finally:
             self._slots.close(plan.run_id)

@@ -100,11 +100,19 @@ def force_flush(timeout_ms: int = 5000) -> bool:
     return _provider.force_flush(timeout_ms) if _provider is not None else True
 
 
+_tracer: otel_trace.Tracer | None = None
+_tracer_of: TracerProvider | None = None
+
+
 def tracer() -> otel_trace.Tracer:
+    """This process's tracer (one per provider: ``get_tracer`` is not free on a hot path)."""
+    global _tracer, _tracer_of
     if _provider is None:
         configure_from_env()
     assert _provider is not None
-    return _provider.get_tracer(TRACER_NAME)
+    if _tracer is None or _tracer_of is not _provider:
+        _tracer, _tracer_of = _provider.get_tracer(TRACER_NAME), _provider
+    return _tracer
 
 
 # -- W3C trace context ----------------------------------------------------------------------------

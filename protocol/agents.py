@@ -73,9 +73,23 @@ class StatePolicy(_Config):
 
 
 class DeliveryPolicy(_Config):
+    """What the host delivers where (SPEC §13).
+
+    ``reply``: results go back to the event's ``delivery.reply_target`` when it names a platform
+    connection (``{"connection": …}``); ``webhooks``: names of configured signed-webhook connections
+    that also receive every run's result; ``edit_interval_s``: the least time between two edits of a
+    streamed message; ``send_artifacts``: artifacts go out as files where the platform takes them;
+    ``enable_interactions``: ``interaction.requested`` results are stored and delivered.
+    """
+
     streaming: bool = True
     max_message_size: int | None = Field(default=None, ge=1)
     surface: str | None = None
+    reply: bool = True
+    webhooks: list[str] = Field(default_factory=list, max_length=16)
+    edit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    send_artifacts: bool = True
+    enable_interactions: bool = False
 
 
 class BindingScope(_Config):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .events import AttachmentRef, ContentPart, RawRef
+from .interactions import InteractionSubmission
 
 
 class _Wire(BaseModel):
@@ -62,6 +63,7 @@ class InputContext(_Wire):
     text: str | None = None
     contents: list[ContentPart] = Field(default_factory=list)
     attachments: list[AttachmentRef] = Field(default_factory=list)
+    interaction: InteractionSubmission | None = None
 
 
 class DeliveryContext(_Wire):

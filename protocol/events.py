@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .text import reject_unstorable
 
+from .interactions import InteractionSubmission
+
 #: The stable event types. A platform's own event name goes into ``source_event_type``.
 STABLE_EVENT_TYPES: frozenset[str] = frozenset({
     "message.received",
@@ -17,6 +19,7 @@ STABLE_EVENT_TYPES: frozenset[str] = frozenset({
     "friend.request_received",
     "schedule.triggered",
     "api.invoked",
+    "interaction.submitted",
 })
 
 EventSource = Literal["platform", "webui", "api", "scheduler", "system"]
@@ -87,6 +90,8 @@ class EventInput(Strict):
     text: str | None = None
     contents: list[ContentPart] = Field(default_factory=list)
     attachments: list[AttachmentRef] = Field(default_factory=list)
+    #: The host-validated answer of an ``interaction.submitted`` event (LangBot ``InteractionSubmission``).
+    interaction: InteractionSubmission | None = None
 
     def to_text(self) -> str:
         if self.text is not None:

@@ -38,6 +38,7 @@ from .gateway import create_gateway, gateway_asgi
 from .models import (KnowledgeDocument, KnowledgeIngested, CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, AgentView,
                      CancelAccepted, CancelRequest, Frame, Health, RunAccepted, RunStatusFilter,
                      SubmitEventRequest)
+from .platforms import create_router as create_platforms_router
 from .queries import Queries
 from .streaming import NDJSON, SSE, detached, stream_response
 
@@ -252,6 +253,8 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
     async def put_document(request: Request, kb_id: AgentId, doc_id: DocId, body: KnowledgeDocument):
         return await H(request).ingest_knowledge(kb_id, doc_id, body.content, title=body.title,
                                                  metadata=body.metadata)
+
+    app.include_router(create_platforms_router())  # platforms, deliveries, interactions, schedules
 
     # -- health --------------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], response_model=Health, summary="Liveness (no auth)")

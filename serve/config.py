@@ -46,6 +46,7 @@ from actors.core.retention import RetentionPolicy
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
 from actors.providers.tools import ToolsConfig
+from platforms.config import PlatformsSettings
 from protocol.agents import AgentConfig
 
 ENV_PREFIX = "RUNNERHOST_"
@@ -239,6 +240,8 @@ class Settings(_Strict):
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    #: Platform connections, delivery tuning and the scheduler (credentials: env var names only).
+    platforms: PlatformsSettings = Field(default_factory=PlatformsSettings)
     config_path: str | None = None
 
     # -- derived -------------------------------------------------------------------------
@@ -459,13 +462,21 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         "RETENTION_EVENT_LOG_MAX_AGE_S": ("retention", "event_log_max_age_s", _age),
         "RETENTION_TRANSCRIPT_MAX_AGE_S": ("retention", "transcript_max_age_s", _age),
         "RETENTION_WORKSPACE_ROOTS": ("retention", "workspace_roots", _paths),
+        # platforms: delivery retries and the scheduler period
+        "DELIVERY_MAX_ATTEMPTS": ("platforms.delivery", "max_attempts", int),
+        "DELIVERY_BACKOFF_MAX_S": ("platforms.delivery", "backoff_max_s", float),
+        "DELIVERY_TIMEOUT_S": ("platforms.delivery", "request_timeout_s", float),
+        "SCHEDULER_INTERVAL_S": ("platforms", "scheduler_interval_s", float),
     }
     for name, (section, key, cast) in table.items():
         value = env.get(ENV_PREFIX + name)
         if value is None or value == "":
             continue
         try:
-            out[section][key] = cast(value)
+            node = out
+            for part in section.split("."):
+                node = node.setdefault(part, {})
+            node[key] = cast(value)
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{name} must be a {cast.__name__}") from None
     return out

@@ -27,6 +27,7 @@ class RunnerHostIngress:
 
         self.settings = Settings.model_validate(settings)
         self.host = await Host.start(self.settings.host_config())
+        self._platforms = _start_platforms(self)
 
     def __serve_build_asgi_app__(self):
         from .app import create_app
@@ -35,6 +36,35 @@ class RunnerHostIngress:
 
     async def check_health(self) -> None:
         await self.host.registry.active_count.remote()
+
+    # -- in-cluster intake of platform connection actors and the scheduler (serve/platforms.py) --
+    async def platform_inbound(self, connection: str, agent_id: str | None, inbound: Any) -> dict[str, Any]:
+        from actors.retry import reply
+        from .platforms import PlatformsHub
+        return await reply(PlatformsHub.of(self.host, self.settings).intake.accept(connection, agent_id, inbound))
+
+    async def platform_answer(self, connection: str, answer: dict[str, Any], source_event_type: str) -> dict[str, Any]:
+        from actors.retry import reply
+        from platforms.base import InteractionAnswer
+        from .platforms import PlatformsHub
+        return await reply(PlatformsHub.of(self.host, self.settings).answer(
+            connection, InteractionAnswer(**answer), source_event_type))
+
+    async def submit_event(self, event: Any, agent_id: str | None) -> dict[str, Any]:
+        from actors.retry import reply
+        from .platforms import PlatformsHub
+        return await reply(PlatformsHub.of(self.host, self.settings).submit(event, agent_id))
+
+
+def _start_platforms(ingress: "RunnerHostIngress") -> Any:
+    """Start (or find) the cluster's platform actors in the background, handing them this
+    deployment's handle as their way in."""
+    import asyncio
+
+    from .platforms import PlatformsHub
+    context = serve.get_replica_context()
+    handle = serve.get_deployment_handle(context.deployment, app_name=context.app_name)
+    return asyncio.ensure_future(PlatformsHub.of(ingress.host, ingress.settings).start_actors(handle))
 
 
 def build_app(settings: Settings, *, ray_actor_options: dict[str, Any] | None = None):

@@ -407,3 +407,107 @@ class KnowledgeVector(Base):
         UniqueConstraint("document_id", "model_id"),
         Index(None, "kb_id", "model_id"),
     )
+
+
+# -- platform delivery, interactions, schedules (SPEC §13) ---------------------------------
+DELIVERY_STATUSES = ("pending", "sending", "streaming", "delivered", "failed", "unknown")
+INTERACTION_STATUSES = ("pending", "answered", "expired")
+
+
+class Delivery(Base):
+    """One platform message (``part``) of one run's results at one target: a recorded fact.
+
+    ``(run_id, target_key, part)`` is unique, so a delivery retried after a crash finds the
+    message it already posted (``platform_message_id``) and edits it instead of posting again.
+    ``content_sha256`` is what the platform shows now."""
+
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(128))
+    target_key: Mapped[str] = mapped_column(String(160))
+    part: Mapped[int]
+    platform: Mapped[str] = mapped_column(String(32))
+    connection: Mapped[str] = mapped_column(String(128))
+    target_json: Mapped[dict[str, Any]]
+    platform_message_id: Mapped[str | None]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    content_length: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[float] = mapped_column(default=now)
+    updated_at: Mapped[float] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "target_key", "part"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+    )
+
+
+class Interaction(Base):
+    """A runner's ``interaction.requested`` and its answer. ``id`` is the host's public id;
+    ``interaction_id`` is the runner's, unique within its run. ``origin_json`` keeps the
+    routing of the asking event so the answer starts a run on the same conversation."""
+
+    __tablename__ = "interaction"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interaction_id: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(String(128))
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    conversation_id: Mapped[str | None]
+    thread_id: Mapped[str | None]
+    actor_id: Mapped[str | None]
+    status: Mapped[str] = mapped_column(String(16))
+    request_json: Mapped[dict[str, Any]]
+    origin_json: Mapped[dict[str, Any]]
+    answer_json: Mapped[dict[str, Any] | None]
+    answer_event_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(default=now)
+    expires_at: Mapped[float]
+    answered_at: Mapped[float | None]
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "interaction_id"),
+        Index(None, "status", "expires_at"),
+        CheckConstraint(_in("status", INTERACTION_STATUSES), name="status"),
+    )
+
+
+class Schedule(Base):
+    """A cron schedule of an agent; ``next_fire_at`` is the next tick not yet due."""
+
+    __tablename__ = "schedule"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(128))
+    schedule_id: Mapped[str] = mapped_column(String(64))
+    cron: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    text: Mapped[str | None] = mapped_column(Text)
+    data_json: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    next_fire_at: Mapped[float | None] = mapped_column(index=True)
+    last_fired_at: Mapped[float | None]
+    created_at: Mapped[float] = mapped_column(default=now)
+    updated_at: Mapped[float] = mapped_column(default=now)
+
+    __table_args__ = (UniqueConstraint("agent_id", "schedule_id"),)
+
+
+class IntakeClaim(Base):
+    """"Done once" claims: one row per (scope, claim_key), e.g. a schedule tick or a platform's
+    event id. The insert that creates the row wins; ``done_at`` marks the work finished, and an
+    unfinished claim older than its lease may be taken over (its owner died)."""
+
+    __tablename__ = "intake_claim"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(192))
+    claim_key: Mapped[str] = mapped_column(String(192))
+    owner: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[float] = mapped_column(default=now)
+    done_at: Mapped[float | None]
+    result_json: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (UniqueConstraint("scope", "claim_key"),)

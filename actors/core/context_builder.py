@@ -127,7 +127,7 @@ def build_context(
         actor=ActorContext(**event.actor.model_dump()),
         subject=SubjectContext(**event.subject.model_dump()) if event.subject else None,
         input=InputContext(text=event.input.text, contents=event.input.contents,
-                           attachments=event.input.attachments),
+                           attachments=event.input.attachments, interaction=event.input.interaction),
         delivery=DeliveryContext(
             surface=policy.surface or delivery.surface,
             reply_target=delivery.reply_target,

@@ -452,6 +452,7 @@ class RunDriver:
                 if run.lifecycle.phase is RunPhase.STARTING:
                     run.lifecycle.to(RunPhase.RUNNING)
                 run.lifecycle.to(RunPhase.FINALIZING)
+                self._free_slot(run)  # the RunActor is done with it: the next run need not wait for our commit
                 return await self._commit_final(run, frames, final)
         except RunActorGone:
             raise RunActorGone(published) from None
@@ -502,10 +503,13 @@ class RunDriver:
             tracing.end_run(run.span, status, code)
             run.span = None
 
-    def _release(self, run: AcceptedRun) -> None:
+    def _free_slot(self, run: AcceptedRun) -> None:
         if run.reservation is not None:
             run.reservation.cancel()
             run.reservation = None
+
+    def _release(self, run: AcceptedRun) -> None:
+        self._free_slot(run)
         self.ports.registry_post("release", run_id=run.run_id)
         self.runs.pop(run.run_id, None)
 

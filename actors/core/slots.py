@@ -12,9 +12,11 @@ Invariants:
 * at most ``max_creating`` creations are in flight, each abandoned after ``create_timeout``
   (the factory is cancelled and must clean up what it started);
 * a creation starts only for demand nobody covers yet: waiters beyond the slots that
-  creations in flight will bring, and only once the oldest of them has waited
-  ``grow_after`` seconds (a burst that frees its own slots in milliseconds creates
-  nothing); a waiter that gives up (cancelled) is no demand any more;
+  creations in flight will bring, and only once the line has stood still for ``grow_after``
+  seconds — no slot freed while the oldest waiter waited that long. Short runs keep the line
+  moving and are served by the members there are (more processes would only compete for the
+  same cores); long runs hold their slots and the pool grows for them. A waiter that gives
+  up (cancelled) is no demand any more;
 * at most ``max_waiting`` reservations wait; beyond that ``reserve`` raises ``rate_limited``;
 * ``overcommit`` pools (runner workers: async processes that serve many runs) never make a
   run wait while a member exists: past its slots, the least-loaded member takes it, and the
@@ -119,6 +121,7 @@ class SlotPool(Generic[T]):
         self._creations: set[asyncio.Task] = set()
         self._growth_timer: asyncio.TimerHandle | None = None
         self._last_failure: BaseException | None = None
+        self._last_release = float("-inf")  # monotonic time a slot last went to a waiter or back
         self.created = 0
         self.failed_creations = 0
         self.peak_size = 0
@@ -207,8 +210,9 @@ class SlotPool(Generic[T]):
         if member is None or member.leases == 0:
             return  # discarded meanwhile (it died): the slot went with it
         member.leases -= 1
+        self._last_release = time.monotonic()
         if member.leases == 0:
-            member.idle_since = time.monotonic()
+            member.idle_since = self._last_release
         self._hand_over()
 
     def kick(self) -> None:
@@ -305,9 +309,9 @@ class SlotPool(Generic[T]):
         if wanted <= 0:
             return
         if not urgent and self.grow_after > 0 and self._waiting:
-            waited = time.monotonic() - self._waiting[0].enqueued_at
-            if waited < self.grow_after:
-                self._schedule_growth(self.grow_after - waited)
+            still = time.monotonic() - max(self._waiting[0].enqueued_at, self._last_release)
+            if still < self.grow_after:  # the line moves (or just formed): check again later
+                self._schedule_growth(self.grow_after - still)
                 return
         room = min(wanted, self.max_creating - self._creating, self.capacity() - self.size - self._creating)
         for _ in range(max(0, room)):

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.agents import STATE_SCOPES
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
+from protocol.lifecycle import RunStatus, TERMINAL_STATUSES
 from protocol.read_scope import ReadScope
 from protocol.scopes import scope_key as derive_scope_key
 from store.agents import AgentStore
+from store.hosts import HostStore
 from store.event_log import EventLogEntry, EventLogStore
 from store.knowledge import KnowledgeStore
 from store.kv import KvStore
@@ -26,11 +28,9 @@ from store.runtime_sessions import RuntimeSessionStore, owner_from_dict
 from store.state import StateStore
 from store.transcript import TranscriptEntry, TranscriptStore
 
-from protocol.lifecycle import RunStatus, TERMINAL_STATUSES
-from store.hosts import HostStore
-
 from .frames import is_terminal
 from .lifecycle import Cause, reason_of_frame, status_of_frame
+from .platform_ops import PlatformStorageOps
 from .retention import Retention, RetentionPolicy
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -66,7 +66,7 @@ def _frame_rows(run_id: str, frames: list[dict[str, Any]]) -> list[EventRow]:
             for f in frames if f.get("sequence") is not None]
 
 
-class StorageService:
+class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_ops.py
     def __init__(self, artifact_store_factory: Callable[[AsyncSession], Any] | None = None,
                  transcript_cap: int | None = None) -> None:
         self._artifacts = artifact_store_factory

@@ -191,6 +191,8 @@ class InProcessPorts:
             async for item in slot.execute():
                 if not member.alive:
                     raise RunActorGone()
+                if item[1] is not None:
+                    member.slots.close(plan.run_id)
                 yield item
                 relayed += 1
                 if relayed == 1 and item[1] is None and self.faults.die_after_first_batch:

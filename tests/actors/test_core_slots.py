@@ -87,6 +87,23 @@ async def test_creations_in_flight_cover_waiters_no_second_creation_per_waiter()
     assert pool.size == 1 and pool.leased() == 4
 
 
+async def test_a_moving_line_creates_nothing_a_line_standing_still_grows_the_pool():
+    factory = Factory()
+    pool = SlotPool(factory, name="t", max_size=4, grow_after=0.15)
+    await pool.warm(1)
+    holder = pool.reserve()
+    line = [pool.reserve() for _ in range(5)]
+    for _ in range(5):  # short runs: a slot frees every 50 ms, the line keeps moving
+        await asyncio.sleep(0.05)
+        holder.cancel()
+        holder = next(r for r in line if r.granted)
+        line.remove(holder)
+    assert factory.started == 1  # no creation while the line moved
+    stuck = pool.reserve()  # now nothing frees: after grow_after the pool grows
+    await stuck.wait(2)
+    assert factory.started == 2
+
+
 async def test_grow_after_lets_a_burst_free_its_own_slots():
     factory = Factory()
     pool = SlotPool(factory, name="t", max_size=4, grow_after=0.2)

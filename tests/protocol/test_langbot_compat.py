@@ -77,6 +77,7 @@ from protocol.context import (  # noqa: E402
     Trigger,
 )
 from protocol.events import AttachmentRef, ContentPart, RawRef  # noqa: E402
+from protocol.interactions import InteractionSubmission  # noqa: E402
 from protocol.results import ResultValidator, RunResult, Verdict, classify  # noqa: E402
 
 RUN_ID = "run_0123456789abcdef"
@@ -120,6 +121,8 @@ def full_context() -> RunContext:
                 size=1234, name="a.png", source="url", url="https://example.com/a.png",
                 path="/inputs/a.png", content="aGk=",
             )],
+            interaction=InteractionSubmission(interaction_id="ask-1", action_id="approve",
+                                              values={"note": "ok"}, submitted_at=1_700_000_000),
         ),
         delivery=DeliveryContext(
             surface="platform", reply_target={"message_id": "m-9", "conversation_id": "conv_1"},
