@@ -9,7 +9,6 @@ If the actor dies, Ray restarts it and it IDENTIFYs anew.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import ray
@@ -17,10 +16,11 @@ import ray
 from platforms import discord
 from platforms.config import ConnectionConfig
 from platforms.credentials import read_secret
+from protocol.logs import get_logger
 
 from .core.intake import log_refusal
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def discord_actor_name(connection: str) -> str:

@@ -17,7 +17,6 @@ messages — and runs the host's background loops:
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ from platforms.config import PlatformsSettings
 from protocol.agents import AgentConfig
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
+from protocol.logs import get_logger
 
 from . import constants, metrics, tracing
 from .addresses import ActorAddress, PooledActor
@@ -36,6 +36,7 @@ from .core.authz import ResourceCatalog
 from .core.coalesce import Coalescer
 from .core.driver import AcceptedRun, DriverSettings, RunActorGone, RunDriver
 from .core.lifecycle import Cause
+from .core.retention import run_retention
 from .core.run_slot import RunOutput, RunPlan, token_digest
 from .core.slots import Reservation, SlotPool
 from .host_config import HostConfig
@@ -48,7 +49,7 @@ from .runner_worker import RunnerWorker
 from .storage_actor import get_or_create_storage
 from .tasks import spawn_detached
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 
@@ -220,6 +221,7 @@ class Host:
             host._spawn(host._every(config.pools.health_check_s, host._upkeep_pools, "pool upkeep"))
         if config.stale_run_check_s > 0:
             host._spawn(host._every(config.stale_run_check_s, host._sweep, "sweep"))
+        host._spawn(host._every(config.storage.retention.interval_s, host._retention, "retention"))
         return host
 
     def _spawn(self, coro: Any) -> None:
@@ -258,6 +260,13 @@ class Host:
         cancelled = await self.ports.read("cancel_requested", owner_host=self.host_id)
         if cancelled:
             self.driver.cancel_queued(cancelled)
+
+    async def _retention(self) -> None:
+        """Remove what has outlived its retention (expired artifacts, idle harness sessions, …)."""
+        report = await run_retention(self.ports.write, self.config.storage.retention)
+        removed = {k: v for k, v in report.items() if isinstance(v, int) and v and k != "more"}
+        if removed:
+            log.info("retention removed %s", removed)
 
     async def close(self) -> None:
         await self.driver.close()

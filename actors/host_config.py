@@ -1,11 +1,14 @@
 """Settings of the actor layer (the serve layer loads them from runnerhost.toml + env)."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.agents import AgentConfig
+
+from .core.retention import RetentionPolicy
 
 
 class PoolConfig(BaseModel):
@@ -47,13 +50,48 @@ class PoolConfig(BaseModel):
 
 
 class StorageConfig(BaseModel):
+    """Constructor config of the storage actor (Ray keeps actor arguments in the GCS).
+
+    The database is ``database_url`` or — when the URL carries a password — ``database_url_env``,
+    the *name* of an environment variable holding it, read in the actor's own process
+    (:meth:`resolve_database_url`): a secret never travels in actor or deployment arguments."""
+
     model_config = ConfigDict(extra="forbid")
 
-    database_url: str
+    database_url: str | None = None
+    database_url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     artifact_root: str
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
     actors: int = Field(default=1, ge=1, le=16)
+    # Postgres only: a statement over statement_timeout_s fails (retryable) instead of stalling every
+    # writer; connecting gives up after connect_timeout_s; pooled connections are pinged on checkout.
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    pool_pre_ping: bool = True
+    # What the host's periodic retention round removes (actors/core/retention.py, [retention]).
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "StorageConfig":
+        if (self.database_url is None) == (self.database_url_env is None):
+            raise ValueError("give exactly one of database_url and database_url_env")
+        return self
+
+    def resolve_database_url(self) -> str:
+        """The database URL, read from this process's environment when given by reference."""
+        if self.database_url is not None:
+            return self.database_url
+        value = os.environ.get(self.database_url_env or "")
+        if not value:
+            raise RuntimeError(f"the database URL is taken from ${self.database_url_env}, which is not set "
+                               "in this process's environment")
+        return value
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`store.engine.Database` beyond the URL."""
+        return {"statement_timeout_s": self.statement_timeout_s, "connect_timeout_s": self.connect_timeout_s,
+                "pool_pre_ping": self.pool_pre_ping}
 
 
 class HostConfig(BaseModel):

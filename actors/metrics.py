@@ -36,11 +36,12 @@ Metric names (``ray_`` prefix added by Ray on export):
 """
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Mapping
 
-log = logging.getLogger(__name__)
+from protocol.logs import get_logger
+
+log = get_logger(__name__)
 
 MAX_TAG_LEN = 64
 PREFIX = "runnerhost_"

@@ -11,7 +11,6 @@ from the delivery actor through :class:`OneBotRemoteSender`.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import ray
@@ -20,10 +19,11 @@ from platforms import onebot
 from platforms.base import OutboundAdapter, PlatformError
 from platforms.config import ConnectionConfig
 from platforms.credentials import read_secret
+from protocol.logs import get_logger
 
 from .core.intake import log_refusal
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def onebot_actor_name(connection: str) -> str:

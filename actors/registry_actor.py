@@ -7,19 +7,19 @@ active runs — whose RunActors are then finalized by their callers.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import ray
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 
 from . import constants
 from .addresses import ActorAddress
 from .core.registry import Registry
 from .retry import reply, unwrap
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REGISTRY_NAME = "runnerhost-registry"
 
@@ -145,6 +145,7 @@ class RegistryActor:
         """Get or create the ConversationSessionActor of ``key`` (rebuilt if it died or was reaped);
         returns its address (executors travel by address, see ``actors.addresses``)."""
         from protocol.sessions import SessionKey
+
         from .placement import session_options
         from .session_actor import ConversationSessionActor, session_actor_name
         name = session_actor_name(SessionKey(**key))

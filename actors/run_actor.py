@@ -13,7 +13,6 @@ slot here — including a finished one — are ``unauthorized``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Any, AsyncIterator
 
@@ -22,18 +21,26 @@ from ray.exceptions import RayActorError
 
 from protocol.context import RunContext
 from protocol.errors import RunnerHostError
+from protocol.logs import get_logger
 
 from . import constants, tracing
 from .addresses import ActorAddress
 from .core.api_client import LocalRunnerAPI
 from .core.discovery import load_target
-from .core.run_slot import (ExecutorCrashed, ExecutorUnavailable, RunOutput, RunPlan, RunSlot, RunSlots,
-                            token_digest)
+from .core.run_slot import (
+    ExecutorCrashed,
+    ExecutorUnavailable,
+    RunOutput,
+    RunPlan,
+    RunSlot,
+    RunSlots,
+    token_digest,
+)
 from .core.runner_exec import RunnerExecutor
 from .providers_backend import ProviderBackend
 from .retry import call_with_retry, reply, unwrap
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["RunActor", "ExecutorUnavailable", "token_digest"]
 

@@ -13,8 +13,8 @@ import ray
 
 from protocol.context import RunContext
 
-from .core.discovery import load_target
 from .addresses import ActorAddress
+from .core.discovery import load_target
 from .core.runner_exec import RunnerExecutor
 from .runner_client import ActorRunnerAPI
 

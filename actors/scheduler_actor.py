@@ -5,17 +5,18 @@ in the database still fires each tick once."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from typing import Any
 
 import ray
 
+from protocol.logs import get_logger
+
 from .core.scheduler import Scheduler
 from .core.storage_port import ActorStorage
 from .retry import reply, unwrap
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SCHEDULER_NAME = "runnerhost-scheduler"
 

@@ -9,22 +9,22 @@ own; the next turn creates a fresh one that resumes from Postgres.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import ray
 
 from protocol.context import RunContext
+from protocol.logs import get_logger
 from protocol.sessions import SessionKey
 
-from .core.discovery import load_target
 from .addresses import ActorAddress
+from .core.discovery import load_target
 from .core.runner_exec import RunnerExecutor
 from .core.session import TurnGate, observe_session_id, with_resume_id
 from .retry import call_with_retry, unwrap
 from .runner_client import ActorRunnerAPI
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SESSION_PREFIX = "rh-session"
 

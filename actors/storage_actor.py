@@ -8,11 +8,12 @@ actor itself restarts on death (``max_restarts``) and callers retry.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any, Sequence
 
 import ray
+
+from protocol.logs import get_logger
 
 from . import constants, metrics
 from .core.batching import GroupCommitter
@@ -21,7 +22,7 @@ from .core.storage_service import StorageService
 from .host_config import StorageConfig
 from .retry import reply
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 STORAGE_NAME = "runnerhost-storage"
 
@@ -32,7 +33,7 @@ class StorageActor:
     def __init__(self, config: dict[str, Any]) -> None:
         from store.engine import Database
         self.config = StorageConfig.model_validate(config)
-        self._db = Database(self.config.database_url)
+        self._db = Database(self.config.resolve_database_url(), **self.config.engine_options())
         self._service = StorageService(self._artifact_factory())
         self._committer = GroupCommitter(self._apply_batch, max_batch=self.config.max_batch,
                                          max_delay=self.config.max_delay_ms / 1000.0,

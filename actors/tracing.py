@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import threading
@@ -24,12 +23,18 @@ from typing import Any, Iterator, Mapping
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-log = logging.getLogger(__name__)
+from protocol.logs import get_logger
+
+log = get_logger(__name__)
 
 #: W3C trace context as it crosses a Ray call: {"traceparent": "00-<32hex>-<16hex>-<2hex>", "tracestate"?}
 Carrier = dict[str, str]
@@ -77,7 +82,9 @@ def configure(otlp_endpoint: str | None = None, *, exporter: SpanExporter | None
             provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         elif otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
             provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_traces_url(otlp_endpoint))))
         else:  # ids and propagation only: nothing recorded, nothing exported

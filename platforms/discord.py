@@ -10,18 +10,31 @@ friend requests on Discord. Everything else is ignored, never disguised as a mes
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Awaitable, Callable
 
 import hikari
 
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
 from protocol.interactions import InteractionRequest
+from protocol.logs import get_logger
 
-from .base import Inbound, InteractionAnswer, OutboundAdapter, PlatformError, button_data, parse_button_data
+from .base import (
+    Inbound,
+    InteractionAnswer,
+    OutboundAdapter,
+    PlatformError,
+    button_data,
+    parse_button_data,
+)
 from .credentials import Secret
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PLATFORM = "discord"
 MAX_MESSAGE = 2000

@@ -21,7 +21,6 @@ import asyncio
 import hmac
 import itertools
 import json
-import logging
 import re
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -31,12 +30,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
+from protocol.logs import get_logger
 
 from .base import Inbound, OutboundAdapter, PlatformError
 from .credentials import Secret
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PLATFORM = "onebot"
 #: QQ accepts long messages, but bridges and clients fold them; keep parts readable.

@@ -24,10 +24,23 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from protocol.errors import invalid_argument
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
 from protocol.interactions import InteractionRequest
 
-from .base import Inbound, InteractionAnswer, OutboundAdapter, PlatformError, button_data, parse_button_data
+from .base import (
+    Inbound,
+    InteractionAnswer,
+    OutboundAdapter,
+    PlatformError,
+    button_data,
+    parse_button_data,
+)
 from .credentials import Secret
 
 PLATFORM = "slack"

@@ -18,13 +18,33 @@ import re
 from typing import Any, Mapping
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.request import HTTPXRequest
 
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
 from protocol.interactions import InteractionRequest
 
-from .base import Inbound, InteractionAnswer, OutboundAdapter, PlatformError, button_data, parse_button_data
+from .base import (
+    Inbound,
+    InteractionAnswer,
+    OutboundAdapter,
+    PlatformError,
+    button_data,
+    parse_button_data,
+)
 from .credentials import Secret
 
 PLATFORM = "telegram"

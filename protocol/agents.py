@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import Annotated
 
-from .errors import RunnerHostError
+from .errors import RunnerHostError, invalid_argument
 from .events import STABLE_EVENT_TYPES
 from .ids import validate_runner_id
+from .text import reject_unstorable
 
 
 def _runner_id(value: str) -> str:
@@ -30,6 +31,10 @@ class MultitaskStrategy(str, Enum):
     ROLLBACK = "rollback"
     PARALLEL = "parallel"
 
+
+#: What a secret ``runner_config`` value reads as through the API; sent back in a PUT, it keeps
+#: the stored value (secrets are write-only, SPEC §3).
+REDACTED = "<redacted>"
 
 StateScope = Literal["conversation", "actor", "subject", "runner"]
 STATE_SCOPES: tuple[str, ...] = ("conversation", "actor", "subject", "runner")
@@ -130,6 +135,12 @@ class AgentConfig(_Config):
     #: operator trusts the runner's code: one hop less). Harness (session) runners ignore it.
     execution: Literal["default", "pool", "in_actor"] = "default"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Text no database column can hold is refused here, at intake (:mod:`protocol.text`)."""
+        return reject_unstorable(data)
+
     @field_validator("event_types")
     @classmethod
     def _known_event_types(cls, value: list[str]) -> list[str]:
@@ -140,6 +151,58 @@ class AgentConfig(_Config):
 
     def handles(self, event_type: str) -> bool:
         return "*" in self.event_types or event_type in self.event_types
+
+    # -- write-only secrets (the runner's config_schema marks them: ConfigField.secret) ----------
+    def redacted(self, secret_fields: Collection[str] | None) -> "AgentConfig":
+        """This config as the API shows it: every secret ``runner_config`` value replaced by
+        :data:`REDACTED`. ``None`` (the runner's schema is unknown) treats every value as secret."""
+        config = self.runner_config
+        if secret_fields is None:
+            shown = {name: _mask(value) for name, value in config.items()}
+        else:
+            shown = {name: _mask(value) if name in secret_fields else value for name, value in config.items()}
+        return self.model_copy(update={"runner_config": shown})
+
+    def with_secrets_from(self, stored: "AgentConfig | None", secret_fields: Collection[str]) -> "AgentConfig":
+        """A PUT body whose :data:`REDACTED` markers are filled from ``stored`` (same runner);
+        a marker with no stored secret behind it → ``invalid_argument``."""
+        kept = stored.runner_config if stored is not None and stored.runner_id == self.runner_id else {}
+        config = dict(self.runner_config)
+        for name in secret_fields:
+            if name in config:
+                config[name] = _restore(config[name], kept.get(name), name)
+        if _holds_marker(config):
+            raise invalid_argument(f"{REDACTED} stands for a stored secret; this agent has none there")
+        return self.model_copy(update={"runner_config": config})
+
+
+def _mask(value: Any) -> Any:
+    """A secret value as shown: objects keep their keys, every value reads :data:`REDACTED`."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {key: _mask(item) for key, item in value.items()}
+    return REDACTED
+
+
+def _restore(value: Any, stored: Any, where: str) -> Any:
+    if value == REDACTED:
+        if stored is None or stored == REDACTED:
+            raise invalid_argument(f"{where}: {REDACTED} stands for a stored secret; none is stored there",
+                                   field=where)
+        return stored
+    if isinstance(value, dict):
+        stored = stored if isinstance(stored, dict) else {}
+        return {key: _restore(item, stored.get(key), f"{where}.{key}") for key, item in value.items()}
+    return value
+
+
+def _holds_marker(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_marker(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_marker(v) for v in value)
+    return value == REDACTED
 
 
 class AgentBinding(_Config):

@@ -5,7 +5,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .text import reject_unstorable
 
 from .interactions import InteractionSubmission
 
@@ -134,6 +136,12 @@ class EventEnvelope(Strict):
     delivery: EventDelivery = Field(default_factory=EventDelivery)
     raw_ref: RawRef | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Text no database column can hold is refused here, at intake (:mod:`protocol.text`)."""
+        return reject_unstorable(data)
 
     @field_validator("event_type")
     @classmethod

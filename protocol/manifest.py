@@ -40,7 +40,11 @@ class Permissions(BaseModel):
 
 
 class ConfigField(BaseModel):
-    """One item of a runner's config form."""
+    """One item of a runner's config form.
+
+    ``secret``: the value is write-only through the API (SPEC §3) — never returned, and a PUT that
+    sends :data:`~protocol.agents.REDACTED` back keeps the stored value. On an ``object`` field every
+    value of the object is secret (its keys stay visible)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -51,6 +55,7 @@ class ConfigField(BaseModel):
     required: bool = False
     default: Any = None
     options: list[dict[str, Any]] | None = None
+    secret: bool = False
 
 
 class RunnerManifest(BaseModel):
@@ -70,6 +75,9 @@ class RunnerManifest(BaseModel):
     #: one at a time (external harnesses with a native session).
     execution: Literal["pool", "session", "in_actor"] = "pool"
 
+    def secret_fields(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.config_schema if f.secret)
+
 
 class RunnerDescriptor(BaseModel):
     """Registry view of a runner (``GET /v1/runners``)."""
@@ -85,6 +93,9 @@ class RunnerDescriptor(BaseModel):
     #: ``builtin``: shipped with RunnerHost; ``config``: ``[host] extra_runners`` or
     #: ``[[runners.langbot_plugins]]``; ``entry_point``: the ``runnerhost.runners`` group.
     source: Literal["builtin", "config", "entry_point"] = "builtin"
+
+    def secret_fields(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.config_schema if f.secret)
 
     @classmethod
     def from_manifest(cls, manifest: RunnerManifest, source: str = "builtin") -> "RunnerDescriptor":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import logging
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .agents import StateScope
 from .events import ContentPart
+from .logs import get_logger
+from .text import make_storable
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INLINE_ARTIFACT_LIMIT = 1 << 20  # 1 MiB of decoded bytes
 
@@ -274,14 +275,20 @@ def classify(raw: Any, run_id: str) -> Classified:
     model = PAYLOADS.get(envelope.type)
     if model is None:
         return Classified(Verdict.IGNORED_UNKNOWN, envelope, reason=f"unknown result type {envelope.type!r}")
+    # Runner text a database column cannot hold (NUL, lone surrogates) is replaced here, where
+    # results enter the host, so what is relayed is what gets recorded (protocol.text).
+    envelope.data, replaced = make_storable(envelope.data)
+    note = f"; {replaced} unstorable text value(s) replaced with U+FFFD" if replaced else ""
+    if replaced:
+        log.warning("run %s: %s result%s", run_id, envelope.type, note)
     try:
         payload = model.model_validate(envelope.data)
     except ValidationError as exc:
         if envelope.type in LENIENT_TYPES:
-            return Classified(Verdict.ACCEPTED, envelope, None, reason="lenient: " + _short(exc))
+            return Classified(Verdict.ACCEPTED, envelope, None, reason="lenient: " + _short(exc) + note)
         return Classified(Verdict.DROPPED_INVALID, envelope, reason=_short(exc))
     envelope.data = payload.model_dump(mode="json", exclude_none=False)
-    return Classified(Verdict.ACCEPTED, envelope, payload)
+    return Classified(Verdict.ACCEPTED, envelope, payload, reason=note[2:])
 
 
 def _short(exc: ValidationError) -> str:

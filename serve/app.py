@@ -16,7 +16,8 @@ Errors are the error model everywhere (:mod:`serve.errors`); validation errors a
 from __future__ import annotations
 
 import contextlib
-from importlib.metadata import PackageNotFoundError, version as _dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import Body, FastAPI, Path, Query, Request
@@ -35,9 +36,24 @@ from .config import Settings
 from .console import router as console_router
 from .errors import BodyLimitMiddleware, install_error_handlers
 from .gateway import create_gateway, gateway_asgi
-from .models import (KnowledgeDocument, KnowledgeIngested, CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, AgentView,
-                     CancelAccepted, CancelRequest, Frame, Health, RunAccepted, RunStatusFilter,
-                     SubmitEventRequest)
+from .models import (
+    CONFLICT,
+    ERROR_RESPONSES,
+    ID_PATTERN,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TOO_LARGE,
+    AgentView,
+    CancelAccepted,
+    CancelRequest,
+    Frame,
+    Health,
+    KnowledgeDocument,
+    KnowledgeIngested,
+    RunAccepted,
+    RunStatusFilter,
+    SubmitEventRequest,
+)
 from .platforms import create_router as create_platforms_router
 from .queries import Queries
 from .streaming import NDJSON, SSE, detached, stream_response
@@ -193,35 +209,53 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
     async def runners(request: Request):
         return await H(request).runners()
 
+    # Secret runner_config values (ConfigField.secret in the runner's schema) are write-only:
+    # every response shows REDACTED, and a PUT that sends REDACTED back keeps the stored value.
+    async def secret_fields(host: Any) -> dict[str, frozenset[str]]:
+        return {r["id"]: RunnerDescriptor.model_validate(r).secret_fields() for r in await host.runners()}
+
+    def shown(agent: dict[str, Any], secrets: dict[str, frozenset[str]]) -> AgentView:
+        config = AgentConfig.model_validate(agent["config"])
+        return AgentView(agent_id=agent["agent_id"], version=agent["version"],
+                         config=config.redacted(secrets.get(config.runner_id)))
+
     @app.get("/v1/agents", tags=["registry"], response_model=list[AgentView], dependencies=[require("read")],
-             responses=ERROR_RESPONSES, summary="Configured agents")
+             responses=ERROR_RESPONSES, summary="Configured agents (secret values read as <redacted>)")
     async def agents(request: Request):
-        return sorted(await H(request).agents(), key=lambda a: a["agent_id"])
+        host = H(request)
+        secrets = await secret_fields(host)
+        return [shown(a, secrets) for a in sorted(await host.agents(), key=lambda a: a["agent_id"])]
 
     @app.get("/v1/agents/{agent_id}", tags=["registry"], response_model=AgentView,
-             dependencies=[require("read")], responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="One agent")
+             dependencies=[require("read")], responses={**ERROR_RESPONSES, **NOT_FOUND},
+             summary="One agent (secret values read as <redacted>)")
     async def get_agent(request: Request, agent_id: AgentId):
-        for agent in await H(request).agents():
+        host = H(request)
+        for agent in await host.agents():
             if agent["agent_id"] == agent_id:
-                return agent
+                return shown(agent, await secret_fields(host))
         raise not_found(f"unknown agent {agent_id!r}", agent_id=agent_id)
 
     @app.put("/v1/agents/{agent_id}", tags=["registry"], response_model=AgentView,
              dependencies=[require("admin")], responses={**ERROR_RESPONSES, **TOO_LARGE},
-             summary="Create or replace an agent (validated, persisted, effective for the next event)")
+             summary="Create or replace an agent (validated, persisted, effective for the next event); "
+                     "<redacted> keeps a stored secret value")
     async def put_agent(request: Request, agent_id: AgentId, config: AgentConfig):
         host = H(request)
-        known = {r["id"] for r in await host.runners()}
-        if config.runner_id not in known:
+        secrets = await secret_fields(host)
+        if config.runner_id not in secrets:
             raise invalid_argument(f"unknown runner {config.runner_id!r}", runner_id=config.runner_id,
-                                   known_runners=sorted(known))
+                                   known_runners=sorted(secrets))
+        stored = next((AgentConfig.model_validate(a["config"]) for a in await host.agents()
+                       if a["agent_id"] == agent_id), None)
+        config = config.with_secrets_from(stored, secrets[config.runner_id])
         try:
             version = await host.put_agent(agent_id, config)
         except RunnerHostError as exc:
             if exc.code.value == "not_found":  # e.g. the registry lost the runner meanwhile
                 raise invalid_argument(exc.message, **exc.details) from None
             raise
-        return AgentView(agent_id=agent_id, version=version, config=config)
+        return AgentView(agent_id=agent_id, version=version, config=config.redacted(secrets[config.runner_id]))
 
     # -- knowledge bases ---------------------------------------------------------------------------
     @app.get("/v1/knowledge", tags=["knowledge"], response_model=list[str], dependencies=[require("read")],

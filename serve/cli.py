@@ -7,9 +7,9 @@ Client side (HTTP to ``--url``, key from ``--api-key`` / ``RUNNERHOST_API_KEY``)
 from __future__ import annotations
 
 import json
-import signal
 import os
 import secrets
+import signal
 import socket
 import time
 import uuid
@@ -133,8 +133,11 @@ def serve(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data dir of the embedded store."),
 ) -> None:
     """Start a fresh local Ray, run migrations and serve the HTTP API until Ctrl-C."""
+    from protocol.logs import install_log_redaction
+
     from .config import ConfigError, load_settings
 
+    install_log_redaction()  # this driver; Ray runs the same hook in every worker it starts (below)
     try:
         settings = load_settings(config, overrides={
             "server": {"host": host, "port": port},
@@ -161,6 +164,7 @@ def serve(
 
     from .deployment import APP_NAME, build_app
 
+    export_database_url(settings)
     started_ray = False
     try:
         with console.status("[bold]Running database migrations…") as status:
@@ -169,7 +173,7 @@ def serve(
             ray.init(address="local", include_dashboard=False, logging_level="WARNING",
                      namespace=settings.host.namespace,
                      resources=local_ray_resources(settings.pools.node_run_slots),
-                     runtime_env=settings.runtime_env() or None)
+                     runtime_env=settings.runtime_env())
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
             logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)
@@ -205,6 +209,16 @@ def serve(
                 finally:
                     ray.shutdown()
             console.print("[dim]stopped.[/]")
+
+
+def export_database_url(settings: Any) -> None:
+    """A database URL with a password reaches Ray workers only through the environment they
+    inherit from this process — exported here, before Ray starts — never by value in actor or
+    deployment arguments (see :meth:`serve.config.Settings.deployable`)."""
+    from .config import ENV_PREFIX, has_password
+    url = settings.storage.database_url
+    if url and has_password(url):
+        os.environ[ENV_PREFIX + "DATABASE_URL"] = url
 
 
 def _stop_on_signals() -> None:

@@ -63,6 +63,7 @@ def cluster_settings(args: dict[str, Any] | None = None, env: dict[str, str] | N
             "a cluster deployment needs Postgres: set RUNNERHOST_DATABASE_URL "
             "(postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB) on every Ray node "
             "(or pass allow_sqlite: true in the Serve config's args to keep SQLite on the head's disk)")
+    settings.deployable(env)  # refuses a database password that could only travel by value
     return settings
 
 

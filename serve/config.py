@@ -10,7 +10,8 @@ Environment variables:
 ==============================  ==================================================
 ``RUNNERHOST_CONFIG``           path of the config file (default ``./runnerhost.toml``
                                 when it exists, else built-in defaults)
-``RUNNERHOST_DATABASE_URL``     database URL (default: SQLite under the data dir)
+``RUNNERHOST_DATABASE_URL``     database URL (default: SQLite under the data dir); one with a
+                                password reaches Ray actors by this name, never by value
 ``RUNNERHOST_DATA_DIR``         data directory (default ``./.runnerhost``)
 ``RUNNERHOST_HOST`` / ``_PORT`` Serve HTTP bind address / port
 ``RUNNERHOST_API_KEYS``         comma-separated plain keys, each optionally prefixed
@@ -19,6 +20,10 @@ Environment variables:
 ``RUNNERHOST_MAX_BODY_BYTES``   request body cap (default 1 MiB)
 ``RUNNERHOST_GATEWAY_URL``      URL external harnesses use for the MCP gateway
 ``RUNNERHOST_NAMESPACE``        Ray namespace of the host's named actors
+``RUNNERHOST_DB_STATEMENT_TIMEOUT_S`` / ``_DB_CONNECT_TIMEOUT_S`` / ``_DB_POOL_PRE_PING``
+                                Postgres statement and connect timeouts, pre-ping
+``RUNNERHOST_RETENTION_*``      ``[retention]`` keys (``_SESSION_IDLE_S``, ``_EVENT_LOG_MAX_AGE_S``,
+                                ``_TRANSCRIPT_MAX_AGE_S``, …; an age of ``off`` disables a kind)
 ``RUNNERHOST_OTLP_ENDPOINT``    OTLP/HTTP collector for traces (``[observability] otlp_endpoint``)
 ==============================  ==================================================
 
@@ -35,8 +40,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from actors.core.retention import RetentionPolicy
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from actors.providers.models import ModelProviderConfig
 from actors.providers.tools import ToolsConfig
@@ -93,14 +107,27 @@ class ServerSettings(_Strict):
 
 
 class StorageSettings(_Strict):
-    """``[storage]``: where facts live. Empty ``database_url`` = SQLite under ``data_dir``."""
+    """``[storage]``: where facts live. Empty ``database_url`` = SQLite under ``data_dir``.
+
+    ``database_url_env`` names an environment variable that holds the URL instead: a URL with a
+    password travels to Ray actors and Serve replicas only that way (:meth:`Settings.deployable`)."""
 
     data_dir: str = DEFAULT_DATA_DIR
     database_url: str | None = None
+    database_url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     artifact_root: str | None = None
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
     actors: int = Field(default=1, ge=1, le=16)
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    pool_pre_ping: bool = True
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "StorageSettings":
+        if self.database_url and self.database_url_env:
+            raise ValueError("give database_url or database_url_env, not both")
+        return self
 
 
 class HostSettings(_Strict):
@@ -220,6 +247,7 @@ class Settings(_Strict):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     agents: dict[str, AgentConfig] = Field(default_factory=default_agents)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     #: Platform connections, delivery tuning and the scheduler (credentials: env var names only).
     platforms: PlatformsSettings = Field(default_factory=PlatformsSettings)
     config_path: str | None = None
@@ -231,10 +259,36 @@ class Settings(_Strict):
 
     @property
     def database_url(self) -> str:
+        """The database URL (read from the environment when configured by reference)."""
         if self.storage.database_url:
             return self.storage.database_url
+        if self.storage.database_url_env:
+            value = os.environ.get(self.storage.database_url_env)
+            if not value:
+                raise ConfigError(f"[storage] database_url_env names ${self.storage.database_url_env}, "
+                                  "which is not set in this process's environment")
+            return value
         from store.engine import default_sqlite_url
         return default_sqlite_url(self.data_dir)
+
+    def deployable(self, env: Mapping[str, str] | None = None) -> "Settings":
+        """These settings as they may travel in Serve deployment arguments (which the Serve
+        controller checkpoints in the GCS): a database URL that carries a password goes by
+        reference to ``RUNNERHOST_DATABASE_URL``, which must hold it in this process's environment
+        — and so in every Ray worker's, when Ray was started with that environment (``runnerhost
+        serve`` exports it; a cluster sets it on every node). Anything else → :class:`ConfigError`."""
+        url = self.storage.database_url
+        if not url or not has_password(url):
+            return self
+        env = os.environ if env is None else env
+        name = ENV_PREFIX + "DATABASE_URL"
+        if env.get(name) != url:
+            raise ConfigError(
+                f"the database URL carries a password, so it must not travel in deployment arguments: set it "
+                f"in {name} in the environment of every Ray node (or name another variable with "
+                "[storage] database_url_env) instead of the config file")
+        storage = self.storage.model_copy(update={"database_url": None, "database_url_env": name})
+        return self.model_copy(update={"storage": storage})
 
     @property
     def artifact_root(self) -> str:
@@ -267,11 +321,17 @@ class Settings(_Strict):
         providers = self.providers.model_dump(mode="json", exclude_none=True)
         providers["knowledge_bases"] = sorted(set(providers.get("knowledge_bases") or [])
                                               | set(providers.get("knowledge") or {}))
+        by_reference = self.storage.database_url is None and self.storage.database_url_env is not None
+        database = ({"database_url_env": self.storage.database_url_env} if by_reference
+                    else {"database_url": self.database_url})
         return HostConfig(
             namespace=self.host.namespace,
-            storage=StorageConfig(database_url=self.database_url, artifact_root=self.artifact_root,
+            storage=StorageConfig(**database, artifact_root=self.artifact_root,
                                   max_batch=self.storage.max_batch, max_delay_ms=self.storage.max_delay_ms,
-                                  actors=self.storage.actors),
+                                  actors=self.storage.actors,
+                                  statement_timeout_s=self.storage.statement_timeout_s,
+                                  connect_timeout_s=self.storage.connect_timeout_s,
+                                  pool_pre_ping=self.storage.pool_pre_ping, retention=self.retention),
             pools=self.pools,
             steering_capacity=self.host.steering_capacity,
             providers=providers,
@@ -297,10 +357,13 @@ class Settings(_Strict):
         return runners
 
     def runtime_env(self) -> dict[str, Any]:
-        """The Ray job runtime env: the configured LangBot plugin directories go to every node
-        (``py_modules``). Empty when there are none."""
+        """The Ray job runtime env: the redacting log filter runs in every worker process
+        (``worker_process_setup_hook``, :mod:`protocol.logs`), and the configured LangBot plugin
+        directories go to every node (``py_modules``)."""
+        from protocol.logs import SETUP_HOOK
         from runners.langbot_sdk.plugins import runtime_env_for
-        return runtime_env_for(p.path for p in self.runners.langbot_plugins)
+        return {"worker_process_setup_hook": SETUP_HOOK,
+                **runtime_env_for(p.path for p in self.runners.langbot_plugins)}
 
     def check_bind(self) -> None:
         """Refuse to expose an unauthenticated server beyond loopback."""
@@ -308,6 +371,16 @@ class Settings(_Strict):
             raise ConfigError(
                 f"refusing to bind {self.server.host!r} without API keys: configure [[api_keys]] in the "
                 "config file (see `runnerhost hash-key`) or set RUNNERHOST_API_KEYS, or bind 127.0.0.1")
+
+
+def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (in its authority or its query)."""
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL we could parse: treat it as secret
+        return True
+    return bool(parsed.password) or "password" in {k.lower() for k in parsed.query}
 
 
 def is_loopback(host: str | None) -> bool:
@@ -349,14 +422,55 @@ def find_config_file(path: str | os.PathLike | None, env: Mapping[str, str]) -> 
     return p if p.is_file() else None
 
 
+def _flag(value: str) -> bool:
+    """A boolean environment value: 1/true/yes/on or 0/false/no/off."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_flag.__name__ = "boolean"
+
+
+def _age(value: str) -> float | None:
+    """An age in seconds, or ``off`` (the kind is not cleaned up)."""
+    return None if value.strip().lower() in ("off", "none") else float(value)
+
+
+_age.__name__ = "number of seconds or 'off'"
+
+
+def _paths(value: str) -> list[str]:
+    return [p for p in value.split(os.pathsep) if p]
+
+
+_paths.__name__ = f"'{os.pathsep}'-separated list of paths"
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "observability": {}}
+    out: dict[str, dict[str, Any]] = {"server": {}, "storage": {}, "host": {}, "observability": {},
+                                      "retention": {}}
     table = {
         "HOST": ("server", "host", str), "PORT": ("server", "port", int),
         "MAX_BODY_BYTES": ("server", "max_body_bytes", int), "GATEWAY_URL": ("server", "gateway_url", str),
         "DATABASE_URL": ("storage", "database_url", str), "DATA_DIR": ("storage", "data_dir", str),
+        "DB_STATEMENT_TIMEOUT_S": ("storage", "statement_timeout_s", float),
+        "DB_CONNECT_TIMEOUT_S": ("storage", "connect_timeout_s", float),
+        "DB_POOL_PRE_PING": ("storage", "pool_pre_ping", _flag),
         "NAMESPACE": ("host", "namespace", str),
         "OTLP_ENDPOINT": ("observability", "otlp_endpoint", str),
+        # [retention]: ages in seconds, "off" turns a kind off
+        "RETENTION_INTERVAL_S": ("retention", "interval_s", float),
+        "RETENTION_BATCH_LIMIT": ("retention", "batch_limit", int),
+        "RETENTION_ARTIFACTS": ("retention", "artifacts", _flag),
+        "RETENTION_SESSION_IDLE_S": ("retention", "session_idle_s", _age),
+        "RETENTION_CLEANED_SESSION_KEEP_S": ("retention", "cleaned_session_keep_s", _age),
+        "RETENTION_EVENT_LOG_MAX_AGE_S": ("retention", "event_log_max_age_s", _age),
+        "RETENTION_TRANSCRIPT_MAX_AGE_S": ("retention", "transcript_max_age_s", _age),
+        "RETENTION_WORKSPACE_ROOTS": ("retention", "workspace_roots", _paths),
         # platforms: delivery retries and the scheduler period
         "DELIVERY_MAX_ATTEMPTS": ("platforms.delivery", "max_attempts", int),
         "DELIVERY_BACKOFF_MAX_S": ("platforms.delivery", "backoff_max_s", float),

@@ -40,18 +40,21 @@ class RunnerHostIngress:
     # -- in-cluster intake of platform connection actors and the scheduler (serve/platforms.py) --
     async def platform_inbound(self, connection: str, agent_id: str | None, inbound: Any) -> dict[str, Any]:
         from actors.retry import reply
+
         from .platforms import PlatformsHub
         return await reply(PlatformsHub.of(self.host, self.settings).intake.accept(connection, agent_id, inbound))
 
     async def platform_answer(self, connection: str, answer: dict[str, Any], source_event_type: str) -> dict[str, Any]:
         from actors.retry import reply
         from platforms.base import InteractionAnswer
+
         from .platforms import PlatformsHub
         return await reply(PlatformsHub.of(self.host, self.settings).answer(
             connection, InteractionAnswer(**answer), source_event_type))
 
     async def submit_event(self, event: Any, agent_id: str | None) -> dict[str, Any]:
         from actors.retry import reply
+
         from .platforms import PlatformsHub
         return await reply(PlatformsHub.of(self.host, self.settings).submit(event, agent_id))
 
@@ -68,7 +71,11 @@ def _start_platforms(ingress: "RunnerHostIngress") -> Any:
 
 
 def build_app(settings: Settings, *, ray_actor_options: dict[str, Any] | None = None):
-    """The bound Serve application for ``settings`` (replicas, concurrency and actor options applied)."""
+    """The bound Serve application for ``settings`` (replicas, concurrency and actor options applied).
+
+    The settings are bound as the deployment's init args, which Serve checkpoints: they go through
+    :meth:`Settings.deployable`, so a database password travels by environment reference only."""
+    settings = settings.deployable()
     options: dict[str, Any] = {
         "num_replicas": settings.server.replicas,
         "max_ongoing_requests": settings.server.max_ongoing_requests,

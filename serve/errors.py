@@ -15,7 +15,6 @@ larger than the cap is read into memory.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,8 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 
-log = logging.getLogger("runnerhost.serve")
+log = get_logger(__name__)
 
 _STATUS_CODES = {
     400: ErrorCode.INVALID_ARGUMENT, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.UNAUTHORIZED,

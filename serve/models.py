@@ -4,11 +4,17 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.agents import AgentConfig
 from protocol.errors import ErrorBody
 from protocol.events import EventEnvelope
+from protocol.text import reject_unstorable
+
+
+def _reject_unstorable(cls: type, data: Any) -> Any:
+    """Text no database column can hold is refused at intake (:mod:`protocol.text`)."""
+    return reject_unstorable(data)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]*$"
 
@@ -58,6 +64,8 @@ class CancelRequest(BaseModel):
 
     reason: str | None = Field(default=None, max_length=500)
 
+    _storable = model_validator(mode="before")(_reject_unstorable)
+
 
 class CancelAccepted(BaseModel):
     run_id: str
@@ -78,6 +86,8 @@ class KnowledgeDocument(BaseModel):
     content: str = Field(min_length=1, max_length=4 << 20)
     title: str | None = Field(default=None, max_length=512)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _storable = model_validator(mode="before")(_reject_unstorable)
 
 
 class KnowledgeIngested(BaseModel):

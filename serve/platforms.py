@@ -17,7 +17,6 @@ Discord / OneBot connections, scheduler) by name, so every replica shares them.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import weakref
 from typing import Annotated, Any
 
@@ -33,15 +32,22 @@ from platforms.config import ConnectionConfig, PlatformsSettings
 from platforms.credentials import read_secret
 from protocol.agents import AgentConfig
 from protocol.delivery import DeliveryRecord
-from protocol.errors import ErrorBody, RunnerHostError, invalid_argument, not_found, unauthorized
+from protocol.errors import (
+    ErrorBody,
+    RunnerHostError,
+    invalid_argument,
+    not_found,
+    unauthorized,
+)
 from protocol.events import EventEnvelope
 from protocol.interactions import InteractionAnswer, InteractionRecord
+from protocol.logs import get_logger
 from protocol.schedules import ScheduleRecord, ScheduleSet
 
 from .auth import require
 from .models import CONFLICT, ERROR_RESPONSES, ID_PATTERN, NOT_FOUND
 
-log = logging.getLogger("runnerhost.platforms")
+log = get_logger("runnerhost.platforms")
 
 Connection = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 RunId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -2,11 +2,17 @@
 
 A thin public face over the host's storage reads, so the routes never reach
 into a private name. Bad cursors surface as ``invalid_argument`` (400),
-unknown runs as ``not_found`` (404) — straight from the storage layer.
+unknown runs as ``not_found`` (404) — straight from the storage layer. The
+routes read with the ``read`` scope of an API key: a conversation's pages
+are scoped to it, the rest is the host's own view (said out loud).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+from protocol.read_scope import ReadScope
+
+_HOST = ReadScope.host().wire()
 
 
 class Queries:
@@ -47,10 +53,11 @@ class Queries:
         return await self._read("conversation_state", conversation_id=conversation_id)
 
     async def run(self, run_id: str) -> dict[str, Any]:
-        return await self._read("run_get", run_id=run_id)
+        return await self._read("run_get", run_id=run_id, scope=_HOST)
 
     async def run_events(self, run_id: str, *, after_cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
-        return await self._read("run_events_page", run_id=run_id, after_cursor=after_cursor, limit=limit)
+        return await self._read("run_events_page", run_id=run_id, scope=_HOST, after_cursor=after_cursor,
+                                limit=limit)
 
     async def transcript(self, conversation_id: str, *, before_cursor: str | None = None,
                          after_cursor: str | None = None, limit: int = 50,
@@ -61,6 +68,6 @@ class Queries:
     async def events(self, conversation_id: str, *, event_types: Sequence[str] | None = None,
                      before_cursor: str | None = None, after_cursor: str | None = None,
                      limit: int = 50) -> dict[str, Any]:
-        return await self._read("event_page", conversation_id=conversation_id,
+        return await self._read("event_page", scope=ReadScope.admin(conversation_id).wire(),
                                 event_types=list(event_types) if event_types else None,
                                 before_cursor=before_cursor, after_cursor=after_cursor, limit=limit)

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any, AsyncIterator, Awaitable, TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 
 from actors import constants
 from actors.core.frames import is_terminal, take_ready
 from actors.tasks import spawn_detached
-from fastapi import Request
-from fastapi.responses import StreamingResponse
+from protocol.logs import get_logger
 
-log = logging.getLogger("runnerhost.serve")
+log = get_logger("runnerhost.serve")
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"

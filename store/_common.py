@@ -15,13 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from sqlalchemy import JSON, ColumnElement, Select, Table, func, literal_column, tuple_
+from sqlalchemy import JSON, ColumnElement, Select, Table, and_, false, func, literal_column, or_, select, true, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.cursor import decode_cursor, encode_cursor
-from protocol.errors import invalid_argument, payload_too_large
+from protocol.errors import invalid_argument, payload_too_large, unauthorized
+from protocol.read_scope import ReadScope
+from protocol.text import unstorable
 
 #: Largest page any pager returns (SPEC §6: ``limit ≤ 100``).
 MAX_PAGE = 100
@@ -64,17 +66,12 @@ def check_text(value: Any, field: str, *, max_len: int = 256) -> str:
 
 
 def check_storable(value: str, field: str, max_len: int | None = None) -> str:
-    """Reject what Postgres would refuse in a text column: NUL characters, lone
-    surrogates (not UTF-8 encodable) and strings over ``max_len``."""
+    """Reject what Postgres would refuse in a text column (:mod:`protocol.text`: NUL
+    characters, lone surrogates) and strings over ``max_len``."""
     if max_len is not None and len(value) > max_len:
         raise invalid_argument(f"{field} is longer than {max_len} characters", field=field)
-    if "\x00" in value:
-        raise invalid_argument(f"{field} contains a NUL character", field=field)
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise invalid_argument(f"{field} is not valid Unicode text", field=field) from None
+    if (reason := unstorable(value)) is not None:
+        raise invalid_argument(f"{field} {reason}", field=field)
     return value
 
 
@@ -199,6 +196,49 @@ def merge_json(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, A
         else:
             merged[key] = value
     return merged
+
+
+# -- bounded deletes (retention) ---------------------------------------------------
+def oldest_first(table: Table, condition: ColumnElement[bool], limit: int | None) -> ColumnElement[bool]:
+    """``condition`` limited to the ``limit`` rows of lowest primary key (all when ``None``): a
+    retention delete or update stays bounded per round, on both backends (no ``DELETE … LIMIT``)."""
+    if limit is None:
+        return condition
+    check_limit(limit, 100_000)
+    key = list(table.primary_key.columns)[0]
+    return key.in_(select(key).where(condition).order_by(key).limit(limit).scalar_subquery())
+
+
+# -- read scopes -----------------------------------------------------------------
+def in_scope(table: Table, scope: ReadScope) -> ColumnElement[bool]:
+    """The SQL form of :meth:`ReadScope.admits` over ``table``'s owner columns
+    (``conversation_id``, ``run_id``, and ``bot_id``/``workspace_id`` where the table has them)."""
+    if scope.unrestricted:
+        return true()
+    columns = table.c
+    clauses = []
+    for name in ("bot_id", "workspace_id"):
+        wanted = getattr(scope, name)
+        if wanted is not None and name in columns:
+            clauses.append(or_(columns[name].is_(None), columns[name] == wanted))
+    owners = []
+    if scope.conversation_id is not None:
+        owners.append(columns.conversation_id == scope.conversation_id)
+    if scope.any_conversation:
+        owners.append(columns.conversation_id.is_not(None))
+    if scope.run_id is not None:
+        owners.append(columns.run_id == scope.run_id)
+    clauses.append(or_(*owners) if owners else false())
+    return and_(*clauses)
+
+
+def require_in_scope(row: Row[Any], scope: ReadScope, what: str, **details: Any) -> Row[Any]:
+    """``row`` when :meth:`ReadScope.admits` it, else ``unauthorized`` (a read by id of another's row)."""
+    mapping = row._mapping
+    if not scope.admits(conversation_id=mapping.get("conversation_id"), run_id=mapping.get("run_id"),
+                        bot_id=mapping.get("bot_id"), workspace_id=mapping.get("workspace_id")):
+        raise unauthorized(f"{what} is outside this reader's scope", **details)
+    return row
 
 
 # -- dialect-aware INSERT -----------------------------------------------------
@@ -363,6 +403,6 @@ async def fetch_keyset(
 __all__ = [
     "MAX_JSON_BYTES", "MAX_PAGE", "TS_CONFIG", "Keyset", "cap_text", "check_limit",
     "check_non_negative", "check_optional_text", "check_row", "check_storable", "check_text", "dialect_name", "encode_json",
-    "epoch", "fetch_keyset", "insert_for", "insert_rows", "json_value", "like_contains",
-    "merge_json", "now", "search_terms", "short_hash", "ts_query", "ts_vector", "unique_by",
+    "epoch", "fetch_keyset", "in_scope", "oldest_first", "insert_for", "insert_rows", "json_value", "like_contains",
+    "merge_json", "now", "require_in_scope", "search_terms", "short_hash", "ts_query", "ts_vector", "unique_by",
 ]

@@ -8,10 +8,10 @@ Invariants:
   inside the root, so ``..`` and symlinks cannot escape it (→ ``invalid_argument``).
 * registration is idempotent on ``artifact_id``: the same id with the same
   sha256 returns the stored metadata; with other bytes → ``invalid_argument``.
-* reads: an expired artifact is ``not_found``. When the caller passes
-  ``conversation_id`` (its own conversation) and the artifact is owned by
-  another (or no) conversation, the read is ``unauthorized``; without that
-  argument no ownership check is made (host-internal callers).
+* reads: an expired artifact is ``not_found``; every read names the reader's
+  :class:`~protocol.read_scope.ReadScope`, and an artifact outside it (another
+  conversation's, or not the reading run's own when it has no conversation)
+  is ``unauthorized``. Only the host's own scope skips the ownership check.
 * file writes happen before the row is committed; a rolled-back registration
   may leave an unreferenced file (harmless), and a committed row whose file
   vanished reads as ``not_found``.
@@ -33,10 +33,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from protocol.errors import invalid_argument, not_found, payload_too_large, unauthorized
+from protocol.errors import invalid_argument, not_found, payload_too_large
 from protocol.pages import ArtifactMetadata, ArtifactReadResult
+from protocol.read_scope import ReadScope
 
-from ._common import check_limit, check_optional_text, check_row, check_text, epoch, insert_rows, now
+from ._common import (check_limit, check_optional_text, check_row, check_text, epoch, insert_rows, now,
+                      oldest_first, require_in_scope)
 from .models import AgentArtifact
 
 DEFAULT_INLINE_LIMIT = 1 << 20
@@ -120,7 +122,9 @@ class ArtifactStore:
             artifact_id = data.get("artifact_id")
             if not isinstance(artifact_id, str):
                 raise invalid_argument("artifact.created needs content_base64 or a stored artifact_id")
-            return await self.metadata(artifact_id)
+            owner = (ReadScope(conversation_id=conversation_id, run_id=run_id)
+                     if conversation_id or run_id else ReadScope.host())
+            return await self.metadata(artifact_id, scope=owner)
         if not isinstance(encoded, str) or len(encoded) > (self._inline_limit // 3 + 1) * 4:
             raise payload_too_large("inline artifact content is too large", limit=self._inline_limit)
         try:
@@ -141,19 +145,19 @@ class ArtifactStore:
             artifact_id=data.get("artifact_id"))
 
     # -- reads ----------------------------------------------------------------
-    async def metadata(self, artifact_id: str, *, conversation_id: str | None = None) -> ArtifactMetadata:
-        return _metadata(await self._load(artifact_id, conversation_id, with_content=False))
+    async def metadata(self, artifact_id: str, *, scope: ReadScope) -> ArtifactMetadata:
+        return _metadata(await self._load(artifact_id, scope, with_content=False))
 
-    async def read(self, artifact_id: str, *, conversation_id: str | None = None) -> ArtifactReadResult:
+    async def read(self, artifact_id: str, *, scope: ReadScope) -> ArtifactReadResult:
         """The whole artifact; over :data:`MAX_READ_BYTES` → ``payload_too_large``."""
-        row = await self._load(artifact_id, conversation_id, with_content=True)
+        row = await self._load(artifact_id, scope, with_content=True)
         if row.size_bytes > MAX_READ_BYTES:
             raise payload_too_large("artifact too large for one read; use ranges",
                                     size=row.size_bytes, limit=MAX_READ_BYTES)
         return await self._read(row, 0, row.size_bytes)
 
     async def read_range(self, artifact_id: str, offset: int, length: int, *,
-                         conversation_id: str | None = None) -> ArtifactReadResult:
+                         scope: ReadScope) -> ArtifactReadResult:
         """``length`` bytes from ``offset`` (clipped at the end). ``offset`` must be
         in ``0..size`` and ``length`` in ``1..MAX_READ_BYTES``, else ``invalid_argument``."""
         for field, value, low in (("offset", offset, 0), ("length", length, 1)):
@@ -161,7 +165,7 @@ class ArtifactStore:
                 raise invalid_argument(f"{field} must be an integer ≥ {low}", **{field: repr(value)[:32]})
         if length > MAX_READ_BYTES:
             raise invalid_argument(f"length must be ≤ {MAX_READ_BYTES}", length=length)
-        row = await self._load(artifact_id, conversation_id, with_content=True)
+        row = await self._load(artifact_id, scope, with_content=True)
         if offset > row.size_bytes:
             raise invalid_argument("offset beyond the end of the artifact",
                                    offset=offset, size=row.size_bytes)
@@ -178,11 +182,11 @@ class ArtifactStore:
         return [_metadata(r) for r in rows]
 
     # -- maintenance -------------------------------------------------------------
-    async def cleanup_expired(self) -> int:
-        """Delete expired rows and their files; returns how many artifacts went."""
+    async def cleanup_expired(self, *, limit: int | None = None) -> int:
+        """Delete expired rows (at most ``limit``) and their files; returns how many artifacts went."""
+        condition = oldest_first(_T, _T.c.expires_at <= now(), limit)
         rows = (await self._session.execute(
-            delete(_T).where(_T.c.expires_at <= now())
-            .returning(_T.c.storage, _T.c.file_path))).all()
+            delete(_T).where(condition).returning(_T.c.storage, _T.c.file_path))).all()
         paths = [r.file_path for r in rows if r.storage == "file"]
         await asyncio.to_thread(self._unlink_all, paths)
         return len(rows)
@@ -224,16 +228,13 @@ class ArtifactStore:
         assert stored is not None
         return stored
 
-    async def _load(self, artifact_id: str, conversation_id: str | None, *,
-                    with_content: bool) -> Row[Any]:
+    async def _load(self, artifact_id: str, scope: ReadScope, *, with_content: bool) -> Row[Any]:
         columns = list(_T.c) if with_content else _META
         row = (await self._session.execute(
             select(*columns).where(_T.c.artifact_id == _check_id(artifact_id)))).one_or_none()
         if row is None or (row.expires_at is not None and row.expires_at <= now()):
             raise not_found("artifact not found", artifact_id=artifact_id)
-        if conversation_id is not None and row.conversation_id != conversation_id:
-            raise unauthorized("artifact belongs to another conversation", artifact_id=artifact_id)
-        return row
+        return require_in_scope(row, scope, "artifact", artifact_id=artifact_id)
 
     async def _read(self, row: Row[Any], offset: int, length: int) -> ArtifactReadResult:
         if row.storage == "db":

@@ -9,6 +9,12 @@ timeout, foreign keys on, case-sensitive ``LIKE`` (so key prefixes behave as on
 Postgres) and ``BEGIN IMMEDIATE`` transactions, which take the write lock up
 front so read-then-write units of work serialise instead of failing with
 ``SQLITE_BUSY`` on lock upgrade.
+
+Postgres never hangs a caller: every statement has a server-side
+``statement_timeout`` (a statement over it fails as a retryable
+``runtime_error`` that says so), connecting has a timeout, and a pooled
+connection is pinged on checkout, so one the server dropped (a restart, an
+idle kill) is replaced instead of failing the next unit of work.
 """
 from __future__ import annotations
 
@@ -18,9 +24,16 @@ from typing import Any, AsyncIterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from protocol.errors import ErrorCode, RunnerHostError
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Defaults of the Postgres timeouts (``[storage] statement_timeout_s`` / ``connect_timeout_s``).
+STATEMENT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+_QUERY_CANCELED = "57014"  # SQLSTATE of a statement cancelled by statement_timeout
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+pysqlite": "sqlite+aiosqlite",
@@ -77,14 +90,35 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def postgres_options(*, statement_timeout_s: float, connect_timeout_s: float,
+                     pool_pre_ping: bool) -> dict[str, Any]:
+    """``create_engine`` keyword arguments for asyncpg: server-side statement timeout, a connect
+    timeout, a client-side command timeout a little above the statement timeout (a server that
+    stops answering altogether), and pre-ping on checkout."""
+    return {
+        "pool_pre_ping": pool_pre_ping,
+        "connect_args": {
+            "timeout": connect_timeout_s,
+            "command_timeout": statement_timeout_s + connect_timeout_s,
+            "server_settings": {"statement_timeout": str(max(1, int(statement_timeout_s * 1000)))},
+        },
+    }
+
+
 class Database:
     """One engine plus a session factory; ``transaction()`` is the unit of work."""
 
     def __init__(self, url: str | URL, *, echo: bool = False, pool_size: int = 10,
-                 max_overflow: int = 20) -> None:
+                 max_overflow: int = 20, statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, pool_pre_ping: bool = True) -> None:
         self.url = normalize_url(url)
+        self.statement_timeout_s = statement_timeout_s
+        options: dict[str, Any] = {}
+        if self.url.get_backend_name() == "postgresql":
+            options = postgres_options(statement_timeout_s=statement_timeout_s,
+                                       connect_timeout_s=connect_timeout_s, pool_pre_ping=pool_pre_ping)
         self.engine = create_engine(self.url, echo=echo, pool_size=pool_size,
-                                    max_overflow=max_overflow)
+                                    max_overflow=max_overflow, **options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @property
@@ -94,12 +128,26 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """Yield a session inside one transaction: commit on exit, rollback on error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        """Yield a session inside one transaction: commit on exit, rollback on error.
+        A statement over the statement timeout → retryable ``runtime_error``."""
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            if _sqlstate(exc) == _QUERY_CANCELED:
+                raise RunnerHostError(
+                    ErrorCode.RUNTIME_ERROR,
+                    f"a database statement timed out after {self.statement_timeout_s:g} s",
+                    retryable=True, details={"timeout_s": self.statement_timeout_s}) from None
+            raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    orig = exc.orig
+    return str(getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None) or "")

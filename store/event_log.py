@@ -3,7 +3,9 @@ steering audit record (SPEC §7, §8).
 
 Invariants: ``event_id`` is the natural key (appends are idempotent); the
 surrogate ``id`` is the global order and doubles as the event's ``seq``;
-cursors are opaque ``event_log`` cursors over ``id``.
+cursors are opaque ``event_log`` cursors over ``id``. Reads take a required
+:class:`~protocol.read_scope.ReadScope`: pages are filtered by it, a read by id
+outside it is ``unauthorized``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.errors import invalid_argument, not_found
 from protocol.events import EventEnvelope, new_event_id
 from protocol.pages import EventPage, EventRecord
+from protocol.read_scope import ReadScope
 
 from ._common import (
     Keyset,
@@ -28,9 +31,12 @@ from ._common import (
     encode_json,
     epoch,
     fetch_keyset,
+    in_scope,
     insert_rows,
     merge_json,
     now,
+    oldest_first,
+    require_in_scope,
     unique_by,
 )
 from .models import EventLog
@@ -137,7 +143,9 @@ class EventLogStore:
         ``event_id`` was already logged (nothing is written then)."""
         _, rows = await insert_rows(self._session, _T, [_row(entry, now())],
                                     conflict=("event_id",), returning=list(_T.c))
-        return (True, _record(rows[0])) if rows else (False, await self.get(entry.event_id))
+        if rows:
+            return True, _record(rows[0])
+        return False, await self.get(entry.event_id, scope=ReadScope.host())
 
     async def insert(self, entry: EventLogEntry) -> int | None:
         """Append one event: its ``seq`` (the log's ``id``) when it is new, ``None`` when its
@@ -177,30 +185,34 @@ class EventLogStore:
         )).one()
         return _record(row)
 
-    async def cleanup_older_than(self, seconds: float) -> int:
-        """Delete events created more than ``seconds`` ago; returns the count."""
+    async def cleanup_older_than(self, seconds: float, *, limit: int | None = None) -> int:
+        """Delete events created more than ``seconds`` ago (at most ``limit``, oldest first);
+        returns the count."""
         cutoff = now() - check_non_negative(seconds, "seconds")
-        return (await self._session.execute(delete(_T).where(_T.c.created_at < cutoff))).rowcount or 0
+        condition = oldest_first(_T, _T.c.created_at < cutoff, limit)
+        return (await self._session.execute(delete(_T).where(condition))).rowcount or 0
 
     # -- reads ----------------------------------------------------------------
-    async def get(self, event_id: str) -> EventRecord:
+    async def get(self, event_id: str, *, scope: ReadScope) -> EventRecord:
+        """The event; one outside ``scope`` → ``unauthorized``."""
         check_text(event_id, "event_id", max_len=128)
         row = (await self._session.execute(select(_T).where(_T.c.event_id == event_id))).one_or_none()
         if row is None:
             raise not_found("event not found", event_id=event_id)
-        return _record(row)
+        return _record(require_in_scope(row, scope, "event", event_id=event_id))
 
-    async def page(self, conversation_id: str | None = None, *,
+    async def page(self, scope: ReadScope, *,
                    event_types: Sequence[str] | None = None, before_cursor: str | None = None,
                    after_cursor: str | None = None, limit: int = 50) -> EventPage:
-        """One page of events. With ``after_cursor`` only, the page runs forward
-        (oldest first); otherwise backward (newest first). ``next_cursor``
-        continues in the page's direction and is set iff ``has_more``;
-        ``prev_cursor`` (first item) pages the other way."""
+        """One page of the events inside ``scope`` (e.g. one conversation's). With
+        ``after_cursor`` only, the page runs forward (oldest first); otherwise
+        backward (newest first). ``next_cursor`` continues in the page's direction
+        and is set iff ``has_more``; ``prev_cursor`` (first item) pages the other way."""
         check_limit(limit)
         before, after = _KEYSET.decode(before_cursor), _KEYSET.decode(after_cursor)
         backward = before is not None or after is None
-        rows, has_more = await fetch_keyset(self._session, self._filtered(conversation_id, event_types),
+        query = self._filtered(None, event_types).where(in_scope(_T, scope))
+        rows, has_more = await fetch_keyset(self._session, query,
                                             [_T.c.id], before=before, after=after, limit=limit,
                                             backward=backward)
         items = [_record(r) for r in rows]

@@ -11,6 +11,8 @@ Invariants:
   transitions cannot both win. Re-applying the current status is an
   idempotent no-op (retries are safe); anything else illegal →
   ``invalid_argument`` with ``details={"from", "to"}``.
+* reads take a required :class:`~protocol.read_scope.ReadScope`: ``list`` is
+  filtered by it, ``get`` of a run outside it is ``unauthorized``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.errors import invalid_argument, not_found
 from protocol.lifecycle import TERMINAL_STATUSES as _TERMINAL
 from protocol.pages import RunEventPage, RunEventRecord, RunPage, RunRecord
+from protocol.read_scope import ReadScope
 
 from ._common import (
     Keyset,
@@ -36,10 +39,12 @@ from ._common import (
     encode_json,
     epoch,
     fetch_keyset,
+    in_scope,
     insert_for,
     insert_rows,
     merge_json,
     now,
+    require_in_scope,
 )
 from .models import RUN_STATUSES, AgentRun, AgentRunEvent
 
@@ -58,6 +63,7 @@ _R = AgentRun.__table__
 _E = AgentRunEvent.__table__
 _RUNS = Keyset("run_list", ("t", "r"), (float, str))
 _EVENTS = Keyset("run_event", ("n",), (int,))
+_HOST = ReadScope.host()  # the ledger's own bookkeeping reads
 
 #: One result of a run as the hot path hands it over: (run_id, sequence, type, data).
 EventRow = tuple[str, int, str, dict[str, Any]]
@@ -105,7 +111,7 @@ class RunLedgerStore:
             workspace_id=workspace_id, deadline_at=deadline_at, metadata=metadata,
             owner_host=owner_host)],
             conflict=("run_id",), returning=list(_R.c))
-        return _run(rows[0]) if rows else await self.get(run_id)
+        return _run(rows[0]) if rows else await self.get(run_id, scope=_HOST)
 
     async def start(self, run_id: str, **fields: Any) -> RunRecord:
         """Record the run as ``running`` in one statement: a new row (with ``fields`` as in
@@ -168,7 +174,7 @@ class RunLedgerStore:
     async def _already(self, run_id: str, status: str) -> RunRecord:
         """After a status change matched no row: the run when it already is in ``status`` (a retry),
         else the change was illegal → ``invalid_argument`` with ``details={"from", "to"}``."""
-        current = await self.get(run_id)
+        current = await self.get(run_id, scope=_HOST)
         if current.status == status:
             return current
         raise invalid_argument(f"illegal run status transition {current.status} → {status}",
@@ -186,7 +192,7 @@ class RunLedgerStore:
             update(_R).where(_R.c.run_id == run_id, _R.c.cancel_requested_at.is_(None),
                              _R.c.status.in_(NON_TERMINAL_STATUSES))
             .values(**values).returning(*_R.c))).one_or_none()
-        return _run(row) if row is not None else await self.get(run_id)
+        return _run(row) if row is not None else await self.get(run_id, scope=_HOST)
 
     async def merge_metadata(self, run_id: str, patch: dict[str, Any]) -> None:
         """Deep-merge ``patch`` into the run's ``metadata`` (row-locked read-modify-write)."""
@@ -199,25 +205,24 @@ class RunLedgerStore:
         await self._session.execute(update(_R).where(_R.c.run_id == run_id)
                                     .values(metadata_json=merge_json(current, patch)))
 
-    async def get(self, run_id: str) -> RunRecord:
+    async def get(self, run_id: str, *, scope: ReadScope) -> RunRecord:
+        """The run; one outside ``scope`` → ``unauthorized``."""
         check_text(run_id, "run_id", max_len=128)
         row = (await self._session.execute(select(_R).where(_R.c.run_id == run_id))).one_or_none()
         if row is None:
             raise not_found("run not found", run_id=run_id)
-        return _run(row)
+        return _run(require_in_scope(row, scope, "run", run_id=run_id))
 
-    async def list(self, conversation_id: str | None = None, *,
+    async def list(self, scope: ReadScope, *,
                    statuses: Sequence[str] | None = None, before_cursor: str | None = None,
                    after_cursor: str | None = None, limit: int = 50, agent_id: str | None = None,
                    created_after: float | None = None, created_before: float | None = None) -> RunPage:
-        """Runs ordered by ``(created_at, run_id)``: newest first (backward, the
-        default) or oldest first when only ``after_cursor`` is given.
+        """The runs inside ``scope`` (e.g. one conversation's) ordered by ``(created_at, run_id)``:
+        newest first (backward, the default) or oldest first when only ``after_cursor`` is given.
         ``total_count`` counts every run matching the filters; ``created_after`` /
         ``created_before`` bound ``created_at`` (epoch seconds, inclusive / exclusive)."""
         check_limit(limit)
-        query = select(_R)
-        if check_optional_text(conversation_id, "conversation_id") is not None:
-            query = query.where(_R.c.conversation_id == conversation_id)
+        query = select(_R).where(in_scope(_R, scope))
         if statuses is not None:
             if isinstance(statuses, str) or not set(statuses) <= set(RUN_STATUSES):
                 raise invalid_argument("statuses must be a list of run statuses",

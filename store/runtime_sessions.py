@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, and_, func, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protocol.errors import invalid_argument
 
-from ._common import check_optional_text, check_text, epoch, insert_rows, now
+from ._common import check_optional_text, check_text, epoch, insert_rows, now, oldest_first
 from .models import ACTIVE_CONVERSATION_SESSION, ACTIVE_WORKFLOW_SESSION, AgentRuntimeSession
 
 _T = AgentRuntimeSession.__table__
@@ -156,6 +156,21 @@ class RuntimeSessionStore:
             .values(status="cleaned", cleaned_at=stamp, updated_at=stamp)
             .returning(*_T.c))).one_or_none()
         return None if row is None else _session(row)
+
+    async def retire_idle(self, idle_before: float, *, limit: int | None = None) -> list[RuntimeSession]:
+        """Mark ``cleaned`` the active sessions not updated since ``idle_before`` (at most
+        ``limit``, oldest first); returns them (their owners' workspaces can go now)."""
+        stamp = now()
+        condition = oldest_first(_T, and_(_T.c.status == "active", _T.c.updated_at < idle_before), limit)
+        rows = (await self._session.execute(
+            update(_T).where(condition).values(status="cleaned", cleaned_at=stamp, updated_at=stamp)
+            .returning(*_T.c))).all()
+        return [_session(r) for r in rows]
+
+    async def delete_cleaned(self, cleaned_before: float, *, limit: int | None = None) -> int:
+        """Delete ``cleaned`` sessions retired before ``cleaned_before`` (at most ``limit``)."""
+        condition = oldest_first(_T, and_(_T.c.status == "cleaned", _T.c.cleaned_at < cleaned_before), limit)
+        return (await self._session.execute(delete(_T).where(condition))).rowcount or 0
 
     async def list_active(self, owner_type: OwnerType | None = None) -> list[RuntimeSession]:
         query = select(_T).where(_T.c.status == "active").order_by(_T.c.id)

@@ -47,6 +47,7 @@ from ._common import (
     insert_rows,
     like_contains,
     now,
+    oldest_first,
     search_terms,
     ts_query,
     ts_vector,
@@ -140,9 +141,12 @@ class TranscriptStore:
             .values(reverted=True))
         return result.rowcount or 0
 
-    async def cleanup_older_than(self, seconds: float) -> int:
+    async def cleanup_older_than(self, seconds: float, *, limit: int | None = None) -> int:
+        """Delete items created more than ``seconds`` ago (at most ``limit``, oldest first); the
+        conversation's ``seq`` keeps rising. Returns the count."""
         cutoff = now() - check_non_negative(seconds, "seconds")
-        return (await self._session.execute(delete(_T).where(_T.c.created_at < cutoff))).rowcount or 0
+        condition = oldest_first(_T, _T.c.created_at < cutoff, limit)
+        return (await self._session.execute(delete(_T).where(condition))).rowcount or 0
 
     # -- reads ----------------------------------------------------------------
     async def page(self, conversation_id: str, *, before_cursor: str | None = None,

@@ -5,7 +5,10 @@
 * ``db`` (session, parametrized ``postgres`` | ``sqlite``): a :class:`store.Database`
   on those URLs. Tests share it, so they isolate themselves with unique ids.
 * ``empty_db_url`` (function, parametrized like ``db``): a fresh, *unmigrated* database.
-* ``ray_session`` (session): the one local Ray instance every Ray test shares.
+* ``ray_session`` (session): the one local Ray instance every Ray test shares. Before
+  Ray starts it exports :data:`SERVE_DB_ENV`: the Serve app's database URL, with a
+  password (trust auth ignores it), which Ray workers read from the environment they
+  inherit — the way a password must travel (never in actor or deployment arguments).
 
 Postgres is reached as user ``postgres`` at 127.0.0.1:5432 (trust auth);
 override the admin DSN with ``RUNNERHOST_TEST_PG_DSN``.
@@ -22,16 +25,26 @@ import pytest
 
 from store.engine import Database
 from store.migrate import upgrade_async
-from store.scratch import create_database, drop_database
+from store.scratch import create_database, database_url, drop_database
 
 PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
+#: A password the test server (trust auth) ignores; tests look for it where it must never be.
+TEST_DB_PASSWORD = f"rh-test-password-{uuid.uuid4().hex[:12]}"
+#: The Serve app's database, reached by Ray workers through this environment variable.
+SERVE_DB_NAME = f"rh_test_serve_{uuid.uuid4().hex[:12]}"
+SERVE_DB_ENV = "RUNNERHOST_TEST_SERVE_DATABASE_URL"
+
+
+def with_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    return make_url(url).set(password=TEST_DB_PASSWORD).render_as_string(hide_password=False)
 
 
 @asynccontextmanager
-async def pg_database(*, migrate: bool = True) -> AsyncIterator[str]:
-    """A new Postgres database ``rh_test_<random>``; yields its asyncpg URL, then drops it."""
-    name = f"rh_test_{uuid.uuid4().hex[:12]}"
+async def pg_database(*, migrate: bool = True, name: str | None = None) -> AsyncIterator[str]:
+    """A new Postgres database (``rh_test_<random>`` unless named); yields its asyncpg URL, then drops it."""
+    name = name or f"rh_test_{uuid.uuid4().hex[:12]}"
     url = await create_database(PG_ADMIN_DSN, name)
     try:
         if migrate:
@@ -111,9 +124,11 @@ def ray_session():
     import ray
 
     from actors.placement import RUN_SLOT_RESOURCE
+    os.environ[SERVE_DB_ENV] = with_password(database_url(PG_ADMIN_DSN, SERVE_DB_NAME))
     if not ray.is_initialized():
+        from protocol.logs import SETUP_HOOK
         ray.init(num_cpus=4, include_dashboard=False, namespace="rh-tests", log_to_driver=False,
                  resources={RUN_SLOT_RESOURCE: RUN_SLOTS},
-                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}, "worker_process_setup_hook": SETUP_HOOK})
     yield
     ray.shutdown()

@@ -5,6 +5,12 @@ runner_config selections ∩ event scope`` is computed once per run by
 :func:`compute_access` and frozen into an :class:`AccessSnapshot`. The RunActor
 checks every runner-API call against it; nothing recomputes policy later, so a
 config change mid-run cannot widen (or narrow) a running run's grants.
+
+Every read of events, runs and artifacts is bounded by a
+:class:`~protocol.read_scope.ReadScope` the snapshot derives
+(:meth:`AccessSnapshot.read_scope`): the run's own conversation (another one
+only with the cross-conversation grant) or, for a run whose event has no
+conversation, the run itself — never "no filter".
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from protocol.context import (
 )
 from protocol.errors import ErrorCode, RunnerHostError, unauthorized
 from protocol.manifest import RunnerManifest
+from protocol.read_scope import ReadScope
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,32 @@ class AccessSnapshot:
                                run_id=self.run_id)
         return target
 
-    def check_events(self, op: str, conversation_id: str | None) -> str | None:
+    def check_events(self, op: str, conversation_id: str | None, *, bot_id: str | None = None,
+                     workspace_id: str | None = None) -> ReadScope:
+        """The scope of an event read (see :meth:`read_scope`)."""
         self.require(op in self.events, f"events.{op}")
+        return self.read_scope(conversation_id, bot_id=bot_id, workspace_id=workspace_id)
+
+    def read_scope(self, conversation_id: str | None = None, *, bot_id: str | None = None,
+                   workspace_id: str | None = None) -> ReadScope:
+        """What a page/list of this run may return: ``conversation_id`` (default: the run's own;
+        another one only with the cross-conversation grant), or — for a run without a
+        conversation that names none — the run's own event and run. Rows of another bot or
+        workspace than the run's are never in it."""
         target = conversation_id or self.conversation_id
-        if target != self.conversation_id and not self.cross_conversation_history:
-            raise unauthorized("events of another conversation are not granted", run_id=self.run_id)
-        return target
+        if target is not None and target != self.conversation_id and not self.cross_conversation_history:
+            raise unauthorized("another conversation is not granted", run_id=self.run_id)
+        if target is None:
+            return ReadScope.of_run(self.run_id, bot_id=bot_id, workspace_id=workspace_id)
+        return ReadScope.of_conversation(target, bot_id=bot_id, workspace_id=workspace_id)
+
+    def lookup_scope(self, *, bot_id: str | None = None, workspace_id: str | None = None,
+                     cross_conversation: bool = True) -> ReadScope:
+        """What a read by id of this run may return: its own conversation and run (any
+        conversation with the cross-conversation grant, when ``cross_conversation`` allows it)."""
+        return ReadScope(conversation_id=self.conversation_id, run_id=self.run_id, bot_id=bot_id,
+                         workspace_id=workspace_id,
+                         any_conversation=cross_conversation and self.cross_conversation_history)
 
     def check_state(self, scope: str, op: str) -> None:
         self.require(op in self.state_ops, f"state.{op}")

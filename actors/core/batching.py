@@ -12,12 +12,12 @@ At most ``max_backlog`` ops wait: beyond that ``submit`` refuses at once
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Op = TypeVar("Op")
 

@@ -14,11 +14,12 @@ call nobody awaits — its failure is logged, never lost silently.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable, Coroutine, Generic, Sequence, TypeVar
 
+from protocol.logs import get_logger
+
 Op = TypeVar("Op")
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SendBatch = Callable[[list[Any]], Awaitable[Sequence[Any]]]
 

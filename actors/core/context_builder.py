@@ -19,8 +19,6 @@ from typing import Any
 from protocol.agents import AgentBinding
 from protocol.context import (
     ActorContext,
-    Resources,
-    SkillResource,
     AdapterContext,
     ContextAccess,
     ConversationContext,
@@ -28,8 +26,10 @@ from protocol.context import (
     EventContext,
     InlinePolicy,
     InputContext,
+    Resources,
     RunContext,
     RuntimeContext,
+    SkillResource,
     StateSnapshot,
     SubjectContext,
     Trigger,

@@ -9,15 +9,15 @@ idempotent, so it is retried with back-off for up to ``deadline`` seconds. Anyth
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Awaitable, Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
 # SQLSTATE classes of a server that went away or does not accept connections yet:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,11 +38,12 @@ from platforms.config import DeliveryTuning
 from protocol.delivery import DeliveryPlan, DeliveryTarget
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, unauthorized
 from protocol.interactions import INTERACTION_REQUESTED_ACTION
+from protocol.logs import get_logger
 from store.deliveries import content_digest
 
 from .storage_port import StoragePort
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FILE_PART_BASE = 1000
 INTERACTION_PART_BASE = 2000

@@ -10,18 +10,18 @@ skipped; the rest still load.
 from __future__ import annotations
 
 import importlib
-import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import ValidationError
 
+from protocol.logs import get_logger
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 from protocol.runner import Runner
 from runners import BUILTIN_RUNNERS, ENTRY_POINT_GROUP
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -35,13 +34,14 @@ from protocol.delivery import DeliveryPlan, plan_delivery
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
 from protocol.lifecycle import TERMINAL_STATUSES
+from protocol.logs import get_logger
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 
 from .. import metrics, tracing
 from .authz import ResourceCatalog, compute_access
 from .context_builder import build_context
-from .deadlines import effective_timeout_s
 from .conversations import Decision
+from .deadlines import effective_timeout_s
 from .frames import is_terminal
 from .lifecycle import Cause, RunLifecycle, RunPhase
 from .live import LiveRun
@@ -51,7 +51,7 @@ from .runner_api import RunIdentity
 from .slots import Reservation, SlotPool
 from .state_keys import scope_keys_for
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 

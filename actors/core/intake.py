@@ -10,18 +10,18 @@ button or an HTTP answer into the ``interaction.submitted`` run.
 """
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any, Awaitable, Callable
 
 from platforms.base import Inbound, InteractionAnswer
 from protocol.errors import RunnerHostError
 from protocol.events import EventEnvelope
+from protocol.logs import get_logger
 
 from .interactions import InteractionService
 from .storage_port import StoragePort
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Submit = Callable[[EventEnvelope, str | None], Awaitable[dict[str, Any]]]
 #: How long a claimed platform event may stay unfinished before a retry may take it over.

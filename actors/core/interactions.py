@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from typing import Any, Callable
 
@@ -24,14 +23,33 @@ from pydantic import ValidationError
 
 from platforms.base import InteractionAnswer, parse_interaction_answer
 from protocol.delivery import DeliveryPlan
-from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, payload_too_large, unauthorized
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
-from protocol.interactions import (DEFAULT_TTL_S, INTERACTION_SUBMITTED_EVENT, MAX_REQUEST_BYTES, MAX_TTL_S,
-                                   InteractionRequest, InteractionSubmission)
+from protocol.errors import (
+    ErrorCode,
+    RunnerHostError,
+    invalid_argument,
+    payload_too_large,
+    unauthorized,
+)
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
+from protocol.interactions import (
+    DEFAULT_TTL_S,
+    INTERACTION_SUBMITTED_EVENT,
+    MAX_REQUEST_BYTES,
+    MAX_TTL_S,
+    InteractionRequest,
+    InteractionSubmission,
+)
+from protocol.logs import get_logger
 
 from .storage_port import StoragePort
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def public_id(run_id: str, interaction_id: str) -> str:

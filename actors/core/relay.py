@@ -7,14 +7,14 @@ batches of whatever is ready (:func:`actors.core.frames.take_ready`), non-termin
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from protocol.delivery import DeliveryPlan
+from protocol.logs import get_logger
 
 from .frames import is_terminal, take_ready
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 OnFrames = Callable[[DeliveryPlan, list[dict[str, Any]]], Awaitable[Any]]
 OnTerminal = Callable[[DeliveryPlan, dict[str, Any]], Awaitable[Any]]

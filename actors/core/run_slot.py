@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any, AsyncIterator, Protocol
 from protocol.context import RunContext
 from protocol.errors import ErrorCode, RunnerHostError, unauthorized
 from protocol.lifecycle import RunStatus
+from protocol.logs import get_logger
 from protocol.redact import redact
 from protocol.results import ResultType, RunResult
 
@@ -40,7 +40,7 @@ from .run import RunBook
 from .runner_api import Backend, RunIdentity, RunnerApiService
 from .steering import SteeringEntry, SteeringQueue
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The ``action.requested`` a harness runner reports when a resume fell back to a fresh session.
 SESSION_RESUME_FAILED = "session.resume_failed"

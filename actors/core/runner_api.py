@@ -2,7 +2,10 @@
 
 :class:`RunnerApiService` is bound to one run. Every call is checked against
 the run's frozen :class:`AccessSnapshot` before anything reaches storage or a
-provider; results are plain JSON so they cross Ray cheaply.
+provider; results are plain JSON so they cross Ray cheaply. Every read of
+events, runs and artifacts carries the run's :class:`~protocol.read_scope.ReadScope`
+(its conversation, or its own run when it has none, within its bot and
+workspace), which the store applies as a filter or an ownership check.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
-from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, unauthorized
+from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 
 from .authz import AccessSnapshot
 from .steering import SteeringEntry, SteeringQueue
@@ -228,17 +231,22 @@ class RunnerApiService:
 
     async def event_get(self, event_id: str) -> dict:
         self.snapshot.require("get" in self.snapshot.events, "events.get")
-        record = await self.backend.read("event_get", event_id=_text(event_id, "event_id", 256))
-        if (record.get("conversation_id") != self.snapshot.conversation_id
-                and not self.snapshot.cross_conversation_history):
-            raise unauthorized("event of another conversation is not granted", run_id=self.snapshot.run_id)
-        return record
+        return await self.backend.read("event_get", event_id=_text(event_id, "event_id", 256),
+                                       scope=self._lookup_scope())
 
     async def event_page(self, conversation_id: str | None = None, event_types: list[str] | None = None,
                          before_cursor: str | None = None, limit: int = 50) -> dict:
-        target = self.snapshot.check_events("page", conversation_id)
-        return await self.backend.read("event_page", conversation_id=target, event_types=event_types,
+        scope = self.snapshot.check_events("page", conversation_id, **self._tenant())
+        return await self.backend.read("event_page", scope=scope.wire(), event_types=event_types,
                                        before_cursor=before_cursor, limit=_limit(limit))
+
+    # -- read scopes ------------------------------------------------------------------
+    def _tenant(self) -> dict[str, str | None]:
+        return {"bot_id": self.identity.bot_id, "workspace_id": self.identity.workspace_id}
+
+    def _lookup_scope(self, cross_conversation: bool = True) -> dict[str, Any]:
+        """Wire form of the scope of a read by id (own conversation/run; see AccessSnapshot)."""
+        return self.snapshot.lookup_scope(**self._tenant(), cross_conversation=cross_conversation).wire()
 
     # -- steering --------------------------------------------------------------------
     async def steering_pull(self, mode: str = "all", limit: int | None = None) -> dict:
@@ -252,12 +260,12 @@ class RunnerApiService:
     async def artifact_metadata(self, artifact_id: str) -> dict:
         self.snapshot.require("metadata" in self.snapshot.artifacts, "artifacts.metadata")
         return await self.backend.read("artifact_metadata", artifact_id=_text(artifact_id, "artifact_id", 256),
-                                       conversation_id=self.snapshot.conversation_id)
+                                       scope=self._lookup_scope(cross_conversation=False))
 
     async def artifact_read(self, artifact_id: str) -> dict:
         self.snapshot.require("read" in self.snapshot.artifacts, "artifacts.read")
         return await self.backend.read("artifact_read", artifact_id=_text(artifact_id, "artifact_id", 256),
-                                       conversation_id=self.snapshot.conversation_id)
+                                       scope=self._lookup_scope(cross_conversation=False))
 
     async def artifact_read_range(self, artifact_id: str, offset: int, length: int) -> dict:
         self.snapshot.require("read" in self.snapshot.artifacts, "artifacts.read")
@@ -266,7 +274,7 @@ class RunnerApiService:
         self.snapshot.check_payload(length)
         return await self.backend.read("artifact_read_range", artifact_id=_text(artifact_id, "artifact_id", 256),
                                        offset=offset, length=length,
-                                       conversation_id=self.snapshot.conversation_id)
+                                       scope=self._lookup_scope(cross_conversation=False))
 
     # -- state --------------------------------------------------------------------------
     async def state_get(self, scope: str, key: str) -> dict:
@@ -322,21 +330,16 @@ class RunnerApiService:
         return await self.backend.read("kv_keys", area=area, namespace=ns, prefix=prefix or "")
 
     # -- run ledger -------------------------------------------------------------------
-    def _own_conversation_run(self, record: dict) -> dict:
-        if (record.get("conversation_id") != self.snapshot.conversation_id
-                and not self.snapshot.cross_conversation_history):
-            raise unauthorized("run of another conversation is not granted", run_id=self.snapshot.run_id)
-        return record
-
     async def run_get(self, run_id: str | None = None) -> dict:
         self.snapshot.require("get" in self.snapshot.run_ledger, "run_get")
-        return self._own_conversation_run(await self.backend.read("run_get", run_id=run_id or self.snapshot.run_id))
+        return await self.backend.read("run_get", run_id=_text(run_id or self.snapshot.run_id, "run_id", 128),
+                                       scope=self._lookup_scope())
 
     async def run_list(self, conversation_id: str | None = None, statuses: list[str] | None = None,
                        before_cursor: str | None = None, limit: int = 50) -> dict:
         self.snapshot.require("list" in self.snapshot.run_ledger, "run_list")
-        target = self.snapshot.check_events("page", conversation_id) if conversation_id else self.snapshot.conversation_id
-        return await self.backend.read("run_list", conversation_id=target, statuses=statuses,
+        scope = self.snapshot.read_scope(conversation_id, **self._tenant())
+        return await self.backend.read("run_list", scope=scope.wire(), statuses=statuses,
                                        before_cursor=before_cursor, limit=_limit(limit))
 
     async def run_events_page(self, run_id: str | None = None, after_cursor: str | None = None,
@@ -347,17 +350,16 @@ class RunnerApiService:
             raise invalid_argument("direction must be 'forward' or 'backward'")
         if before_cursor and after_cursor:
             raise invalid_argument("give before_cursor or after_cursor, not both")
-        rid = run_id or self.snapshot.run_id
-        if rid != self.snapshot.run_id:
-            self._own_conversation_run(await self.backend.read("run_get", run_id=rid))
         backward = bool(before_cursor) or (direction == "backward" and not after_cursor)
-        return await self.backend.read("run_events_page", run_id=rid, after_cursor=after_cursor,
+        return await self.backend.read("run_events_page",
+                                       run_id=_text(run_id or self.snapshot.run_id, "run_id", 128),
+                                       scope=self._lookup_scope(), after_cursor=after_cursor,
                                        before_cursor=before_cursor, direction="backward" if backward else "forward",
                                        limit=_limit(limit))
 
     async def run_cancel(self, run_id: str, reason: str | None = None) -> dict:
         self.snapshot.require("cancel" in self.snapshot.run_ledger, "run_cancel")
-        self._own_conversation_run(await self.backend.read("run_get", run_id=_text(run_id, "run_id", 128)))
+        await self.backend.read("run_get", run_id=_text(run_id, "run_id", 128), scope=self._lookup_scope())
         if self._cancel_run is None:
             raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "cancellation is not available here")
         return await self._cancel_run(run_id, reason)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from typing import Any, AsyncIterator
 
 from protocol.context import RunContext
 from protocol.errors import RunnerHostError
+from protocol.logs import get_logger
 from protocol.redact import redact
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
@@ -25,7 +25,7 @@ from protocol.runner import Runner, RunnerAPI
 from .. import constants
 from .frames import take_ready
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _END = object()
 
 

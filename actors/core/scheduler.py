@@ -12,17 +12,23 @@ system scheduler; ``data`` carries the schedule id, the tick and the schedule's 
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Awaitable, Callable
 
 from protocol.errors import RunnerHostError
-from protocol.events import EventActor, EventDelivery, EventEnvelope, EventInput, EventSubject
+from protocol.events import (
+    EventActor,
+    EventDelivery,
+    EventEnvelope,
+    EventInput,
+    EventSubject,
+)
+from protocol.logs import get_logger
 
 from .cron import latest_tick, next_tick
 from .storage_port import StoragePort
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Submit = Callable[[EventEnvelope, str], Awaitable[dict[str, Any]]]
 

@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(eq=False)

@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protocol.agents import STATE_SCOPES
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 from protocol.events import EventEnvelope
-from protocol.lifecycle import RunStatus, TERMINAL_STATUSES
+from protocol.lifecycle import TERMINAL_STATUSES, RunStatus
+from protocol.read_scope import ReadScope
 from protocol.scopes import scope_key as derive_scope_key
 from store.agents import AgentStore
-from store.hosts import HostStore
 from store.event_log import EventLogEntry, EventLogStore
+from store.hosts import HostStore
 from store.knowledge import KnowledgeStore
 from store.kv import KvStore
 from store.ledger import EventRow, RunLedgerStore
@@ -30,8 +31,10 @@ from store.transcript import TranscriptEntry, TranscriptStore
 from .frames import is_terminal
 from .lifecycle import Cause, reason_of_frame, status_of_frame
 from .platform_ops import PlatformStorageOps
+from .retention import Retention, RetentionPolicy
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
+_HOST = ReadScope.host()
 
 
 def _dump(model: Any) -> Any:
@@ -190,7 +193,7 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         the context handles. A run whose cancellation was requested while it waited is cancelled
         instead: ``{"cancelled": {"sequence": n}}``. A retry returns what the first write did."""
         ledger = RunLedgerStore(session)
-        run = await ledger.get(run_id)
+        run = await ledger.get(run_id, scope=_HOST)
         if run.status == RunStatus.CREATED.value and run.cancel_requested_at is not None:
             sequence = await self._abort(session, run, Cause.CANCELLED.frame(
                 run_id, run.status_reason or "cancelled while queued"))
@@ -201,7 +204,7 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         if frames:
             await ledger.append_rows(_frame_rows(run_id, list(frames)))
         if is_message is None:  # not told by the caller: read it
-            found = await EventLogStore(session).get(run.event_id) if run.event_id else None
+            found = await EventLogStore(session).get(run.event_id, scope=_HOST) if run.event_id else None
             event_seq = found.seq if found else None
             is_message = found is not None and found.event_type == "message.received"
         return {"handles": await self._handles(session, conversation_id=run.conversation_id, scope_keys=scope_keys,
@@ -321,7 +324,7 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             else:
                 await state.set(item["scope_key"], item["key"], previous.get("value"),
                                 scope=item["scope"], runner_id=item.get("runner_id") or "rollback")
-        run = await RunLedgerStore(session).get(run_id)
+        run = await RunLedgerStore(session).get(run_id, scope=_HOST)
         await EventLogStore(session).append(EventLogEntry.system(
             "run.rolled_back", event_id=f"{run_id}:rolled_back", conversation_id=run.conversation_id,
             thread_id=run.thread_id, run_id=run_id, runner_id=run.runner_id,
@@ -335,12 +338,12 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         (the kwargs of ``run_accept``), so the event and the failure are on record either way."""
         ledger = RunLedgerStore(session)
         try:
-            run = await ledger.get(run_id)
+            run = await ledger.get(run_id, scope=_HOST)
         except RunnerHostError as exc:
             if exc.code is not ErrorCode.NOT_FOUND or start is None:
                 return {"status": None}
             await self.w_run_accept(session, **{**start, "status": RunStatus.CREATED.value, "frames": ()})
-            run = await ledger.get(run_id)
+            run = await ledger.get(run_id, scope=_HOST)
         if run.status in TERMINAL:
             return {"status": run.status}
         if seen:
@@ -392,6 +395,13 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             await self._abort(session, run, Cause.HOST_LOST.frame(run.run_id))
         return {"finalized": [(r.run_id, r.agent_id) for r in orphans], "gone_hosts": gone}
 
+    # -- retention (actors/core/retention.py) ------------------------------------------------
+    async def w_retention(self, session, *, policy) -> dict[str, Any]:
+        """One bounded round of the retention job (expired artifacts, stale harness sessions and
+        their workspaces, old EventLog/Transcript rows where configured); returns its report."""
+        report = await Retention(RetentionPolicy.model_validate(policy), self._artifacts).run(session)
+        return report.as_dict()
+
     # -- reads ---------------------------------------------------------------------------
     async def read(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:
         handler = getattr(self, f"r_{kind}", None)
@@ -407,12 +417,15 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
     async def r_history_search(self, session, *, conversation_id, query, top_k=10, filters=None):
         return await self._transcript(session).search(conversation_id, query, top_k=top_k, filters=filters or None)
 
-    async def r_event_get(self, session, *, event_id):
-        return await EventLogStore(session).get(event_id)
+    # Reads of events, runs and artifacts name a ReadScope (wire form); the runner API always
+    # passes its run's own. Only the reads of one run by id default to the host's own scope:
+    # the host (actors/core/driver.py) reads runs that way (join, cancel).
+    async def r_event_get(self, session, *, event_id, scope):
+        return await EventLogStore(session).get(event_id, scope=ReadScope.parse(scope))
 
-    async def r_event_page(self, session, *, conversation_id=None, event_types=None, before_cursor=None,
+    async def r_event_page(self, session, *, scope, event_types=None, before_cursor=None,
                            after_cursor=None, limit=50):
-        return await EventLogStore(session).page(conversation_id, event_types=event_types,
+        return await EventLogStore(session).page(ReadScope.parse(scope), event_types=event_types,
                                                  before_cursor=before_cursor, after_cursor=after_cursor,
                                                  limit=limit)
 
@@ -426,28 +439,29 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
     async def r_state_snapshot(self, session, *, scope_keys):
         return await StateStore(session).snapshot(scope_keys)
 
-    async def r_run_get(self, session, *, run_id):
-        return await RunLedgerStore(session).get(run_id)
+    async def r_run_get(self, session, *, run_id, scope=_HOST):
+        return await RunLedgerStore(session).get(run_id, scope=ReadScope.parse(scope))
 
-    async def r_run_list(self, session, *, conversation_id=None, statuses=None, before_cursor=None, limit=50):
-        return await RunLedgerStore(session).list(conversation_id, statuses=statuses,
+    async def r_run_list(self, session, *, scope, statuses=None, before_cursor=None, limit=50):
+        return await RunLedgerStore(session).list(ReadScope.parse(scope), statuses=statuses,
                                                   before_cursor=before_cursor, limit=limit)
 
-    async def r_run_events_page(self, session, *, run_id, after_cursor=None, before_cursor=None,
+    async def r_run_events_page(self, session, *, run_id, scope=_HOST, after_cursor=None, before_cursor=None,
                                 direction="forward", limit=50):
-        await RunLedgerStore(session).get(run_id)
-        return await RunLedgerStore(session).events_page(run_id, after_cursor=after_cursor, before_cursor=before_cursor,
-                                                         direction=direction, limit=limit)
+        ledger = RunLedgerStore(session)
+        await ledger.get(run_id, scope=ReadScope.parse(scope))
+        return await ledger.events_page(run_id, after_cursor=after_cursor, before_cursor=before_cursor,
+                                        direction=direction, limit=limit)
 
-    async def r_artifact_metadata(self, session, *, artifact_id, conversation_id=None):
-        return await self._artifact_store(session).metadata(artifact_id, conversation_id=conversation_id)
+    async def r_artifact_metadata(self, session, *, artifact_id, scope):
+        return await self._artifact_store(session).metadata(artifact_id, scope=ReadScope.parse(scope))
 
-    async def r_artifact_read(self, session, *, artifact_id, conversation_id=None):
-        return await self._artifact_store(session).read(artifact_id, conversation_id=conversation_id)
+    async def r_artifact_read(self, session, *, artifact_id, scope):
+        return await self._artifact_store(session).read(artifact_id, scope=ReadScope.parse(scope))
 
-    async def r_artifact_read_range(self, session, *, artifact_id, offset, length, conversation_id=None):
+    async def r_artifact_read_range(self, session, *, artifact_id, offset, length, scope):
         return await self._artifact_store(session).read_range(artifact_id, offset, length,
-                                                              conversation_id=conversation_id)
+                                                              scope=ReadScope.parse(scope))
 
     async def r_knowledge_retrieve(self, session, *, kb_id, query, top_k=5, filters=None, query_vector=None,
                                    model_id=None):
@@ -499,7 +513,7 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
     async def r_run_list_filtered(self, session, *, conversation_id=None, statuses=None, agent_id=None,
                                   created_after=None, created_before=None, before_cursor=None, limit=50):
         return await RunLedgerStore(session).list(
-            conversation_id, statuses=statuses, agent_id=agent_id, created_after=created_after,
+            ReadScope.admin(conversation_id), statuses=statuses, agent_id=agent_id, created_after=created_after,
             created_before=created_before, before_cursor=before_cursor, limit=limit)
 
     async def r_run_counts(self, session, *, by=("status",), conversation_id=None, agent_id=None,
@@ -509,23 +523,23 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             created_after=created_after, created_before=created_before)
 
     async def r_run_artifacts(self, session, *, run_id, limit=100):
-        await RunLedgerStore(session).get(run_id)
+        await RunLedgerStore(session).get(run_id, scope=_HOST)
         return [_dump(a) for a in await self._artifact_store(session).list_for_run(run_id, limit=limit)]
 
     async def r_run_artifact_range(self, session, *, run_id, artifact_id, offset, length):
         """A range of a run's own artifact (another run's artifact is ``not_found`` here)."""
         store = self._artifact_store(session)
-        meta = await store.metadata(artifact_id)
+        meta = await store.metadata(artifact_id, scope=_HOST)
         if meta.run_id != run_id:
             raise RunnerHostError(ErrorCode.NOT_FOUND, "artifact not found for this run",
                                   details={"run_id": run_id, "artifact_id": artifact_id})
         if meta.size_bytes == 0:
             return {"artifact_id": artifact_id, "offset": 0, "length": 0, "total_size": 0, "eof": True,
                     "content_base64": "", "mime_type": meta.mime_type}
-        return await store.read_range(artifact_id, offset, length)
+        return await store.read_range(artifact_id, offset, length, scope=_HOST)
 
     async def r_run_steering(self, session, *, run_id, limit=500):
-        run = await RunLedgerStore(session).get(run_id)
+        run = await RunLedgerStore(session).get(run_id, scope=_HOST)
         return [_dump(e) for e in await EventLogStore(session).steering_for_run(
             run_id, conversation_id=run.conversation_id,
             since=None if run.created_at is None else run.created_at - 1, limit=limit)]

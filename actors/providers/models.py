@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 from typing import Any, AsyncIterator, Iterable, Literal
@@ -49,11 +48,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
+from protocol.logs import get_logger
 from protocol.redact import redact
 
 from . import litellm_backend, tokens
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Request-body keys a caller's ``params`` may not override.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "tools"})

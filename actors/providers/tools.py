@@ -13,7 +13,6 @@ import abc
 import ast
 import asyncio
 import json
-import logging
 import math
 import operator
 import os
@@ -25,9 +24,10 @@ from typing import Any, Callable, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.logs import get_logger
 from protocol.redact import redact
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MAX_ERROR_TEXT = 500
 

@@ -26,9 +26,9 @@ Every string that leaves the assembler goes through the run's
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from protocol.logs import get_logger
 from protocol.results import RunResult
 
 from .events import (
@@ -45,7 +45,7 @@ from .events import (
 )
 from .redact import Redactor
 
-log = logging.getLogger("runners.harness.assembly")
+log = get_logger(__name__)
 
 SESSION_STATE_KEY = "external.session_id"
 #: ``action.requested`` contract with the host (runners/README.md): a resume fell back to a

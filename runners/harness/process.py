@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import logging
 import os
 import signal
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable, Mapping
+from protocol.logs import get_logger
 
-log = logging.getLogger("runners.harness.process")
+log = get_logger(__name__)
 
 BASE_ENV = ("PATH", "HOME", "LANG", "TERM", "TMPDIR")
 BASE_ENV_PREFIXES = ("LC_",)

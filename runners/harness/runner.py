@@ -31,7 +31,6 @@ this runner is stateless across runs.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import tempfile
@@ -43,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from protocol.context import RunContext
 from protocol.errors import RunnerHostError
+from protocol.logs import get_logger
 from protocol.manifest import Capabilities, ConfigField, Permissions, RunnerManifest
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
@@ -61,7 +61,7 @@ from .process import (
 from .redact import Redactor
 from .session import SessionKey, WorkspaceDenied, prepare_workspace
 
-log = logging.getLogger("runners.harness")
+log = get_logger("runners.harness")
 
 RUNNER_ID = "plugin:builtin/harness/default"
 DEFAULT_COMMANDS = {"claude": ["claude"], "codex": ["codex"]}
@@ -190,7 +190,9 @@ class HarnessRunner(Runner):
             ConfigField(name="workspace_root", type="string", default=None),
             ConfigField(name="cwd", type="string", default=None),
             ConfigField(name="env_allow", type="array", default=[]),
-            ConfigField(name="env", type="object", default={}),
+            ConfigField(name="env", type="object", default={}, secret=True,
+                        description={"en_US": "Explicit environment values (secrets: write-only through "
+                                              "the API, scrubbed from output)."}),
             ConfigField(name="prompt_via", type="select", default="argv",
                         options=[{"name": "argv"}, {"name": "stdin"}]),
             ConfigField(name="include_partial_messages", type="boolean", default=True),

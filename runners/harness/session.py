@@ -13,12 +13,16 @@ leaves the session directory (``..``, absolute paths elsewhere, symlinks).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 from protocol.sessions import SessionKey
 
-__all__ = ["SessionKey", "WorkspaceDenied", "prepare_workspace", "session_dir_for", "cleanup_session"]
+__all__ = ["SessionKey", "WorkspaceDenied", "prepare_workspace", "session_dir_for", "cleanup_session",
+           "remove_session_dir", "session_dirs"]
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")  # SessionKey.digest(): the name of every session directory
 
 
 class WorkspaceDenied(Exception):
@@ -82,10 +86,27 @@ def cleanup_session(workspace_root: str | os.PathLike[str], key: SessionKey) -> 
     the session dir is unlinked, never followed. The harness's own native session
     store (e.g. ``~/.claude/projects``) is not touched.
     """
+    return remove_session_dir(workspace_root, key.digest())
+
+
+def session_dirs(workspace_root: str | os.PathLike[str]) -> list[tuple[str, float]]:
+    """``(digest, mtime)`` of every session directory under the root (other entries are ignored)."""
+    root = os.fspath(workspace_root)
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    return [(e.name, e.stat(follow_symlinks=False).st_mtime) for e in entries if _DIGEST.fullmatch(e.name)]
+
+
+def remove_session_dir(workspace_root: str | os.PathLike[str], digest: str) -> bool:
+    """:func:`cleanup_session` by the session key's digest (what the directory is named)."""
     import shutil
 
+    if not _DIGEST.fullmatch(digest):
+        raise WorkspaceDenied("not a session directory name")
     root = os.path.realpath(os.fspath(workspace_root))
-    session = os.path.join(root, key.digest())
+    session = os.path.join(root, digest)
     if not os.path.lexists(session):
         return False
     if os.path.islink(session) or not os.path.isdir(session):

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from protocol.context import RunContext  # noqa: E402
 from protocol.ids import parse_runner_id  # noqa: E402
+from protocol.logs import get_logger
 from protocol.manifest import RunnerManifest  # noqa: E402
 from protocol.results import TERMINAL_TYPES, RunResult  # noqa: E402
 from protocol.runner import Runner, RunnerAPI  # noqa: E402
@@ -54,8 +55,8 @@ from protocol.runner import Runner, RunnerAPI  # noqa: E402
 from .handler import HostActionHandler, HostRuntimeHandler  # noqa: E402
 from .manifest import manifest_from_sdk  # noqa: E402
 
-log = logging.getLogger(__name__)
-runner_log = logging.getLogger("runners.langbot_sdk.runner")
+log = get_logger(__name__)
+runner_log = get_logger("runners.langbot_sdk.runner")
 
 PROCESSOR_LOG = "processor.log"
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,

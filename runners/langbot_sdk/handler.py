@@ -25,7 +25,6 @@ import base64
 import binascii
 import contextlib
 import json
-import logging
 import re
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -37,9 +36,10 @@ from langbot_plugin.entities.io.errors import ActionCallError, ActionCallTimeout
 from pydantic import BaseModel  # noqa: E402
 
 from protocol.errors import ErrorCode, RunnerHostError  # noqa: E402
+from protocol.logs import get_logger
 from protocol.runner import RunnerAPI  # noqa: E402
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 HOST_NAME = "runnerhost"
 

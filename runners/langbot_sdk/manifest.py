@@ -22,14 +22,14 @@ This module does not import ``langbot_plugin``; SDK objects are read duck-typed.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Mapping
 
 from pydantic import BaseModel
 
+from protocol.logs import get_logger
 from protocol.manifest import Capabilities, ConfigField, Permissions, RunnerManifest
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: SDK-only declarations with no meaning on RunnerHost.
 SDK_ONLY_CAPABILITIES = frozenset({"interactions"})

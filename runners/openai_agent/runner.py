@@ -14,7 +14,6 @@ optional runner-side fallback model) ends the run with a controlled
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import uuid
@@ -25,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.context import EventContext, InputContext, RunContext
 from protocol.errors import RunnerHostError
+from protocol.logs import get_logger
 from protocol.manifest import Capabilities, ConfigField, Permissions, RunnerManifest
 from protocol.pages import TranscriptItem
 from protocol.results import RunResult
 from protocol.runner import Runner, RunnerAPI
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CHECKPOINT_KEY = "runner.compaction.checkpoint"
 CHECKPOINT_SCHEMA_VERSION = 1

@@ -29,7 +29,7 @@ async def first_frame(stream):
 
 
 async def events_of(host, conv: str) -> list[dict[str, Any]]:
-    page = await host.read("event_page", conversation_id=conv, limit=100)
+    page = await host.read("event_page", scope={"conversation_id": conv}, limit=100)
     return page["items"]
 
 

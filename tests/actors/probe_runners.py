@@ -6,6 +6,7 @@ through the session's ``PYTHONPATH`` runtime env.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class ProbeRunner(Runner):
     ``keep_api: true`` stashes the API client; ``use_stale: true`` makes the
     calls through the client stashed by an earlier run instead of its own.
     ``marker``: a file written when the generator is closed (finally).
+    ``artifact``: ``{"artifact_id", "text"}`` — an inline ``artifact.created`` before the calls.
     """
 
     manifest = RunnerManifest(
@@ -42,6 +44,7 @@ class ProbeRunner(Runner):
         permissions=Permissions(models=["invoke"], tools=["call", "detail"], knowledge_bases=["retrieve"],
                                 history=["page", "search"], events=["get", "page"],
                                 state=["read", "write"], steering=["pull"], storage=["plugin"],
+                                artifacts=["metadata", "read"],
                                 run_ledger=["get", "list", "events_page", "cancel"]),
     )
 
@@ -53,6 +56,11 @@ class ProbeRunner(Runner):
                 _STALE["api"] = api
             target = _STALE.get("api") if cfg.get("use_stale") else api
             yield RunResult.delta(ctx.run_id, "probing ")
+            if cfg.get("artifact"):
+                art = cfg["artifact"]
+                yield {"run_id": ctx.run_id, "type": "artifact.created", "data": {
+                    "artifact_type": "file", "artifact_id": art["artifact_id"],
+                    "content_base64": base64.b64encode(art["text"].encode()).decode()}}
             if cfg.get("sleep_s"):
                 await asyncio.sleep(float(cfg["sleep_s"]))
             outcomes = []
@@ -83,11 +91,13 @@ class SilentRunner(Runner):
 
 
 class CrashingRunner(Runner):
+    """Raises an exception whose message carries a secret (config ``secret`` or a fixed key)."""
+
     manifest = RunnerManifest(id="plugin:test/crash/default", label="crash")
 
     async def run(self, ctx, api):
         yield RunResult.delta(ctx.run_id, "about to fail ")
-        raise RuntimeError("boom with sk-abcdefghijklmnop1234 inside")
+        raise RuntimeError(f"boom with {ctx.config.get('secret', 'sk-abcdefghijklmnop1234')} inside")
 
 
 PROBE_RUNNERS = {

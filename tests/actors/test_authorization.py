@@ -88,3 +88,35 @@ async def test_snapshot_frozen_at_start_survives_a_config_change(host, conv):
     assert during[0]["ok"] is True  # the frozen grant is what counts
     after, _ = await outcomes(host, "probe-frozen", conv)
     assert after[0]["code"] == "unauthorized"  # the next run sees the new policy
+
+
+async def test_a_scheduled_run_without_a_conversation_reads_only_its_own_event_and_run(host, conv):
+    """Black box (SPEC §3): a runner started by a ``schedule.triggered`` event with no conversation
+    must not page another conversation's events or runs, nor read its run or its artifact by id."""
+    import uuid
+    secret_artifact = f"art-{uuid.uuid4().hex[:12]}"
+    await host.put_agent("probe-owner", probe_agent(
+        artifact={"artifact_id": secret_artifact, "text": "the other tenant's notes"}))
+    _, owner_frames = await outcomes(host, "probe-owner", conv)
+    other_run = owner_frames[0]["run_id"]
+    other_event = owner_frames[0]["data"]["event_id"]
+
+    ledger = ResourcePolicy(run_ledger=["get", "list", "events_page"])
+    calls = [["event_page", {"limit": 100}], ["run_list", {"limit": 100}],
+             ["event_get", {"event_id": other_event}], ["run_get", {"run_id": other_run}],
+             ["run_events_page", {"run_id": other_run}], ["artifact_read", {"artifact_id": secret_artifact}],
+             ["event_page", {"conversation_id": conv}], ["run_list", {"conversation_id": conv}],
+             ["run_get", {}]]
+    await host.put_agent("probe-scheduled", probe_agent(policy=ledger, calls=calls).model_copy(
+        update={"event_types": ["schedule.triggered"]}))
+    tick = EventEnvelope(event_type="schedule.triggered", source="scheduler", data={"cron": "*/5 * * * *"})
+    frames = [f async for f in await host.submit(tick, "probe-scheduled")]
+    assert frames[-1]["type"] == "run.completed", frames[-1]
+    completed = [f for f in frames if f["type"] == "message.completed"][0]
+    results = json.loads(completed["data"]["message"]["content"])
+    own_run = frames[0]["run_id"]
+    events, runs = results[0], results[1]
+    assert events["ok"] and [e["event_id"] for e in events["value"]["items"]] == [tick.event_id], events
+    assert runs["ok"] and [r["run_id"] for r in runs["value"]["items"]] == [own_run], runs
+    assert [r.get("code") for r in results[2:8]] == ["unauthorized"] * 6, results[2:8]
+    assert results[8]["ok"] and results[8]["value"]["run_id"] == own_run

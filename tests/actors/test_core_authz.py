@@ -7,6 +7,7 @@ from actors.core.authz import ResourceCatalog, compute_access
 from protocol.agents import AgentBinding, AgentConfig, ResourcePolicy, StatePolicy
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.manifest import Capabilities, Permissions, RunnerManifest
+from protocol.read_scope import ReadScope
 
 CATALOG = ResourceCatalog(models={"gpt": {"provider": "openai"}, "small": {}},
                           tools={"calculator": {"description": "math", "parameters": {"type": "object"}},
@@ -109,3 +110,37 @@ def test_snapshot_is_frozen():
     s = snap()
     with pytest.raises(Exception):
         s.models = {}  # type: ignore[misc]
+
+
+def test_a_conversation_less_run_reads_only_its_own_run():
+    s = snap(manifest(events=["get", "page"], history=["page"]), conversation_id=None)
+    assert s.history == frozenset()  # no conversation, no history
+    own = s.check_events("page", None, bot_id="b1")
+    assert own == ReadScope.of_run("r1", bot_id="b1")  # never "no filter"
+    assert not own.admits(conversation_id=None, run_id="r2")
+    assert not own.admits(conversation_id="c1", run_id=None)
+    assert own.admits(conversation_id=None, run_id="r1", bot_id="b1")
+    with pytest.raises(RunnerHostError) as e:
+        s.check_events("page", "c1")  # naming a conversation needs the cross-conversation grant
+    assert e.value.code is ErrorCode.UNAUTHORIZED
+    assert s.lookup_scope() == ReadScope(run_id="r1")
+
+
+def test_read_scopes_stay_inside_the_bot_and_need_the_grant_for_other_conversations():
+    s = snap(manifest(events=["page"]))
+    scope = s.read_scope(None, bot_id="b1", workspace_id="w1")
+    assert scope.admits(conversation_id="c1", bot_id="b1") and scope.admits(conversation_id="c1")
+    assert not scope.admits(conversation_id="c1", bot_id="b2")
+    assert not scope.admits(conversation_id="c1", workspace_id="w2")
+    with pytest.raises(RunnerHostError):
+        s.read_scope("c2")
+    wide = snap(manifest(events=["page"]), binding(cross_conversation_history=True))
+    assert wide.read_scope("c2") == ReadScope.of_conversation("c2")
+    assert wide.lookup_scope().admits(conversation_id="c9")
+    assert not wide.lookup_scope(cross_conversation=False).admits(conversation_id="c9")
+
+
+def test_a_read_scope_must_name_what_it_reads():
+    with pytest.raises(ValueError):
+        ReadScope()
+    assert ReadScope.host().admits(conversation_id="anything")

@@ -109,7 +109,7 @@ async def test_a_re_sent_event_joins_its_run_and_a_different_body_is_a_conflict(
     with pytest.raises(RunnerHostError) as error:
         await driver.submit(changed, "slow")
     assert error.value.code is ErrorCode.CONFLICT
-    runs = await ports.read("run_list", conversation_id=event.conversation_id, limit=10)
+    runs = await ports.read("run_list", scope={"conversation_id": event.conversation_id}, limit=10)
     assert len(runs["items"]) == 1  # one event, one run
     await settled(ports, driver)
 

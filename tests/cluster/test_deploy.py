@@ -166,3 +166,27 @@ def test_pools_and_sessions_spread():
     assert placement.pool_options(True) == {"scheduling_strategy": "SPREAD"}
     assert placement.pool_options(False) == {}
     assert placement.session_options() == {"scheduling_strategy": "SPREAD"}
+
+
+def test_a_database_password_travels_to_replicas_and_actors_by_environment_reference(monkeypatch, tmp_path):
+    """Serve checkpoints deployment init args and Ray keeps actor args: the password goes in neither."""
+    import json
+
+    from serve.cluster_app import cluster_settings
+    from serve.config import Settings
+    from serve.deployment import build_app
+    monkeypatch.setenv("RUNNERHOST_API_KEYS", KEY)
+    monkeypatch.setenv("RUNNERHOST_DATABASE_URL", PG)
+    app = build_app(cluster_settings({}))
+    bound = app._bound_deployment.init_args[0]
+    assert "u:p@" not in json.dumps(bound)
+    assert bound["storage"]["database_url_env"] == "RUNNERHOST_DATABASE_URL"
+    storage = Settings.model_validate(bound).host_config().storage  # what a replica hands the storage actor
+    assert "u:p@" not in json.dumps(storage.model_dump())
+    assert storage.resolve_database_url() == PG  # read from the process's own environment
+    # a password only in the config file cannot reach the nodes without travelling by value: refused
+    config = tmp_path / "rh.toml"
+    config.write_text(f'[storage]\ndatabase_url = "{PG}"\n')
+    monkeypatch.delenv("RUNNERHOST_DATABASE_URL")
+    with pytest.raises(ConfigError, match="password"):
+        cluster_settings({"config": str(config)})

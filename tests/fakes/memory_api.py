@@ -8,11 +8,15 @@ host's part around one run: writes the inbound user item, checks every result
 with :class:`~protocol.results.ResultValidator`, persists ``state.updated`` and
 the ``message.completed`` assistant item.
 
-:class:`MemoryRunnerAPI` implements :class:`protocol.runner.RunnerAPI` for one
-run, checks the run's grants (``ctx.resources`` / ``available_apis``) like the
-RunActor would, and records every call in ``.calls`` so tests can assert what
-the runner asked for. ``queue_steering`` / ``on_tool_call`` let a test inject
-steered messages mid-run.
+:class:`MemoryRunnerAPI` is the real runner-side client
+(:class:`~actors.core.api_client.RunnerApiClient`) wired, in process, to the real
+:class:`~actors.core.runner_api.RunnerApiService` and
+:class:`~actors.core.authz.AccessSnapshot` of the run: the grants the test put in
+the context (``ctx.resources`` / ``available_apis``) become the run's frozen
+snapshot, so every check is the host's own — this module only keeps the facts
+(:class:`MemoryBackend`). Every call is recorded in ``.calls`` so tests can
+assert what the runner asked for; ``queue_steering`` / ``on_tool_call`` let a
+test inject steered messages mid-run.
 """
 from __future__ import annotations
 
@@ -22,8 +26,12 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+from actors.core.api_client import RunnerApiClient
+from actors.core.authz import AccessSnapshot
+from actors.core.runner_api import RunIdentity, RunnerApiService
+from actors.core.steering import SteeringEntry, SteeringQueue
 from protocol.context import (
     AvailableApis,
     ContextAccess,
@@ -39,25 +47,23 @@ from protocol.context import (
     ToolResource,
     Trigger,
 )
-from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, not_found, unauthorized
+from protocol.errors import invalid_argument, not_found, unauthorized
 from protocol.pages import (
     ArtifactMetadata,
     ArtifactReadResult,
-    EventPage,
     EventRecord,
     HistoryPage,
     HistorySearchResult,
     RunEventPage,
-    RunPage,
     RunRecord,
     StateEntry,
     StateList,
     SteeringItem,
-    SteeringPullResult,
     TranscriptItem,
 )
+from protocol.read_scope import ReadScope
 from protocol.results import ResultValidator, RunResult
-from protocol.runner import Runner, RunnerAPI
+from protocol.runner import Runner
 
 ALL_APIS = AvailableApis(history_page=True, history_search=True, event_get=True, event_page=True,
                          artifact_metadata=True, artifact_read=True, state=True, storage=True,
@@ -117,8 +123,12 @@ class MemoryHost:
                           for k, docs in (knowledge or {}).items()}
         self.runner_id = runner_id
         self.transcript: dict[str, list[TranscriptItem]] = {}
-        self.state: dict[tuple[str, str], dict[str, Any]] = {}
+        self.state: dict[str, dict[str, Any]] = {}  # scope key → {key: value}
+        self.kv: dict[tuple[str, str], dict[str, Any]] = {}  # (area, namespace) → {key: value}
         self.events: dict[str, EventRecord] = {}
+        self.event_runs: dict[str, str] = {}  # event id → the run it started
+        self.runs: dict[str, RunRecord] = {}
+        self.artifacts: dict[str, tuple[ArtifactMetadata, bytes]] = {}
 
     # -- facts -------------------------------------------------------------------
     def add_item(self, conversation_id: str, role: str, content: str, *, event_id: str | None = None,
@@ -136,7 +146,7 @@ class MemoryHost:
         return items[-1].seq if items else None
 
     def scope_state(self, scope: str, scope_id: str) -> dict[str, Any]:
-        return self.state.setdefault((scope, scope_id), {})
+        return self.state.setdefault(f"{scope}:{scope_id}", {})
 
     # -- context ------------------------------------------------------------------------
     async def make_context(self, text: str | None = None, *, conversation_id: str = "conv_1",
@@ -183,6 +193,14 @@ class MemoryHost:
             # The host writes the inbound item before the run starts.
             self.add_item(conv, "user", ctx.input.text or "", event_id=ctx.event.event_id)
             ctx.context.transcript_seq = self.latest_seq(conv)
+        self.events[ctx.event.event_id] = EventRecord(
+            event_id=ctx.event.event_id, event_type=ctx.event.event_type, source=ctx.event.source or "api",
+            conversation_id=conv, bot_id=ctx.conversation.bot_id if ctx.conversation else None,
+            input_summary=ctx.input.text, seq=len(self.events) + 1)
+        self.event_runs[ctx.event.event_id] = ctx.run_id
+        self.runs[ctx.run_id] = RunRecord(run_id=ctx.run_id, event_id=ctx.event.event_id, status="running",
+                                          conversation_id=conv, runner_id=self.runner_id,
+                                          bot_id=ctx.conversation.bot_id if ctx.conversation else None)
         api = api or MemoryRunnerAPI(self, ctx)
         validator = ResultValidator(run_id=ctx.run_id)
         accepted, rejected = [], []
@@ -206,27 +224,270 @@ class MemoryHost:
         return Outcome(results=accepted, terminal=validator.finish(), api=api, rejected=rejected)
 
 
-class MemoryRunnerAPI(RunnerAPI):
-    """RunnerAPI for one run over a :class:`MemoryHost`; records every call in ``.calls``."""
+
+
+def _items(records: list[Any], limit: int) -> dict[str, Any]:
+    return {"items": [r.model_dump(mode="json") for r in records[:limit]], "has_more": len(records) > limit,
+            "total_count": len(records)}
+
+
+class MemoryBackend:
+    """The runner API service's :class:`~actors.core.runner_api.Backend` over a :class:`MemoryHost`:
+    the facts and providers, no grant checks (those are the service's). Reads of events, runs and
+    artifacts apply the :class:`ReadScope` the service sends, as the store does."""
+
+    def __init__(self, host: MemoryHost, api: "MemoryRunnerAPI") -> None:
+        self.host = host
+        self.api = api
+
+    async def read(self, kind: str, **kw: Any) -> Any:
+        return await getattr(self, f"_r_{kind}")(**kw)
+
+    async def write(self, kind: str, **kw: Any) -> Any:
+        return await getattr(self, f"_w_{kind}")(**kw)
+
+    # -- providers ------------------------------------------------------------------------------
+    async def invoke_llm(self, model_id, messages, tools, params):
+        return await self.host.models.invoke(model_id, messages, tools, params)
+
+    async def stream_llm(self, model_id, messages, tools, params):
+        async for chunk in self.host.models.stream(model_id, messages, tools, params):
+            yield chunk
+
+    async def rerank(self, model_id, query, documents, top_n, params=None):
+        return await self.host.models.rerank(model_id, query, documents, top_n, params)
+
+    async def count_tokens(self, model_id, messages, tools):
+        return await self.host.models.count_tokens(model_id, messages, tools)
+
+    async def embed(self, model_id, texts):
+        return await self.host.models.embed(model_id, texts)
+
+    async def knowledge_config(self, kb_id):
+        return {}  # no embedding model: bases are searched by words
+
+    async def tool_detail(self, name):
+        return await self.host.tools.detail(name)
+
+    async def call_tool(self, name, parameters):
+        if self.api.on_tool_call is not None:  # a test's hook runs once the call is authorized
+            maybe = self.api.on_tool_call(self.api, name, parameters)
+            if maybe is not None:
+                await maybe
+        return await self.host.tools.call(name, parameters)
+
+    async def _r_knowledge_retrieve(self, kb_id, query, top_k, filters=None, **_vector):
+        """Word-overlap ranking over the host's documents, as store hits; ``filters`` use the real
+        store's grammar (the service turns hits into LangBot ``RetrievalResultEntry`` entries)."""
+        from store.knowledge import compile_filter
+
+        keep = compile_filter(filters)
+        q = Counter(re.findall(r"\w+", query.lower()))
+        scored = []
+        for n, doc in enumerate(self.host.knowledge.get(kb_id, [])):
+            d = Counter(re.findall(r"\w+", str(doc.get("content", "")).lower()))
+            score = sum(min(q[t], d[t]) for t in q)
+            hit = {"doc_id": doc.get("id") or f"doc{n}", "title": doc.get("title"), "content": doc.get("content"),
+                   "metadata": dict(doc.get("metadata") or {}), "score": float(score),
+                   "distance": 1.0 / (1.0 + score)}
+            if score and (keep is None or keep(hit)):
+                scored.append(hit)
+        scored.sort(key=lambda r: -r["score"])
+        return scored[:top_k]
+
+    # -- history --------------------------------------------------------------------------------
+    async def _r_history_page(self, conversation_id, before_cursor, after_cursor, limit, direction):
+        everything = self.host.transcript.get(conversation_id, [])
+        items = list(everything)
+        if before_cursor:
+            items = [i for i in items if (i.seq or 0) < _seq_of(before_cursor)]
+        if after_cursor:
+            items = [i for i in items if (i.seq or 0) > _seq_of(after_cursor)]
+        if direction == "backward":
+            page, has_more = items[-limit:], len(items) > limit
+            next_cursor = page[0].cursor if has_more and page else None
+        else:
+            page, has_more = items[:limit], len(items) > limit
+            next_cursor = page[-1].cursor if has_more and page else None
+        return HistoryPage(items=page, next_cursor=next_cursor, has_more=has_more,
+                           total_count=len(everything)).model_dump(mode="json")
+
+    async def _r_history_search(self, conversation_id, query, top_k, filters):
+        hits = [i for i in self.host.transcript.get(conversation_id, [])
+                if query.lower() in (i.content or "").lower()]
+        return HistorySearchResult(items=hits[:top_k], total_count=len(hits), query=query).model_dump(mode="json")
+
+    # -- events, runs, artifacts (scoped) ---------------------------------------------------------------
+    def _event_in(self, scope: ReadScope, record: EventRecord) -> bool:
+        return scope.admits(conversation_id=record.conversation_id, run_id=self.host.event_runs.get(record.event_id),
+                            bot_id=record.bot_id, workspace_id=record.workspace_id)
+
+    async def _r_event_get(self, event_id, scope):
+        record = self.host.events.get(event_id)
+        if record is None:
+            raise not_found("event not found", event_id=event_id)
+        if not self._event_in(ReadScope.parse(scope), record):
+            raise unauthorized("event is outside this reader's scope", event_id=event_id)
+        return record.model_dump(mode="json")
+
+    async def _r_event_page(self, scope, event_types, before_cursor, limit):
+        scope = ReadScope.parse(scope)
+        records = [e for e in reversed(self.host.events.values())
+                   if self._event_in(scope, e) and (not event_types or e.event_type in event_types)]
+        return _items(records, limit)
+
+    def _run(self, run_id: str, scope: Any) -> RunRecord:
+        run = self.host.runs.get(run_id)
+        if run is None:
+            raise not_found("run not found", run_id=run_id)
+        if not ReadScope.parse(scope).admits(conversation_id=run.conversation_id, run_id=run.run_id,
+                                             bot_id=run.bot_id, workspace_id=run.workspace_id):
+            raise unauthorized("run is outside this reader's scope", run_id=run_id)
+        return run
+
+    async def _r_run_get(self, run_id, scope):
+        return self._run(run_id, scope).model_dump(mode="json")
+
+    async def _r_run_list(self, scope, statuses, before_cursor, limit):
+        scope = ReadScope.parse(scope)
+        runs = [r for r in reversed(self.host.runs.values())
+                if scope.admits(conversation_id=r.conversation_id, run_id=r.run_id, bot_id=r.bot_id,
+                                workspace_id=r.workspace_id) and (not statuses or r.status in statuses)]
+        return _items(runs, limit)
+
+    async def _r_run_events_page(self, run_id, scope, after_cursor, limit, before_cursor=None, direction="forward"):
+        self._run(run_id, scope)
+        return RunEventPage().model_dump(mode="json")
+
+    def _artifact(self, artifact_id: str, scope: Any) -> tuple[ArtifactMetadata, bytes]:
+        found = self.host.artifacts.get(artifact_id)
+        if found is None:
+            raise not_found("artifact not found", artifact_id=artifact_id)
+        meta = found[0]
+        if not ReadScope.parse(scope).admits(conversation_id=meta.conversation_id, run_id=meta.run_id):
+            raise unauthorized("artifact is outside this reader's scope", artifact_id=artifact_id)
+        return found
+
+    async def _r_artifact_metadata(self, artifact_id, scope):
+        return self._artifact(artifact_id, scope)[0].model_dump(mode="json")
+
+    async def _r_artifact_read(self, artifact_id, scope):
+        meta, data = self._artifact(artifact_id, scope)
+        return await self._r_artifact_read_range(artifact_id, 0, len(data), scope)
+
+    async def _r_artifact_read_range(self, artifact_id, offset, length, scope):
+        meta, data = self._artifact(artifact_id, scope)
+        chunk = data[offset:offset + length]
+        return ArtifactReadResult(artifact_id=artifact_id, offset=offset, length=len(chunk), total_size=len(data),
+                                  eof=offset + len(chunk) >= len(data), mime_type=meta.mime_type,
+                                  content_base64=base64.b64encode(chunk).decode()).model_dump(mode="json")
+
+    # -- state and storage --------------------------------------------------------------------------------
+    async def _r_state_get(self, scope_key, key):
+        values = self.host.state.get(scope_key, {})
+        return {"key": key, "value": values.get(key), "updated_at": None}
+
+    async def _r_state_list(self, scope_key, prefix, limit):
+        items = [StateEntry(key=k, value=v) for k, v in sorted(self.host.state.get(scope_key, {}).items())
+                 if k.startswith(prefix)]
+        return StateList(items=items[:limit], has_more=len(items) > limit).model_dump(mode="json")
+
+    async def _w_state_set(self, scope_key, key, value, scope, runner_id):
+        values = self.host.state.setdefault(scope_key, {})
+        previous = {"key": key, "value": values[key]} if key in values else None
+        values[key] = value
+        return {"entry": StateEntry(key=key, value=value, updated_at=int(time.time())).model_dump(mode="json"),
+                "previous": previous}
+
+    async def _w_state_delete(self, scope_key, key):
+        values = self.host.state.setdefault(scope_key, {})
+        previous = {"key": key, "value": values.pop(key)} if key in values else None
+        return {"deleted": previous is not None, "previous": previous}
+
+    async def _r_kv_get(self, area, namespace, key):
+        values = self.host.kv.get((area, namespace), {})
+        if key not in values:
+            raise not_found("storage key not found", key=key)
+        return values[key]
+
+    async def _r_kv_keys(self, area, namespace, prefix):
+        return sorted(k for k in self.host.kv.get((area, namespace), {}) if k.startswith(prefix))
+
+    async def _w_kv_set(self, area, namespace, key, value):
+        self.host.kv.setdefault((area, namespace), {})[key] = value
+
+    async def _w_kv_delete(self, area, namespace, key):
+        return self.host.kv.setdefault((area, namespace), {}).pop(key, None) is not None
+
+
+def snapshot_of(ctx: RunContext, runner_id: str) -> AccessSnapshot:
+    """The frozen snapshot whose ``available_apis()``/``resources()`` are what ``ctx`` advertises."""
+    apis = ctx.context.available_apis
+    flags = lambda **named: frozenset(name for name, on in named.items() if on)  # noqa: E731
+    conversation_id = ctx.context.conversation_id
+    return AccessSnapshot(
+        run_id=ctx.run_id, runner_id=runner_id, conversation_id=conversation_id, thread_id=ctx.context.thread_id,
+        models={m.model_id: frozenset(m.operations) for m in ctx.resources.models},
+        tools={t.tool_name: frozenset(t.operations) for t in ctx.resources.tools},
+        knowledge_bases={k.kb_id: frozenset(k.operations) for k in ctx.resources.knowledge_bases},
+        history=flags(page=apis.history_page, search=apis.history_search),
+        events=flags(get=apis.event_get, page=apis.event_page),
+        artifacts=flags(metadata=apis.artifact_metadata, read=apis.artifact_read),
+        storage=flags(plugin=apis.storage, workspace=apis.storage),
+        state_ops=flags(read=apis.state, write=apis.state),
+        state_scopes=frozenset(["actor", "subject", "runner"] + (["conversation"] if conversation_id else []))
+        if apis.state else frozenset(),
+        steering=apis.steering_pull,
+        run_ledger=flags(get=apis.run_get, list=apis.run_list, events_page=apis.run_events_page,
+                         cancel=apis.run_cancel),
+    )
+
+
+class MemoryRunnerAPI(RunnerApiClient):
+    """The runner API of one run over a :class:`MemoryHost`, checked by the real service; records every
+    call in ``.calls``."""
 
     def __init__(self, host: MemoryHost, ctx: RunContext, *,
                  on_tool_call: Callable[["MemoryRunnerAPI", str, dict[str, Any]], Awaitable[None] | None] | None = None
                  ) -> None:
+        super().__init__(ctx.run_id, token="in-process")
         self.host = host
         self.ctx = ctx
-        self.run_id = ctx.run_id
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.steering: list[SteeringItem] = []
         self.history_returned: list[TranscriptItem] = []
         self.on_tool_call = on_tool_call
         self.finished = False
+        conv, actor, subject = ctx.conversation, ctx.actor, ctx.subject
+        identity = RunIdentity(
+            run_id=ctx.run_id, runner_id=host.runner_id, binding_identity="memory",
+            bot_id=conv.bot_id if conv else None, workspace_id=conv.workspace_id if conv else None,
+            conversation_id=ctx.context.conversation_id, thread_id=ctx.context.thread_id,
+            actor_type=actor.actor_type if actor else None, actor_id=actor.actor_id if actor else None,
+            subject_type=subject.subject_type if subject else None, subject_id=subject.subject_id if subject else None)
+        self._steering = SteeringQueue(64)
 
-    # -- helpers -----------------------------------------------------------------
-    def _record(self, name: str, **kwargs: Any) -> None:
-        if self.finished:
-            raise unauthorized("run is finished", run_id=self.run_id)
-        self.calls.append((name, kwargs))
+        async def pulled(_entries: list[SteeringEntry]) -> None:
+            return None
+        self.service = RunnerApiService(snapshot_of(ctx, host.runner_id), identity, MemoryBackend(host, self),
+                                        self._steering, pulled,
+                                        state_scope_key=lambda scope: f"{scope}:{self.scope_id(scope)}")
 
+    # -- transport: the service in this process -------------------------------------------------------
+    def _record(self, method: str, kwargs: dict[str, Any]) -> None:
+        if self.finished:  # the RunActor refuses every call of a finished run
+            raise unauthorized("run is not active", run_id=self.run_id)
+        self.calls.append((method, kwargs))
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        self._record(method, kwargs)
+        return await self.service.call(method, kwargs)
+
+    async def _stream(self, method: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        self._record(method, kwargs)
+        async for chunk in self.service.invoke_llm_stream(**kwargs):
+            yield chunk
+
+    # -- test helpers --------------------------------------------------------------------------------
     def calls_of(self, name: str) -> list[dict[str, Any]]:
         return [kw for n, kw in self.calls if n == name]
 
@@ -240,245 +501,18 @@ class MemoryRunnerAPI(RunnerAPI):
             return f"{ctx.subject.subject_type}:{ctx.subject.subject_id}" if ctx.subject else "-"
         return self.host.runner_id
 
-    def _model_op(self, model_id: str, op: str) -> None:
-        for m in self.ctx.resources.models:
-            if m.model_id == model_id and op in m.operations:
-                return
-        raise unauthorized(f"model {model_id!r} ({op}) is not granted", run_id=self.run_id)
-
-    def _tool_op(self, tool_name: str, op: str) -> None:
-        for t in self.ctx.resources.tools:
-            if t.tool_name == tool_name and op in t.operations:
-                return
-        raise unauthorized(f"tool {tool_name!r} ({op}) is not granted", run_id=self.run_id)
-
     def queue_steering(self, text: str, *, event_type: str = "message.received") -> SteeringItem:
         item = SteeringItem(claimed_run_id=self.run_id, runner_id=self.host.runner_id, claimed_at=int(time.time()),
                             event=EventContext(event_id=f"evt_{uuid.uuid4().hex}", event_type=event_type,
                                                source="api"),
                             input=InputContext(text=text))
-        self.steering.append(item)
+        self._steering.offer(SteeringEntry(item.event.event_id, item.model_dump(mode="json")))
         conv = self.ctx.context.conversation_id
         if conv:  # the host still writes the steered user message to the transcript
             self.host.add_item(conv, "user", text, event_id=item.event.event_id)
         return item
 
-    # -- models --------------------------------------------------------------------
-    async def invoke_llm(self, model_id: str, messages: list[dict[str, Any]], *,
-                         tools: list[dict[str, Any]] | None = None,
-                         params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self._record("invoke_llm", model_id=model_id, messages=messages, tools=tools, params=params)
-        self._model_op(model_id, "invoke")
-        return await self.host.models.invoke(model_id, messages, tools, params)
-
-    async def invoke_llm_stream(self, model_id: str, messages: list[dict[str, Any]], *,
-                                tools: list[dict[str, Any]] | None = None,
-                                params: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
-        self._record("invoke_llm_stream", model_id=model_id, messages=messages, tools=tools, params=params)
-        self._model_op(model_id, "stream")
-        async for chunk in self.host.models.stream(model_id, messages, tools, params):
-            yield chunk
-
-    async def invoke_rerank(self, model_id: str, query: str, documents: list[str],
-                            top_n: int | None = None, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        self._record("invoke_rerank", model_id=model_id, query=query, top_n=top_n, params=params)
-        self._model_op(model_id, "rerank")
-        return await self.host.models.rerank(model_id, query, documents, top_n, params)
-
-    async def count_tokens(self, model_id: str, messages: list[dict[str, Any]], *,
-                           tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        self._record("count_tokens", model_id=model_id, messages=messages, tools=tools)
-        self._model_op(model_id, "count_tokens")
-        return await self.host.models.count_tokens(model_id, messages, tools)
-
-    async def invoke_embedding(self, model_id: str, texts: list[str]) -> dict[str, Any]:
-        self._record("invoke_embedding", model_id=model_id, texts=texts)
-        self._model_op(model_id, "invoke")
-        return await self.host.models.embed(model_id, texts)
-
-    # -- tools & knowledge ------------------------------------------------------------
-    async def get_tool_detail(self, tool_name: str) -> dict[str, Any]:
-        self._record("get_tool_detail", tool_name=tool_name)
-        self._tool_op(tool_name, "detail")
-        return await self.host.tools.detail(tool_name)
-
-    async def call_tool(self, tool_name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        self._record("call_tool", tool_name=tool_name, parameters=parameters)
-        self._tool_op(tool_name, "call")
-        if self.on_tool_call is not None:
-            maybe = self.on_tool_call(self, tool_name, parameters)
-            if maybe is not None:
-                await maybe
-        return await self.host.tools.call(tool_name, parameters)
-
-    async def retrieve_knowledge(self, kb_id: str, query: str, top_k: int = 5, *,
-                                 filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Word-overlap ranking over the host's documents, answered in the real host's shape
-        (LangBot ``RetrievalResultEntry``); ``filters`` use the real store's grammar."""
-        from actors.core.runner_api import retrieval_entry
-        from store.knowledge import compile_filter
-
-        self._record("retrieve_knowledge", kb_id=kb_id, query=query, top_k=top_k, filters=filters)
-        if not any(kb.kb_id == kb_id and "retrieve" in kb.operations for kb in self.ctx.resources.knowledge_bases):
-            raise unauthorized(f"knowledge base {kb_id!r} (retrieve) is not granted")
-        keep = compile_filter(filters)
-        q = Counter(re.findall(r"\w+", query.lower()))
-        scored = []
-        for n, doc in enumerate(self.host.knowledge.get(kb_id, [])):
-            d = Counter(re.findall(r"\w+", str(doc.get("content", "")).lower()))
-            score = sum(min(q[t], d[t]) for t in q)
-            hit = {"doc_id": doc.get("id") or f"doc{n}", "title": doc.get("title"), "content": doc.get("content"),
-                   "metadata": dict(doc.get("metadata") or {}), "score": float(score),
-                   "distance": 1.0 / (1.0 + score)}
-            if score and (keep is None or keep(hit)):
-                scored.append(hit)
-        scored.sort(key=lambda r: -r["score"])
-        return [retrieval_entry(kb_id, h) for h in scored[:top_k]]
-
-    # -- history & events ------------------------------------------------------------------
-    async def history_page(self, conversation_id: str | None = None, *,
-                           before_cursor: str | None = None, after_cursor: str | None = None,
-                           limit: int = 50,
-                           direction: Literal["backward", "forward"] = "backward") -> HistoryPage:
-        self._record("history_page", conversation_id=conversation_id, before_cursor=before_cursor,
-                     after_cursor=after_cursor, limit=limit, direction=direction)
-        if not self.ctx.context.available_apis.history_page:
-            raise unauthorized("history.page is not granted")
-        conv = conversation_id or self.ctx.context.conversation_id
-        if conv != self.ctx.context.conversation_id:
-            raise unauthorized("history of another conversation is not granted")
-        if not 1 <= limit <= 100:
-            raise invalid_argument("limit must be within 1..100")
-        items = list(self.host.transcript.get(conv, []))
-        if before_cursor:
-            before = _seq_of(before_cursor)
-            items = [i for i in items if (i.seq or 0) < before]
-        if after_cursor:
-            after = _seq_of(after_cursor)
-            items = [i for i in items if (i.seq or 0) > after]
-        if direction == "backward":
-            page, has_more = items[-limit:], len(items) > limit
-            next_cursor = page[0].cursor if has_more and page else None
-        else:
-            page, has_more = items[:limit], len(items) > limit
-            next_cursor = page[-1].cursor if has_more and page else None
-        self.history_returned.extend(page)
-        return HistoryPage(items=page, next_cursor=next_cursor, has_more=has_more,
-                           total_count=len(self.host.transcript.get(conv, [])))
-
-    async def history_search(self, query: str, filters: dict[str, Any] | None = None,
-                             top_k: int = 10) -> HistorySearchResult:
-        self._record("history_search", query=query, filters=filters, top_k=top_k)
-        conv = self.ctx.context.conversation_id
-        hits = [i for i in self.host.transcript.get(conv, []) if query.lower() in (i.content or "").lower()]
-        return HistorySearchResult(items=hits[:top_k], total_count=len(hits), query=query)
-
-    async def event_get(self, event_id: str) -> EventRecord:
-        self._record("event_get", event_id=event_id)
-        if event_id not in self.host.events:
-            raise not_found(f"event {event_id!r} not found")
-        return self.host.events[event_id]
-
-    async def event_page(self, conversation_id: str | None = None, *, event_types: list[str] | None = None,
-                         before_cursor: str | None = None, limit: int = 50) -> EventPage:
-        self._record("event_page", conversation_id=conversation_id, event_types=event_types)
-        return EventPage(items=[e for e in self.host.events.values()
-                                if not event_types or e.event_type in event_types][:limit])
-
-    # -- steering ----------------------------------------------------------------------------------
-    async def steering_pull(self, mode: Literal["all", "one-at-a-time"] = "all",
-                            limit: int | None = None) -> SteeringPullResult:
-        self._record("steering_pull", mode=mode, limit=limit)
-        if not self.ctx.context.available_apis.steering_pull:
-            raise unauthorized("steering_pull is not granted")
-        n = 1 if mode == "one-at-a-time" else len(self.steering)
-        if limit is not None:
-            n = min(n, limit)
-        pulled, self.steering = self.steering[:n], self.steering[n:]
-        return SteeringPullResult(items=pulled)
-
-    # -- artifacts -------------------------------------------------------------------------------------
-    async def artifact_metadata(self, artifact_id: str) -> ArtifactMetadata:
-        self._record("artifact_metadata", artifact_id=artifact_id)
-        raise not_found(f"artifact {artifact_id!r} not found")
-
-    async def artifact_read(self, artifact_id: str) -> ArtifactReadResult:
-        self._record("artifact_read", artifact_id=artifact_id)
-        raise not_found(f"artifact {artifact_id!r} not found")
-
-    async def artifact_read_range(self, artifact_id: str, offset: int, length: int) -> ArtifactReadResult:
-        self._record("artifact_read_range", artifact_id=artifact_id, offset=offset, length=length)
-        raise not_found(f"artifact {artifact_id!r} not found")
-
-    # -- state -----------------------------------------------------------------------------------------
-    def _state(self, scope: str) -> dict[str, Any]:
-        if not self.ctx.context.available_apis.state:
-            raise unauthorized("state is not granted")
-        if scope not in ("conversation", "actor", "subject", "runner"):
-            raise invalid_argument(f"unknown state scope {scope!r}")
-        return self.host.scope_state(scope, self.scope_id(scope))
-
-    async def state_get(self, scope: str, key: str) -> StateEntry:
-        self._record("state_get", scope=scope, key=key)
-        store = self._state(scope)
-        if key not in store:
-            raise not_found(f"state key {key!r} not found")
-        return StateEntry(key=key, value=store[key])
-
-    async def state_set(self, scope: str, key: str, value: Any) -> StateEntry:
-        self._record("state_set", scope=scope, key=key)
-        self._state(scope)[key] = value
-        return StateEntry(key=key, value=value, updated_at=int(time.time()))
-
-    async def state_delete(self, scope: str, key: str) -> bool:
-        self._record("state_delete", scope=scope, key=key)
-        return self._state(scope).pop(key, None) is not None
-
-    async def state_list(self, scope: str, prefix: str = "", limit: int = 100) -> StateList:
-        self._record("state_list", scope=scope, prefix=prefix)
-        items = [StateEntry(key=k, value=v) for k, v in sorted(self._state(scope).items()) if k.startswith(prefix)]
-        return StateList(items=items[:limit], has_more=len(items) > limit)
-
-    # -- storage ------------------------------------------------------------------------------------------
-    async def storage_get(self, area: Literal["plugin", "workspace"], key: str) -> Any:
-        self._record("storage_get", area=area, key=key)
-        store = self.host.scope_state(f"storage:{area}", "-")
-        if key not in store:
-            raise not_found(f"storage key {key!r} not found")
-        return store[key]
-
-    async def storage_set(self, area: Literal["plugin", "workspace"], key: str, value: Any) -> None:
-        self._record("storage_set", area=area, key=key)
-        self.host.scope_state(f"storage:{area}", "-")[key] = value
-
-    async def storage_delete(self, area: Literal["plugin", "workspace"], key: str) -> bool:
-        self._record("storage_delete", area=area, key=key)
-        return self.host.scope_state(f"storage:{area}", "-").pop(key, None) is not None
-
-    async def storage_keys(self, area: Literal["plugin", "workspace"], prefix: str = "") -> list[str]:
-        self._record("storage_keys", area=area, prefix=prefix)
-        return sorted(k for k in self.host.scope_state(f"storage:{area}", "-") if k.startswith(prefix))
-
-    # -- run ledger ------------------------------------------------------------------------------------------
-    async def run_get(self, run_id: str | None = None) -> RunRecord:
-        self._record("run_get", run_id=run_id)
-        if run_id not in (None, self.run_id):
-            raise not_found(f"run {run_id!r} not found")
-        return RunRecord(run_id=self.run_id, status="running",
-                         conversation_id=self.ctx.context.conversation_id, runner_id=self.host.runner_id)
-
-    async def run_list(self, conversation_id: str | None = None, *, statuses: list[str] | None = None,
-                       before_cursor: str | None = None, limit: int = 50) -> RunPage:
-        self._record("run_list", conversation_id=conversation_id)
-        return RunPage(items=[await self.run_get()], total_count=1)
-
-    async def run_events_page(self, run_id: str | None = None, *, after_cursor: str | None = None,
-                              limit: int = 50, before_cursor: str | None = None,
-                              direction: Literal["forward", "backward"] = "forward") -> RunEventPage:
-        self._record("run_events_page", run_id=run_id, after_cursor=after_cursor, before_cursor=before_cursor,
-                     direction=direction)
-        return RunEventPage()
-
-    async def run_cancel(self, run_id: str, reason: str | None = None) -> RunRecord:
-        self._record("run_cancel", run_id=run_id)
-        raise RunnerHostError(ErrorCode.UNAUTHORIZED, "run_cancel is not granted")
+    async def history_page(self, conversation_id=None, **kwargs: Any) -> HistoryPage:
+        page = await super().history_page(conversation_id, **kwargs)
+        self.history_returned.extend(page.items)
+        return page

@@ -221,7 +221,7 @@ def test_duplicate_or_older_sequence_is_dropped(repeat):
 def test_sequence_gap_is_accepted_and_recorded(caplog):
     v = ResultValidator(RUN)
     v.check(delta(sequence=1))
-    with caplog.at_level(logging.WARNING, logger="protocol.results"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.protocol.results"):
         verdict = v.check(delta(sequence=5))
     assert verdict.verdict is Verdict.ACCEPTED
     assert verdict.gap == 3

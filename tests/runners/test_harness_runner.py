@@ -234,7 +234,7 @@ async def test_a_deleted_native_session_is_recovered_and_the_client_is_told(kind
     assert old in stored.name
     stored.unlink()  # the native store lost the session (cleaned home, another node, expiry)
 
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(make_ctx(kind, "what was the word? [[history]]", ws,
                                         state={"external.session_id": old}))
     assert terminal(frames)[0] == "run.completed"
@@ -334,7 +334,7 @@ async def test_steered_inputs_are_pulled_once_into_the_prompt(ws):
 
 @KINDS
 async def test_unknown_and_garbage_native_events_do_not_break_the_run(kind, ws, caplog):
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(make_ctx(kind, "[[unknown-events]] [[garbage]] hi", ws))
     assert terminal(frames)[0] == "run.completed"
     assert completed_text(frames) == "echo: [[unknown-events]] [[garbage]] hi"
@@ -384,7 +384,7 @@ async def test_missing_executable_and_bad_config(ws, tmp_path):
 
 @KINDS
 async def test_output_caps(kind, ws, caplog):
-    with caplog.at_level(logging.WARNING, logger="runners.harness"):
+    with caplog.at_level(logging.WARNING, logger="runnerhost.runners.harness"):
         frames = await collect(make_ctx(kind, "[[big-line]] hi", ws, config={"max_line_bytes": 16 * 1024}))
     assert terminal(frames)[0] == "run.completed" and completed_text(frames) == "echo: [[big-line]] hi"
     assert any("line cap" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("langbot_plugin")
 
 from actors.core.discovery import discover, load_target  # noqa: E402
+from protocol.logs import SETUP_HOOK  # noqa: E402
 from runners.langbot_sdk.plugins import (  # noqa: E402
     configured_runners,
     load_plugin_target,
@@ -46,11 +47,13 @@ def test_a_plugin_directory_in_the_config_becomes_a_configured_runner(tmp_path):
     """), env={})
     runners = settings.host_config().extra_runners
     assert runners == {RUNNER_ID: plugin_target(PLUGIN, RUNNER_ID)}
-    assert settings.runtime_env() == {"py_modules": [str(PLUGIN)]}  # shipped to every Ray node
+    assert settings.runtime_env() == {"py_modules": [str(PLUGIN)],  # shipped to every Ray node
+                                      "worker_process_setup_hook": SETUP_HOOK}
     # all Runner components when `runners` is left out; nothing to ship without plugins
     everything = load_settings(write_config(tmp_path, f'[[runners.langbot_plugins]]\npath = "{PLUGIN}"\n'), env={})
     assert set(everything.host_config().extra_runners) == {RUNNER_ID}
-    assert load_settings(write_config(tmp_path, "[server]\nport = 8001\n"), env={}).runtime_env() == {}
+    assert load_settings(write_config(tmp_path, "[server]\nport = 8001\n"), env={}).runtime_env() == {
+        "worker_process_setup_hook": SETUP_HOOK}
 
 
 @pytest.mark.parametrize("body, message", [

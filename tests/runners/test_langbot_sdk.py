@@ -431,7 +431,7 @@ def adapter(cls: type[SDKRunner] = DemoSDKRunner) -> LangBotRunnerAdapter:
 # -- the run ----------------------------------------------------------------------------
 async def test_demo_runner_streams_reads_history_sets_state_pulls_steering(caplog):
     api = FakeHostAPI(steering=["also this", "and that"])
-    caplog.set_level(logging.DEBUG, logger="runners.langbot_sdk.runner")
+    caplog.set_level(logging.DEBUG, logger="runnerhost.runners.langbot_sdk.runner")
     results = await asyncio.wait_for(collect(adapter(), make_ctx(), api), FAST)
 
     validator = assert_all_accepted(results)

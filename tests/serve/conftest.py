@@ -4,7 +4,8 @@
   ``tests/conftest.py``), with the repo root on ``PYTHONPATH`` so Ray workers
   can import ``tests.serve.gateway_probe``.
 * ``serve_pg_url`` (session): a throwaway database from ``tests.conftest.pg_database``,
-  migrated to head, dropped at the end.
+  migrated to head, dropped at the end. The app reaches it by environment reference
+  (``tests.conftest.SERVE_DB_ENV``, exported before Ray started, with a password).
 * ``serve_app`` (session): ``serve.start`` on a free loopback port, then
   ``serve.run(build_app(settings))`` — the real Serve ingress with a real Host —
   with three API keys (admin / ingest / read).
@@ -28,7 +29,7 @@ from actors.host_config import PoolConfig
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
 from serve.deployment import APP_NAME, build_app
-from tests.conftest import pg_database
+from tests.conftest import SERVE_DB_ENV, SERVE_DB_NAME, pg_database
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO = "plugin:builtin/echo/default"
@@ -75,7 +76,7 @@ def serve_ray(ray_session) -> Iterator[None]:
 @pytest.fixture(scope="session")
 async def serve_pg_url() -> AsyncIterator[str]:
     """The Serve app's own throwaway database (separate from the actor tests' one)."""
-    async with pg_database() as url:
+    async with pg_database(name=SERVE_DB_NAME) as url:
         yield url
 
 
@@ -109,7 +110,7 @@ def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
     port = free_port()
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
-        storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("serve-data")), database_url=serve_pg_url),
+        storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("serve-data")), database_url_env=SERVE_DB_ENV),
         host=HostSettings(namespace=f"rh-serve-{uuid.uuid4().hex[:8]}",
                           extra_runners={GATEWAY_PROBE: "tests.serve.gateway_probe:GatewayProbeRunner",
                                          SHOWCASE: "tests.serve.console_runner:ShowcaseRunner"}),

@@ -116,6 +116,11 @@ class StubHost:
     async def agents(self):
         return [{"agent_id": "echo", "version": 1, "config": {"runner_id": "plugin:builtin/echo/default"}}]
 
+    async def runners(self):
+        from protocol.manifest import RunnerDescriptor
+        from runners.echo import EchoRunner
+        return [RunnerDescriptor.from_manifest(EchoRunner.manifest).model_dump(mode="json")]
+
 
 def _client(settings: Settings, ip: str) -> httpx.AsyncClient:
     from serve.app import create_app
@@ -159,3 +164,48 @@ async def test_openapi_documents_400_not_422():
                 else:
                     assert op.get("security"), (method, path)
     assert "/mcp" not in schema["paths"]
+
+
+def test_database_timeouts_come_from_file_and_env(tmp_path):
+    config = tmp_path / "rh.toml"
+    config.write_text("[storage]\nstatement_timeout_s = 12.5\npool_pre_ping = false\n")
+    storage = load_settings(config, env={}).host_config().storage
+    assert (storage.statement_timeout_s, storage.connect_timeout_s, storage.pool_pre_ping) == (12.5, 10.0, False)
+    env = {"RUNNERHOST_DB_STATEMENT_TIMEOUT_S": "3", "RUNNERHOST_DB_CONNECT_TIMEOUT_S": "1.5",
+           "RUNNERHOST_DB_POOL_PRE_PING": "on"}
+    assert load_settings(config, env=env).host_config().storage.engine_options() == {
+        "statement_timeout_s": 3.0, "connect_timeout_s": 1.5, "pool_pre_ping": True}
+    with pytest.raises(ConfigError, match="RUNNERHOST_DB_POOL_PRE_PING"):
+        load_settings(config, env={"RUNNERHOST_DB_POOL_PRE_PING": "perhaps"})
+
+
+def test_runnerhost_serve_exports_a_database_password_before_ray_starts(tmp_path, monkeypatch):
+    from serve.cli import export_database_url
+    url = "postgresql+asyncpg://rh:s3cret-pw@db.example:5432/rh"
+    config = tmp_path / "rh.toml"
+    config.write_text(f'[storage]\ndatabase_url = "{url}"\n')
+    monkeypatch.setenv("RUNNERHOST_DATABASE_URL", "placeholder")  # so that teardown restores "unset"
+    monkeypatch.delenv("RUNNERHOST_DATABASE_URL")
+    settings = load_settings(config, env={})
+    with pytest.raises(ConfigError, match="password"):
+        settings.deployable()  # not exported yet: it could only travel by value
+    export_database_url(settings)  # what `runnerhost serve` does before ray.init (workers inherit it)
+    deployed = settings.deployable()
+    assert "s3cret-pw" not in deployed.model_dump_json()
+    assert deployed.host_config().storage.resolve_database_url() == url
+    plain = load_settings(env={"RUNNERHOST_DATA_DIR": str(tmp_path)})  # no password: by value is fine
+    assert plain.deployable() is plain
+
+
+def test_retention_section_and_env(tmp_path):
+    config = tmp_path / "rh.toml"
+    config.write_text("[retention]\nevent_log_max_age_s = 2592000\nbatch_limit = 100\n")
+    policy = load_settings(config, env={}).host_config().storage.retention
+    assert (policy.event_log_max_age_s, policy.batch_limit, policy.transcript_max_age_s) == (2592000, 100, None)
+    env = {"RUNNERHOST_RETENTION_EVENT_LOG_MAX_AGE_S": "off", "RUNNERHOST_RETENTION_TRANSCRIPT_MAX_AGE_S": "86400",
+           "RUNNERHOST_RETENTION_WORKSPACE_ROOTS": "/srv/a:/srv/b"}
+    policy = load_settings(config, env=env).host_config().storage.retention
+    assert (policy.event_log_max_age_s, policy.transcript_max_age_s) == (None, 86400)
+    assert policy.workspace_roots == ["/srv/a", "/srv/b"]
+    with pytest.raises(ConfigError, match="RUNNERHOST_RETENTION_SESSION_IDLE_S"):
+        load_settings(config, env={"RUNNERHOST_RETENTION_SESSION_IDLE_S": "a week"})

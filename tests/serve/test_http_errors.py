@@ -150,3 +150,28 @@ def test_rate_limited_and_unavailable_answers_carry_retry_after():
                                                      retryable=True))
         assert response.headers["Retry-After"] == "1"
     assert "Retry-After" not in error_response(409, error_body("conflict", "no")).headers
+
+
+UNSTORABLE = {  # text a Postgres text/jsonb column cannot hold: refused at intake, never 200-then-fail
+    "NUL in the text": {"input": {"text": "a\u0000b"}},
+    "NUL in a content part": {"input": {"contents": [{"type": "text", "text": "\u0000"}]}},
+    "NUL in the data": {"data": {"note": "x\u0000"}},
+    "NUL in a data key": {"data": {"k\u0000": 1}},
+    "NUL in the actor name": {"actor": {"actor_name": "eve\u0000"}},
+    "lone surrogate in the text": {"input": {"text": "\ud800"}},
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTORABLE))
+async def test_unstorable_text_is_refused_at_intake(client, conv, case):
+    event = {**EVENT, "conversation_id": conv, **UNSTORABLE[case]}
+    body = json.dumps({"agent_id": "echo", "event": event}).encode()  # \uXXXX escapes, as a client sends
+    r = await client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_argument")
+    events = await client.get(f"/v1/conversations/{conv}/events")
+    assert events.status_code == 200 and events.json()["items"] == []  # nothing was accepted
+
+
+async def test_unstorable_cancel_reason_is_refused(client):
+    r = await client.post("/v1/runs/run_unknown/cancel", json={"reason": "stop\u0000now"})
+    assert_error(r, 400, "invalid_argument")

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from protocol.errors import ErrorCode
+from protocol.read_scope import ReadScope
 from store.artifacts import ArtifactStore
 
 INLINE = 1024
+
+HOST = ReadScope.host()
 
 
 @pytest.fixture
@@ -36,8 +39,8 @@ async def test_small_inline_large_file_and_idempotent(db, root, uid):
         assert a.storage == "db" and a.size_bytes == 5 and a.sha256 == hashlib.sha256(small).hexdigest()
         assert b.storage == "file" and list(root.rglob("*.*"))
         assert (await store.register_bytes(small, artifact_type="file", artifact_id=a.artifact_id)) == a
-        assert _bytes(await store.read(a.artifact_id)) == small
-        assert _bytes(await store.read(b.artifact_id)) == large
+        assert _bytes(await store.read(a.artifact_id, scope=HOST)) == small
+        assert _bytes(await store.read(b.artifact_id, scope=HOST)) == large
 
 
 async def test_reregistering_an_id_with_other_bytes_is_invalid(db, root, uid, fails_with):
@@ -58,15 +61,15 @@ async def test_range_reads(db, root, fails_with):
         for meta in (await store.register_bytes(data, artifact_type="blob"),
                      await store.register_bytes(data[:1000], artifact_type="blob")):
             size = meta.size_bytes
-            part = await store.read_range(meta.artifact_id, 100, 50)
+            part = await store.read_range(meta.artifact_id, 100, 50, scope=HOST)
             assert _bytes(part) == data[100:150] and part.length == 50 and not part.eof
-            tail = await store.read_range(meta.artifact_id, size - 10, 1000)
+            tail = await store.read_range(meta.artifact_id, size - 10, 1000, scope=HOST)
             assert _bytes(tail) == data[size - 10:size] and tail.eof and tail.total_size == size
-            end = await store.read_range(meta.artifact_id, size, 1)
+            end = await store.read_range(meta.artifact_id, size, 1, scope=HOST)
             assert end.length == 0 and end.eof
             for offset, length in ((-1, 10), (0, 0), (size + 1, 1), (0, "10"), (True, 1)):
                 with fails_with(ErrorCode.INVALID_ARGUMENT):
-                    await store.read_range(meta.artifact_id, offset, length)
+                    await store.read_range(meta.artifact_id, offset, length, scope=HOST)
 
 
 async def test_register_file_confined_to_root(db, root, tmp_path, fails_with):
@@ -80,7 +83,7 @@ async def test_register_file_confined_to_root(db, root, tmp_path, fails_with):
         store = ArtifactStore(s, root)
         meta = await store.register_file("sub/ok.txt", artifact_type="file")
         assert meta.storage == "file" and meta.name == "ok.txt" and meta.size_bytes == 6
-        assert _bytes(await store.read(meta.artifact_id)) == b"inside"
+        assert _bytes(await store.read(meta.artifact_id, scope=HOST)) == b"inside"
         for path in ("../secret.txt", str(outside), "link.txt", "dirlink/secret.txt",
                      "sub/../../secret.txt", ".", "bad\0path"):
             with fails_with(ErrorCode.INVALID_ARGUMENT):
@@ -95,15 +98,17 @@ async def test_ownership_and_expiry(db, root, fails_with):
         owned = await store.register_bytes(b"mine", artifact_type="file", conversation_id="c1")
         expired = await store.register_bytes(b"old", artifact_type="file", conversation_id="c1",
                                              expires_at=time.time() - 1)
-        assert (await store.metadata(owned.artifact_id, conversation_id="c1")).name is None
-        assert (await store.metadata(owned.artifact_id)).conversation_id == "c1"  # no owner filter
+        assert (await store.metadata(owned.artifact_id, scope=ReadScope.of_conversation("c1"))).name is None
+        assert (await store.metadata(owned.artifact_id, scope=HOST)).conversation_id == "c1"
         with fails_with(ErrorCode.UNAUTHORIZED):
-            await store.read(owned.artifact_id, conversation_id="c2")
+            await store.read(owned.artifact_id, scope=ReadScope.of_conversation("c2"))
+        with fails_with(ErrorCode.UNAUTHORIZED):  # a conversation-less reader owns only its run's
+            await store.read(owned.artifact_id, scope=ReadScope.of_run("run-other"))
         for call in (store.metadata, store.read):
             with fails_with(ErrorCode.NOT_FOUND):
-                await call(expired.artifact_id)
+                await call(expired.artifact_id, scope=HOST)
         with fails_with(ErrorCode.NOT_FOUND):
-            await store.read_range("art_missing", 0, 1)
+            await store.read_range("art_missing", 0, 1, scope=HOST)
 
 
 async def test_cleanup_expired_deletes_rows_and_files(db, root):
@@ -117,7 +122,7 @@ async def test_cleanup_expired_deletes_rows_and_files(db, root):
         assert files_before
         assert await store.cleanup_expired() >= 1
         assert not any(p.exists() for p in files_before)
-        assert (await store.read(kept.artifact_id)).total_size == 2 * INLINE
+        assert (await store.read(kept.artifact_id, scope=HOST)).total_size == 2 * INLINE
 
 
 async def test_register_result_payload(db, root, fails_with):

@@ -7,6 +7,7 @@ import pytest
 
 from protocol.errors import ErrorCode
 from protocol.pages import RunEventRecord
+from protocol.read_scope import ReadScope
 from store import (
     ArtifactStore,
     ConversationOwner,
@@ -25,7 +26,7 @@ NUL, SURROGATE, LONG = "a\x00b", "\ud800", "x" * 300
 KEY = "0" * 64
 
 BAD_CALLS = {
-    "event id with NUL": lambda s, r: EventLogStore(s).get(NUL),
+    "event id with NUL": lambda s, r: EventLogStore(s).get(NUL, scope=ReadScope.host()),
     "event json with NUL": lambda s, r: EventLogStore(s).append(
         EventLogEntry(event_id="bad-1", event_type="api.invoked", source="api", data={"t": NUL})),
     "event field too long": lambda s, r: EventLogStore(s).append_many(
@@ -42,12 +43,12 @@ BAD_CALLS = {
     "state value NUL": lambda s, r: StateStore(s).set(KEY, "k", [NUL], scope="runner", runner_id="r"),
     "state prefix NUL": lambda s, r: StateStore(s).list(KEY, prefix=NUL),
     "kv value surrogate": lambda s, r: KvStore(s).set("plugin", "ns", "k", {"v": SURROGATE}),
-    "run id NUL": lambda s, r: RunLedgerStore(s).get(NUL),
+    "run id NUL": lambda s, r: RunLedgerStore(s).get(NUL, scope=ReadScope.host()),
     "run field too long": lambda s, r: RunLedgerStore(s).create("run-bad", runner_id=LONG * 2),
     "run reason NUL": lambda s, r: RunLedgerStore(s).transition("run-x", "running", NUL),
     "run event data NUL": lambda s, r: RunLedgerStore(s).append_events(
         [RunEventRecord(run_id="run-x", sequence=1, type="t", data={"k": NUL})]),
-    "artifact id NUL": lambda s, r: ArtifactStore(s, r).metadata(NUL),
+    "artifact id NUL": lambda s, r: ArtifactStore(s, r).metadata(NUL, scope=ReadScope.host()),
     "artifact owner too long": lambda s, r: ArtifactStore(s, r).register_bytes(
         b"x", artifact_type="file", conversation_id=LONG),
     "session snapshot NUL": lambda s, r: RuntimeSessionStore(s).upsert_active(

@@ -8,7 +8,10 @@ import pytest
 from protocol.cursor import encode_cursor
 from protocol.errors import ErrorCode
 from protocol.events import EventEnvelope
+from protocol.read_scope import ReadScope
 from store.event_log import EventLogEntry, EventLogStore
+
+HOST = ReadScope.host()
 
 
 def _envelope(conv: str, text: str = "hi", **extra) -> EventEnvelope:
@@ -30,7 +33,7 @@ async def test_append_from_envelope_is_idempotent(db, uid):
         assert first.event_id == env.event_id and first.actor_id == "u1"
         assert first.raw_ref == "raw-1" and first.event_time == env.event_time
         assert len(first.input_summary) <= 1000 and first.input_summary.endswith("chars]")
-        assert (await log.get(env.event_id)) == first
+        assert (await log.get(env.event_id, scope=HOST)) == first
 
 
 async def test_append_many_counts_only_new_rows(db, uid):
@@ -56,19 +59,19 @@ async def test_pages_backward_and_forward(db, uid):
         log = EventLogStore(s)
         seen, cursor = [], None
         while True:  # backward: newest first
-            page = await log.page(conv, before_cursor=cursor, limit=5)
+            page = await log.page(ReadScope.of_conversation(conv), before_cursor=cursor, limit=5)
             seen += [e.event_id for e in page.items]
             if not page.has_more:
                 break
             cursor = page.next_cursor
         assert seen == ids[::-1]
-        first = await log.page(conv, limit=5)
-        oldest = await log.get(ids[0])
-        forward = await log.page(conv, after_cursor=oldest.cursor, limit=5)  # oldest first
+        first = await log.page(ReadScope.of_conversation(conv), limit=5)
+        oldest = await log.get(ids[0], scope=HOST)
+        forward = await log.page(ReadScope.of_conversation(conv), after_cursor=oldest.cursor, limit=5)  # oldest first
         assert [e.event_id for e in forward.items] == ids[1:6]
-        back = await log.page(conv, before_cursor=forward.prev_cursor, limit=5)
+        back = await log.page(ReadScope.of_conversation(conv), before_cursor=forward.prev_cursor, limit=5)
         assert [e.event_id for e in back.items] == ids[:1]
-        system = await log.page(conv, event_types=["steering.injected"])
+        system = await log.page(ReadScope.of_conversation(conv), event_types=["steering.injected"])
         assert [(e.event_type, e.source) for e in system.items] == [("steering.injected", "system")]
         latest = await log.latest_cursor(conv)
         assert latest == first.items[0].cursor
@@ -82,13 +85,13 @@ async def test_pages_backward_and_forward(db, uid):
 async def test_bad_cursor_is_invalid_argument(db, fails_with, cursor):
     async with db.transaction() as s:
         with fails_with(ErrorCode.INVALID_ARGUMENT):
-            await EventLogStore(s).page(before_cursor=cursor)
+            await EventLogStore(s).page(HOST, before_cursor=cursor)
 
 
 async def test_get_unknown_is_not_found(db, fails_with):
     async with db.transaction() as s:
         with fails_with(ErrorCode.NOT_FOUND):
-            await EventLogStore(s).get("evt_missing")
+            await EventLogStore(s).get("evt_missing", scope=HOST)
 
 
 async def test_update_metadata_deep_merges_steering(db, uid):

@@ -7,8 +7,11 @@ from sqlalchemy import func, select
 from protocol.cursor import encode_cursor
 from protocol.errors import ErrorCode
 from protocol.pages import RunEventRecord
+from protocol.read_scope import ReadScope
 from store.ledger import RunLedgerStore
 from store.models import AgentRunEvent
+
+HOST = ReadScope.host()
 
 
 async def _run(db, uid, **fields) -> str:
@@ -54,7 +57,7 @@ async def test_illegal_transition_is_invalid_argument(db, uid, fails_with, path,
         ledger = RunLedgerStore(s)
         for status in path:
             await ledger.transition(run_id, status)
-        current = (await ledger.get(run_id)).status
+        current = (await ledger.get(run_id, scope=HOST)).status
         with fails_with(ErrorCode.INVALID_ARGUMENT) as info:
             await ledger.transition(run_id, illegal)
     assert info.value.details["from"] == current and info.value.details["to"] == illegal
@@ -64,7 +67,7 @@ async def test_unknown_run_and_status(db, fails_with):
     async with db.transaction() as s:
         ledger = RunLedgerStore(s)
         with fails_with(ErrorCode.NOT_FOUND):
-            await ledger.get("run-missing")
+            await ledger.get("run-missing", scope=HOST)
         with fails_with(ErrorCode.NOT_FOUND):
             await ledger.transition("run-missing", "running")
         with fails_with(ErrorCode.INVALID_ARGUMENT):
@@ -109,7 +112,7 @@ async def test_events_cursor_is_bound_to_its_run(db, uid, fails_with):
             await ledger.events_page(run_b, after_cursor=cursor)
         for bad in (cursor, "not a cursor", encode_cursor("run_list", t=1.5, r=7)):
             with fails_with(ErrorCode.INVALID_ARGUMENT):
-                await ledger.list(before_cursor=bad)
+                await ledger.list(HOST, before_cursor=bad)
 
 
 async def test_list_pages_both_ways_with_filters(db, uid):
@@ -120,21 +123,21 @@ async def test_list_pages_both_ways_with_filters(db, uid):
         await ledger.transition(runs[0], "running")
         seen, cursor = [], None
         while True:  # backward: newest first
-            page = await ledger.list(conv, before_cursor=cursor, limit=3)
+            page = await ledger.list(ReadScope.of_conversation(conv), before_cursor=cursor, limit=3)
             assert page.total_count == 7
             seen += [r.run_id for r in page.items]
             if not page.has_more:
                 break
             cursor = page.next_cursor
         assert sorted(seen) == sorted(runs)
-        newest = await ledger.list(conv, limit=3)
-        older = await ledger.list(conv, before_cursor=newest.next_cursor, limit=3)
+        newest = await ledger.list(ReadScope.of_conversation(conv), limit=3)
+        older = await ledger.list(ReadScope.of_conversation(conv), before_cursor=newest.next_cursor, limit=3)
         assert [r.run_id for r in older.items] == seen[3:6]
-        forward = await ledger.list(conv, after_cursor=older.prev_cursor, limit=3)  # oldest first
+        forward = await ledger.list(ReadScope.of_conversation(conv), after_cursor=older.prev_cursor, limit=3)  # oldest first
         assert [r.run_id for r in forward.items] == seen[2::-1] and not forward.has_more
-        back = await ledger.list(conv, before_cursor=forward.prev_cursor)
+        back = await ledger.list(ReadScope.of_conversation(conv), before_cursor=forward.prev_cursor)
         assert [r.run_id for r in back.items] == seen[3:]
-        running = await ledger.list(conv, statuses=["running"])
+        running = await ledger.list(ReadScope.of_conversation(conv), statuses=["running"])
         assert [r.run_id for r in running.items] == [runs[0]] and running.total_count == 1
 
 

@@ -8,12 +8,12 @@ skipped. :func:`make_parser` picks one by harness ``kind``.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from ..events import HarnessEvent
+from protocol.logs import get_logger
 
-log = logging.getLogger("runners.harness.parsers")
+log = get_logger(__name__)
 
 #: After this many warnings about bad lines a parser only logs at debug level.
 WARN_LIMIT = 20
