@@ -147,12 +147,15 @@ class EventLogStore:
             return True, _record(rows[0])
         return False, await self.get(entry.event_id, scope=ReadScope.host())
 
-    async def insert(self, entry: EventLogEntry) -> int | None:
-        """Append one event: its ``seq`` (the log's ``id``) when it is new, ``None`` when its
-        ``event_id`` was already logged (nothing is written then). The hot path's lean form."""
-        _, rows = await insert_rows(self._session, _T, [_row(entry, now())], conflict=("event_id",),
-                                    returning=(_T.c.id,))
-        return rows[0].id if rows else None
+    async def insert(self, entries: Sequence[EventLogEntry]) -> dict[str, int]:
+        """Append events in one statement: ``{event_id: seq}`` (the log's ``id``) of those that
+        are new; an ``event_id`` already logged (or repeated) writes nothing. The hot path's lean
+        form of :meth:`append_many`."""
+        stamp = now()
+        rows = [_row(e, stamp) for e in unique_by(entries, lambda e: e.event_id)]
+        _, returned = await insert_rows(self._session, _T, rows, conflict=("event_id",),
+                                        returning=(_T.c.event_id, _T.c.id))
+        return {r.event_id: r.id for r in returned}
 
     async def submission(self, event_id: str) -> tuple[str | None, str | None] | None:
         """``(run_id, body_sha256)`` of a logged inbound event, ``None`` when unknown."""

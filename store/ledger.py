@@ -80,6 +80,31 @@ _PG_BULK_EVENTS = text(
     "ON CONFLICT (run_id, sequence) DO NOTHING")
 
 
+def _pg_finish() -> Any:
+    """Many runs to their terminal statuses in one statement, each only from a status it may leave
+    (the sources of :data:`TRANSITIONS`, spelled out once here from the table itself)."""
+    allowed = " OR ".join(
+        f"(u.status = '{target}' AND r.status IN ({', '.join(repr(s) for s in sorted(sources))}))"
+        for target, sources in sorted(_sources_by_target().items()))
+    return text(
+        "UPDATE agent_run AS r SET status = u.status, status_reason = COALESCE(u.reason, r.status_reason), "
+        "finished_at = :stamp, updated_at = :stamp "
+        "FROM unnest(CAST(:run_ids AS text[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
+        "AS u(run_id, status, reason) "
+        f"WHERE r.run_id = u.run_id AND ({allowed}) RETURNING r.run_id")
+
+
+def _sources_by_target() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for source, targets in TRANSITIONS.items():
+        for target in targets & TERMINAL_STATUSES:
+            out.setdefault(target, set()).add(source)
+    return out
+
+
+_PG_FINISH = _pg_finish()
+
+
 class RunLedgerStore:
     """Repository over ``agent_run`` and ``agent_run_event``."""
 
@@ -87,15 +112,18 @@ class RunLedgerStore:
         self._session = session
 
     # -- runs -----------------------------------------------------------------
-    async def record(self, run_id: str, status: str, **fields: Any) -> None:
-        """Record a new run in ``created`` or ``running`` (``fields`` as in :meth:`create`); a
-        retry changes nothing. The hot path's lean form of :meth:`create` / :meth:`start` for a
-        run whose row cannot exist yet or is this very write's."""
-        check_text(run_id, "run_id", max_len=128)
-        if status not in NON_TERMINAL_STATUSES:
-            raise invalid_argument(f"a new run is created or running, not {status!r}")
-        await insert_rows(self._session, _R, [_new_run_row(run_id, status, now(), **fields)],
-                          conflict=("run_id",), returning=(_R.c.run_id,))
+    async def record(self, runs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Record new runs ``(run_id, status, fields)`` — ``created`` or ``running``, ``fields`` as
+        in :meth:`create` — in one statement; a retry changes nothing. The hot path's lean form of
+        :meth:`create` / :meth:`start` for runs whose rows cannot exist yet or are this very write's."""
+        stamp = now()
+        rows = []
+        for run_id, status, fields in runs:
+            check_text(run_id, "run_id", max_len=128)
+            if status not in NON_TERMINAL_STATUSES:
+                raise invalid_argument(f"a new run is created or running, not {status!r}")
+            rows.append(_new_run_row(run_id, status, stamp, **fields))
+        await insert_rows(self._session, _R, rows, conflict=("run_id",), returning=(_R.c.run_id,))
 
     async def create(self, run_id: str, *, event_id: str | None = None,
                      agent_id: str | None = None, binding_id: str | None = None,
@@ -131,24 +159,38 @@ class RunLedgerStore:
         found = (await self._session.execute(stmt.returning(*_R.c))).one_or_none()
         return _run(found) if found is not None else await self._already(run_id, "running")
 
-    async def finish(self, run_id: str, status: str, reason: str | None = None) -> bool:
-        """Move a run to the terminal ``status`` (see :meth:`transition`); True when this call did
-        it, False when the run already was in ``status`` (a retry). The hot path's lean form."""
-        check_text(run_id, "run_id", max_len=128)
-        if status not in TERMINAL_STATUSES:
-            raise invalid_argument(f"{status!r} is not a terminal run status", allowed=sorted(TERMINAL_STATUSES))
+    async def finish(self, runs: Sequence[tuple[str, str, str | None]]) -> set[str]:
+        """Move runs ``(run_id, terminal status, reason)`` to their status (see :meth:`transition`):
+        the ids this call moved. A run already in its status (a retry) is left alone; any other
+        illegal move → ``invalid_argument``. One statement on Postgres. The hot path's lean form."""
+        for run_id, status, reason in runs:
+            check_text(run_id, "run_id", max_len=128)
+            if status not in TERMINAL_STATUSES:
+                raise invalid_argument(f"{status!r} is not a terminal run status", allowed=sorted(TERMINAL_STATUSES))
+            if reason is not None:
+                check_storable(reason, "reason")
         stamp = now()
-        values: dict[str, Any] = {"status": status, "updated_at": stamp, "finished_at": stamp}
-        if reason is not None:
-            values["status_reason"] = check_storable(reason, "reason")
-        sources = [s for s, targets in TRANSITIONS.items() if status in targets]
-        row = (await self._session.execute(
-            update(_R).where(_R.c.run_id == run_id, _R.c.status.in_(sources))
-            .values(**values).returning(_R.c.run_id))).one_or_none()
-        if row is not None:
-            return True
-        await self._already(run_id, status)  # same status: a retry; anything else: invalid_argument
-        return False
+        if dialect_name(self._session) == "postgresql" and len(runs) > 1:
+            rows = await self._session.execute(_PG_FINISH, {
+                "run_ids": [r[0] for r in runs], "statuses": [r[1] for r in runs],
+                "reasons": [r[2] for r in runs], "stamp": stamp})
+            moved = {row.run_id for row in rows}
+        else:
+            moved = set()
+            for run_id, status, reason in runs:
+                values: dict[str, Any] = {"status": status, "updated_at": stamp, "finished_at": stamp}
+                if reason is not None:
+                    values["status_reason"] = reason
+                sources = [s for s, targets in TRANSITIONS.items() if status in targets]
+                row = (await self._session.execute(
+                    update(_R).where(_R.c.run_id == run_id, _R.c.status.in_(sources))
+                    .values(**values).returning(_R.c.run_id))).one_or_none()
+                if row is not None:
+                    moved.add(run_id)
+        for run_id, status, _ in runs:
+            if run_id not in moved:
+                await self._already(run_id, status)  # same status: a retry; anything else: invalid_argument
+        return moved
 
     async def transition(self, run_id: str, status: str, reason: str | None = None) -> RunRecord:
         """Move the run to ``status`` (see the module invariants); returns the run.

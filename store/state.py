@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Row
@@ -114,15 +114,22 @@ class StateStore:
 
     async def snapshot(self, scope_keys: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """``{scope_name: {key: value}}`` for every given scope, in one query."""
-        names = {_check_scope_key(k): name for name, k in scope_keys.items()}
-        result: dict[str, dict[str, Any]] = {name: {} for name in scope_keys}
-        if names:
+        return (await self.snapshots([scope_keys]))[0]
+
+    async def snapshots(self, runs: Sequence[Mapping[str, str]]) -> list[dict[str, dict[str, Any]]]:
+        """:meth:`snapshot` of several runs' scopes (``{scope_name: scope_key}`` each) in one query."""
+        for scope_keys in runs:
+            for key in scope_keys.values():
+                _check_scope_key(key)
+        wanted = sorted({key for scope_keys in runs for key in scope_keys.values()})
+        values: dict[str, dict[str, Any]] = {key: {} for key in wanted}
+        if wanted:
             rows = await self._session.execute(
                 select(_T.c.scope_key, _T.c.state_key, _T.c.value_json)
-                .where(_T.c.scope_key.in_(list(names))).order_by(_T.c.state_key))
+                .where(_T.c.scope_key.in_(wanted)).order_by(_T.c.state_key))
             for row in rows:
-                result[names[row.scope_key]][row.state_key] = row.value_json
-        return result
+                values[row.scope_key][row.state_key] = row.value_json
+        return [{name: dict(values[key]) for name, key in scope_keys.items()} for scope_keys in runs]
 
     def _where(self, scope_key: str, key: str) -> tuple[Any, ...]:
         _check_scope_key(scope_key)

@@ -55,6 +55,16 @@ def user_transcript_entry(event: EventEnvelope, run_id: str | None) -> Transcrip
     )
 
 
+def _accept_args(*, run_id, event, agent_id, binding_id, runner_id, deadline_at, scope_keys, status="created",
+                 owner_host=None, body_sha256=None, frames=()) -> None:
+    """The arguments ``run_accept`` takes (a misspelled one fails loudly, as a call would)."""
+
+
+def _finish_args(*, run_id, status, reason, frames, assistant, dropped, rollback=None, rollback_requested=False,
+                 metadata=None) -> None:
+    """The arguments ``finish_run`` takes."""
+
+
 def _envelope(event: EventEnvelope | dict[str, Any]) -> EventEnvelope:
     """The host sends the validated envelope itself (no second validation); JSON is validated."""
     return event if isinstance(event, EventEnvelope) else EventEnvelope.model_validate(event)
@@ -76,49 +86,40 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
         return TranscriptStore(session, cap=self._cap) if self._cap else TranscriptStore(session)
 
     # -- writes (one op inside a shared transaction) --------------------------------------
+    #: Ops a batch applies together, kind by kind, in this order, before the rest (in arrival order).
+    #: The ops of one batch are concurrent by construction — each caller awaits its write before it
+    #: writes again — so applying them kind by kind reorders nothing any caller could observe.
+    _BULK = ("run_accept", "run_events", "finish_run")
+
     async def write_batch(self, session: AsyncSession, ops: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        """Apply a group-commit batch in order; consecutive ``run_events`` ops of many runs
-        become one bulk insert (the hot path of every streaming run)."""
-        results: list[Any] = []
-        i = 0
-        while i < len(ops):
-            kind, kwargs = ops[i]
-            if kind != "run_events":
-                results.append(await self.write(session, kind, kwargs))
-                i += 1
-                continue
-            j = i
-            while j < len(ops) and ops[j][0] == "run_events":
-                j += 1
-            group = [op_kwargs for _, op_kwargs in ops[i:j]]
-            await RunLedgerStore(session).append_rows(
-                [r for op_kwargs in group for r in _frame_rows(op_kwargs["run_id"], op_kwargs["frames"])])
-            results.extend(len(op_kwargs["frames"]) for op_kwargs in group)
-            i = j
+        """Apply a group-commit batch: the hot-path ops of all its runs as a few bulk statements
+        (every run's accept, run events and final facts share their INSERTs / UPDATEs), the rest
+        one by one in arrival order."""
+        results: list[Any] = [None] * len(ops)
+        for kind in self._BULK:
+            picked = [i for i, (k, _) in enumerate(ops) if k == kind]
+            if picked:
+                for i, out in zip(picked, await self._bulk(session, kind, [ops[i][1] for i in picked])):
+                    results[i] = out
+        for i, (kind, kwargs) in enumerate(ops):
+            if kind not in self._BULK:
+                results[i] = await self.write(session, kind, kwargs)
         return results
+
+    async def _bulk(self, session: AsyncSession, kind: str, many: list[dict[str, Any]]) -> list[Any]:
+        if kind == "run_accept":
+            return await self._accept_runs(session, many)
+        if kind == "finish_run":
+            return await self._finish_runs(session, many)
+        await RunLedgerStore(session).append_rows(
+            [r for kwargs in many for r in _frame_rows(kwargs["run_id"], kwargs["frames"])])
+        return [len(kwargs["frames"]) for kwargs in many]
 
     async def write(self, session: AsyncSession, kind: str, kwargs: dict[str, Any]) -> Any:
         handler: Callable[..., Awaitable[Any]] | None = getattr(self, f"w_{kind}", None)
         if handler is None:
             raise invalid_argument(f"unknown storage write {kind!r}")
         return await handler(session, **kwargs)
-
-    async def _log_event(self, session: AsyncSession, envelope: EventEnvelope, *, run_id: str | None,
-                         agent_id: str | None, binding_id: str | None, runner_id: str | None,
-                         metadata: dict[str, Any] | None = None,
-                         body_sha256: str | None = None) -> tuple[bool, int | None, Any]:
-        """Log the event and its user transcript item: ``(new, event-log seq, transcript item)``. A
-        known ``event_id`` writes nothing (``new`` is False)."""
-        seq = await EventLogStore(session).insert(EventLogEntry.from_envelope(
-            envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
-            metadata=metadata, body_sha256=body_sha256))
-        if seq is None:
-            return False, None, None
-        entry = user_transcript_entry(envelope, run_id)
-        item = None
-        if entry is not None:  # new event, new item: no need to look for a stored one
-            (item,) = await self._transcript(session).append_many([entry], fresh=True)
-        return True, seq, item
 
     async def _submitted(self, session: AsyncSession, event_id: str, run_id: str | None,
                          body_sha256: str | None) -> dict[str, Any] | None:
@@ -130,12 +131,77 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             return None
         return {"run_id": stored_run, "same_body": stored_sha is not None and stored_sha == body_sha256}
 
-    async def _handles(self, session: AsyncSession, *, conversation_id: str | None,
-                       scope_keys: dict[str, str], event_seq: int | None, is_message: bool,
-                       appended: Any = None) -> dict[str, Any]:
-        """What a starting run's context carries: the state snapshot and the conversation handles
+    async def w_event_accept(self, session, *, event, binding_id, agent_id, runner_id, run_id=None,
+                             metadata=None, body_sha256=None) -> dict[str, Any]:
+        """Log an event that starts no run of its own (e.g. steered into an active run);
+        ``{"duplicate": …}`` when its ``event_id`` was already logged by another submission."""
+        envelope = _envelope(event)
+        new = await EventLogStore(session).insert([EventLogEntry.from_envelope(
+            envelope, binding_id=binding_id, agent_id=agent_id, run_id=run_id, runner_id=runner_id,
+            metadata=metadata, body_sha256=body_sha256)])
+        if new and (entry := user_transcript_entry(envelope, run_id)) is not None:
+            await self._transcript(session).append_many([entry], fresh=True)
+        if not new:
+            return {"event_id": envelope.event_id,
+                    "duplicate": await self._submitted(session, envelope.event_id, None, body_sha256)}
+        return {"event_id": envelope.event_id}
+
+    async def w_run_accept(self, session, **op: Any) -> dict[str, Any]:
+        """Accept an event with its run in one transaction: EventLog row, user transcript item,
+        ledger row (``created``, or ``running`` when its slot is already held) and first frames.
+
+        Returns ``{"handles": …, "event_seq"}`` (handles for a ``running`` run) or ``{"duplicate":
+        {"run_id", "same_body"}}`` when the ``event_id`` was already accepted by another submission —
+        then nothing is written. A retry of this very write returns what the first one did."""
+        return (await self._accept_runs(session, [op]))[0]
+
+    async def _accept_runs(self, session: AsyncSession, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`w_run_accept` for many runs: one INSERT per table for all of them."""
+        for op in ops:
+            _accept_args(**op)
+        envelopes = [_envelope(op["event"]) for op in ops]
+        seqs = await EventLogStore(session).insert([EventLogEntry.from_envelope(
+            env, binding_id=op["binding_id"], agent_id=op["agent_id"], run_id=op["run_id"],
+            runner_id=op["runner_id"], body_sha256=op.get("body_sha256")) for op, env in zip(ops, envelopes)])
+        results: list[dict[str, Any] | None] = [None] * len(ops)
+        fresh: list[int] = []      # whose event (and so user item) this very call wrote
+        accepted: list[int] = []   # every op that is (or was, by this write's earlier try) its run's accept
+        for i, (op, env) in enumerate(zip(ops, envelopes)):
+            if env.event_id in seqs and not any(envelopes[j].event_id == env.event_id for j in fresh):
+                fresh.append(i)
+                accepted.append(i)
+                continue
+            duplicate = await self._submitted(session, env.event_id, op["run_id"], op.get("body_sha256"))
+            if duplicate is not None:
+                results[i] = {"duplicate": duplicate}
+            else:
+                accepted.append(i)
+        entries = {i: user_transcript_entry(envelopes[i], ops[i]["run_id"]) for i in fresh}
+        items = await self._transcript(session).append_many([e for e in entries.values() if e], fresh=True)
+        appended = {item.transcript_id: item for item in items}
+        ledger = RunLedgerStore(session)
+        await ledger.record([(ops[i]["run_id"], ops[i].get("status", "created"), dict(
+            event_id=envelopes[i].event_id, agent_id=ops[i]["agent_id"], binding_id=ops[i]["binding_id"],
+            runner_id=ops[i]["runner_id"], conversation_id=envelopes[i].conversation_id,
+            thread_id=envelopes[i].thread_id, bot_id=envelopes[i].bot_id, workspace_id=envelopes[i].workspace_id,
+            deadline_at=ops[i]["deadline_at"], owner_host=ops[i].get("owner_host"))) for i in accepted])
+        await ledger.append_rows([r for i in accepted for r in _frame_rows(ops[i]["run_id"], list(ops[i].get("frames") or ()))])
+        running = [i for i in accepted if ops[i].get("status") == RunStatus.RUNNING.value]
+        states = await StateStore(session).snapshots([ops[i]["scope_keys"] or {} for i in running])
+        for i in accepted:
+            results[i] = {"handles": None, "event_seq": seqs.get(envelopes[i].event_id)}
+        for i, state in zip(running, states):
+            entry = entries.get(i)
+            results[i]["handles"] = await self._handles(
+                session, envelopes[i].conversation_id, envelopes[i].is_message, state, results[i]["event_seq"],
+                appended.get(entry.transcript_id) if entry is not None else None)
+        return results  # type: ignore[return-value]
+
+    async def _handles(self, session: AsyncSession, conversation_id: str | None, is_message: bool,
+                       state: dict[str, Any], event_seq: int | None, appended: Any = None) -> dict[str, Any]:
+        """What a starting run's context carries: its state snapshot and the conversation handles
         (``appended``: the user item just written, which is the newest one — no need to look)."""
-        handles: dict[str, Any] = {"state": await StateStore(session).snapshot(scope_keys) if scope_keys else {}}
+        handles: dict[str, Any] = {"state": state}
         if conversation_id:
             if appended is not None:
                 seq, cursor = appended.seq, appended.cursor
@@ -144,48 +210,6 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             handles.update(transcript_seq=seq, latest_cursor=cursor,
                            has_history_before=seq > (1 if is_message else 0), event_seq=event_seq)
         return handles
-
-    async def w_event_accept(self, session, *, event, binding_id, agent_id, runner_id, run_id=None,
-                             metadata=None, body_sha256=None) -> dict[str, Any]:
-        """Log an event that starts no run of its own (e.g. steered into an active run);
-        ``{"duplicate": …}`` when its ``event_id`` was already logged by another submission."""
-        envelope = _envelope(event)
-        new, _, _ = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
-                                          binding_id=binding_id, runner_id=runner_id, metadata=metadata,
-                                          body_sha256=body_sha256)
-        if not new:
-            return {"event_id": envelope.event_id,
-                    "duplicate": await self._submitted(session, envelope.event_id, None, body_sha256)}
-        return {"event_id": envelope.event_id}
-
-    async def w_run_accept(self, session, *, run_id, event, agent_id, binding_id, runner_id, deadline_at,
-                           scope_keys, status="created", owner_host=None, body_sha256=None,
-                           frames=()) -> dict[str, Any]:
-        """Accept an event with its run in one transaction: EventLog row, user transcript item,
-        ledger row (``created``, or ``running`` when its slot is already held) and first frames.
-
-        Returns ``{"handles": …}`` (for a ``running`` run) or ``{"duplicate": {"run_id",
-        "same_body"}}`` when the ``event_id`` was already accepted by another submission — then
-        nothing is written. A retry of this very write returns what the first one did."""
-        envelope = _envelope(event)
-        new, event_seq, appended = await self._log_event(session, envelope, run_id=run_id, agent_id=agent_id,
-                                                         binding_id=binding_id, runner_id=runner_id,
-                                                         body_sha256=body_sha256)
-        if not new and (duplicate := await self._submitted(session, envelope.event_id, run_id, body_sha256)):
-            return {"duplicate": duplicate}
-        ledger = RunLedgerStore(session)
-        await ledger.record(run_id, status, event_id=envelope.event_id, agent_id=agent_id, binding_id=binding_id,
-                            runner_id=runner_id, conversation_id=envelope.conversation_id,
-                            thread_id=envelope.thread_id, bot_id=envelope.bot_id, workspace_id=envelope.workspace_id,
-                            deadline_at=deadline_at, owner_host=owner_host)
-        if frames:
-            await ledger.append_rows(_frame_rows(run_id, list(frames)))
-        if status != RunStatus.RUNNING.value:
-            return {"handles": None, "event_seq": event_seq}
-        return {"handles": await self._handles(session, conversation_id=envelope.conversation_id,
-                                               scope_keys=scope_keys, event_seq=event_seq,
-                                               is_message=envelope.is_message, appended=appended),
-                "event_seq": event_seq}
 
     async def w_start_run(self, session, *, run_id, deadline_at, scope_keys, frames=(), event_seq=None,
                           is_message=None) -> dict[str, Any]:
@@ -207,8 +231,8 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             found = await EventLogStore(session).get(run.event_id, scope=_HOST) if run.event_id else None
             event_seq = found.seq if found else None
             is_message = found is not None and found.event_type == "message.received"
-        return {"handles": await self._handles(session, conversation_id=run.conversation_id, scope_keys=scope_keys,
-                                               event_seq=event_seq, is_message=is_message)}
+        state = await StateStore(session).snapshot(scope_keys) if scope_keys else {}
+        return {"handles": await self._handles(session, run.conversation_id, is_message, state, event_seq)}
 
     async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
         row = await RuntimeSessionStore(session).upsert_active(
@@ -290,28 +314,36 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
                     raise
         return count
 
-    async def w_finish_run(self, session, *, run_id, status, reason, frames, assistant, dropped,
-                           rollback=None, rollback_requested=False, metadata=None) -> dict[str, Any]:
+    async def w_finish_run(self, session, **op: Any) -> dict[str, Any]:
         """The run's closing facts in one transaction. The status moves first: a retry (the run is
         already final) changes nothing else, so the assistant item is new whenever it is written."""
+        return (await self._finish_runs(session, [op]))[0]
+
+    async def _finish_runs(self, session: AsyncSession, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`w_finish_run` for many runs: one UPDATE, one run-event INSERT, one transcript INSERT."""
+        for op in ops:
+            _finish_args(**op)
         ledger = RunLedgerStore(session)
-        if not await ledger.finish(run_id, status, reason):
-            return {"status": status}
-        await ledger.append_rows(_frame_rows(run_id, frames))
-        if metadata:
-            await ledger.merge_metadata(run_id, metadata)
-        if dropped:
-            await self.w_steering_audit(session, records=dropped)
-        if rollback_requested:
-            await self._rollback(session, run_id, rollback or [])
-        elif assistant is not None:
-            await self._transcript(session).append_many([TranscriptEntry(
-                transcript_id=assistant["transcript_id"], event_id=assistant["event_id"],
-                conversation_id=assistant["conversation_id"], thread_id=assistant.get("thread_id"),
-                bot_id=assistant.get("bot_id"), workspace_id=assistant.get("workspace_id"), run_id=run_id,
-                role="assistant", item_type="message", content=assistant["text"],
-                metadata={"partial": True} if assistant.get("partial") else {})], fresh=True)
-        return {"status": status}
+        moved = await ledger.finish([(op["run_id"], op["status"], op["reason"]) for op in ops])
+        done = [op for op in ops if op["run_id"] in moved]
+        await ledger.append_rows([r for op in done for r in _frame_rows(op["run_id"], op["frames"])])
+        assistant: list[TranscriptEntry] = []
+        for op in done:
+            if op.get("metadata"):
+                await ledger.merge_metadata(op["run_id"], op["metadata"])
+            if op.get("dropped"):
+                await self.w_steering_audit(session, records=op["dropped"])
+            if op.get("rollback_requested"):
+                await self._rollback(session, op["run_id"], op.get("rollback") or [])
+            elif (item := op.get("assistant")) is not None:
+                assistant.append(TranscriptEntry(
+                    transcript_id=item["transcript_id"], event_id=item["event_id"],
+                    conversation_id=item["conversation_id"], thread_id=item.get("thread_id"),
+                    bot_id=item.get("bot_id"), workspace_id=item.get("workspace_id"), run_id=op["run_id"],
+                    role="assistant", item_type="message", content=item["text"],
+                    metadata={"partial": True} if item.get("partial") else {}))
+        await self._transcript(session).append_many(assistant, fresh=True)
+        return [{"status": op["status"]} for op in ops]
 
     async def _rollback(self, session: AsyncSession, run_id: str, undo: list[dict[str, Any]]) -> None:
         """Revert the run's transcript items and state writes (newest write undone last-first)."""

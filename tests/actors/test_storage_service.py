@@ -31,3 +31,78 @@ async def test_batch_coalesces_run_events_and_retries_duplicate_nothing(db):
         for r in runs:
             page = await service.read(session, "run_events_page", {"run_id": r, "limit": 100})
             assert [e["sequence"] for e in page["items"]] == [0, 1, 2, 3]
+
+
+def _accept(run_id: str, conv: str, event_id: str | None = None, status: str = "running") -> tuple[str, dict]:
+    event = EventEnvelope(event_type="message.received", conversation_id=conv, input={"text": f"hi {run_id}"},
+                          **({"event_id": event_id} if event_id else {}))
+    return ("run_accept", dict(run_id=run_id, event=event, agent_id="a", binding_id="a@1",
+                               runner_id="plugin:x/y/z", deadline_at=None, scope_keys={}, status=status,
+                               frames=[{"run_id": run_id, "type": "run.started", "data": {}, "sequence": 0}]))
+
+
+def _finish(run_id: str, conv: str, event_id: str) -> tuple[str, dict]:
+    return ("finish_run", dict(run_id=run_id, status="completed", reason="stop", dropped=[],
+                               frames=[{"run_id": run_id, "type": "run.completed", "data": {}, "sequence": 1}],
+                               assistant={"transcript_id": f"tr_{run_id}_assistant", "text": "echo", "partial": False,
+                                          "event_id": event_id, "conversation_id": conv}))
+
+
+async def _facts(db, conversations: list[str]) -> list:
+    service = StorageService()
+    out = []
+    async with db.transaction() as session:
+        for conv in conversations:
+            page = await service.read(session, "history_page", {"conversation_id": conv, "limit": 100,
+                                                                "direction": "forward"})
+            out.append([(i["role"], i["seq"]) for i in page["items"]])
+    return out
+
+
+async def test_a_batch_writes_what_the_same_ops_one_by_one_write(db):
+    """The bulk path (one statement per table for the whole batch) against the single-op path."""
+    service = StorageService()
+    tag = uuid.uuid4().hex[:8]
+    shared = [f"bulk-{tag}", f"single-{tag}"]  # two messages per conversation in one batch
+
+    def ops(prefix: str, conv: str) -> tuple[list, list]:
+        runs = [(f"run_{prefix}{n}_{tag}", f"evt_{prefix}{n}_{tag}") for n in range(3)]
+        accepts = [_accept(r, conv, e) for r, e in runs[:2]] + [_accept(runs[2][0], conv + "-b", runs[2][1])]
+        return accepts, [_finish(r, conv if n < 2 else conv + "-b", e) for n, (r, e) in enumerate(runs)]
+
+    bulk_accepts, bulk_finishes = ops("b", shared[0])
+    async with db.transaction() as session:
+        accepted = await service.write_batch(session, bulk_accepts)
+    async with db.transaction() as session:
+        await service.write_batch(session, bulk_finishes)
+    single_accepts, single_finishes = ops("s", shared[1])
+    for kind, kwargs in single_accepts + single_finishes:
+        async with db.transaction() as session:
+            await service.write(session, kind, kwargs)
+    assert [a["handles"]["transcript_seq"] for a in accepted] == [1, 2, 1]
+    assert [a["handles"]["has_history_before"] for a in accepted] == [False, True, False]
+    bulk = await _facts(db, [shared[0], shared[0] + "-b"])
+    single = await _facts(db, [shared[1], shared[1] + "-b"])
+    assert bulk == single == [[("user", 1), ("user", 2), ("assistant", 3), ("assistant", 4)],
+                              [("user", 1), ("assistant", 2)]]
+    async with db.transaction() as session:  # a retried batch writes nothing twice
+        again = await service.write_batch(session, bulk_finishes)
+    assert again == [{"status": "completed"}] * 3
+    assert await _facts(db, [shared[0], shared[0] + "-b"]) == bulk
+
+
+async def test_a_batch_with_the_same_event_twice_accepts_it_once(db):
+    service = StorageService()
+    tag = uuid.uuid4().hex[:8]
+    conv, event_id = f"dup-{tag}", f"evt_dup_{tag}"
+    first, second = _accept(f"run_a_{tag}", conv, event_id), _accept(f"run_b_{tag}", conv, event_id)
+    async with db.transaction() as session:
+        results = await service.write_batch(session, [first, second])
+    assert "handles" in results[0]
+    assert results[1] == {"duplicate": {"run_id": f"run_a_{tag}", "same_body": False}}
+    async with db.transaction() as session:  # a retry of the first write returns what it did
+        retried = await service.write_batch(session, [first])
+    assert retried[0]["event_seq"] is None and retried[0]["handles"]["transcript_seq"] == 1
+    async with db.transaction() as session:
+        runs = await service.read(session, "run_list_filtered", {"conversation_id": conv, "limit": 10})
+    assert [r["run_id"] for r in runs["items"]] == [f"run_a_{tag}"]
