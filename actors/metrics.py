@@ -32,6 +32,8 @@ Metric names (``ray_`` prefix added by Ray on export):
 ``runnerhost_steering_total``                  counter    outcome (claimed|injected|dropped|refused)
 ``runnerhost_gateway_calls_total``             counter    tool, outcome (ok|<error code>)
 ``runnerhost_deliveries_total``                counter    platform, outcome
+``runnerhost_actor_call_retries_total``        counter    what, error (a call that met a dead actor)
+``runnerhost_db_retries_total``                counter    op, error (a transient database error)
 =============================================  =========  ====================================
 """
 from __future__ import annotations
@@ -78,6 +80,10 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = 
     "gateway_calls_total": ("counter", "Harness gateway (MCP) calls by tool and outcome",
                             ("tool", "outcome"), None),
     "deliveries_total": ("counter", "Delivery attempts by platform and outcome", ("platform", "outcome"), None),
+    "actor_call_retries_total": ("counter", "Idempotent actor calls retried because the actor died or restarted",
+                                 ("what", "error"), None),
+    "db_retries_total": ("counter", "Database operations retried after a transient error (connection lost, "
+                         "server restarting)", ("op", "error"), None),
 }
 
 _lock = threading.Lock()
@@ -193,6 +199,16 @@ def storage_batch(ops: int, commit_s: float) -> None:
     _record("storage_batch_ops", "observe", ops, {})
     if commit_s >= 0:
         _record("storage_commit_seconds", "observe", commit_s, {})
+
+
+def actor_call_retried(what: str, error: BaseException) -> None:
+    """An idempotent call met a dead or restarting actor and will be sent again."""
+    _record("actor_call_retries_total", "inc", 1, {"what": what, "error": type(error).__name__})
+
+
+def db_retried(op: str, error: BaseException) -> None:
+    """A database operation (``read``/``write``) hit a transient error and will be retried."""
+    _record("db_retries_total", "inc", 1, {"op": op, "error": type(error).__name__})
 
 
 def storage_pending(ops: int) -> None:

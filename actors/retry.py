@@ -8,7 +8,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from protocol.errors import ErrorCode, RunnerHostError
 
-from . import constants
+from . import constants, metrics
 
 RETRYABLE = (RayActorError, ActorUnavailableError)
 
@@ -23,7 +23,8 @@ async def call_with_retry(make_call: Callable[[], Awaitable[Any]], *, attempts: 
     for attempt in range(attempts):
         try:
             return await make_call()
-        except RETRYABLE:
+        except RETRYABLE as exc:
+            metrics.actor_call_retried(what, exc)
             if attempt == attempts - 1:
                 raise RunnerHostError(ErrorCode.RUNTIME_ERROR, f"{what} failed: actor unavailable",
                                       retryable=True) from None

@@ -63,7 +63,7 @@ class StorageActor:
 
     async def read(self, kind: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         async def go():
-            return await self._with_db_retry(lambda: self._read(kind, kwargs))
+            return await self._with_db_retry(lambda: self._read(kind, kwargs), op="read")
         return await reply(go())
 
     async def stats(self) -> dict[str, Any]:
@@ -79,13 +79,13 @@ class StorageActor:
             async with self._db.transaction() as session:
                 return await self._service.write_batch(session, list(ops))
         began = time.monotonic()
-        results = await self._with_db_retry(once)
+        results = await self._with_db_retry(once, op="write")
         metrics.storage_batch(len(ops), time.monotonic() - began)
         metrics.storage_pending(self._committer.backlog)
         return results
 
-    async def _with_db_retry(self, fn):
-        return await with_db_retry(fn, deadline=constants.DB_RETRY_DEADLINE_S)
+    async def _with_db_retry(self, fn, *, op: str):
+        return await with_db_retry(fn, deadline=constants.DB_RETRY_DEADLINE_S, op=op)
 
 
 def _not_unavailable(exc: BaseException) -> bool:

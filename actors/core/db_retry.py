@@ -16,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.logs import get_logger
 
+from .. import metrics
+
 T = TypeVar("T")
 log = get_logger(__name__)
 
@@ -43,8 +45,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def with_db_retry(fn: Callable[[], Awaitable[T]], *, deadline: float, first_delay: float = 0.05,
-                        max_delay: float = 2.0) -> T:
-    """``fn()`` until it succeeds, retrying transient failures for up to ``deadline`` seconds."""
+                        max_delay: float = 2.0, op: str = "write") -> T:
+    """``fn()`` until it succeeds, retrying transient failures for up to ``deadline`` seconds;
+    each retry is counted as ``runnerhost_db_retries_total{op}``."""
     delay, waited = first_delay, 0.0
     while True:
         try:
@@ -56,6 +59,7 @@ async def with_db_retry(fn: Callable[[], Awaitable[T]], *, deadline: float, firs
                 raise
             if waited >= deadline:
                 raise DatabaseUnavailable() from None
+            metrics.db_retried(op, exc)
             log.warning("database error (%s); retrying in %.2fs", type(exc).__name__, delay)
             await asyncio.sleep(delay)
             waited += delay

@@ -3,24 +3,33 @@
 2,000 events over 200 conversations go through ``POST /v1/events`` (NDJSON) from
 concurrent clients while a fault task, at 20 / 40 / 60 / 80 % progress, kills a busy
 RunActor (``ray.kill`` through the registry's address of a live run), SIGKILLs the
-process of a runner worker of this app, kills the storage actor (it restarts) and
-restarts Postgres (``pg_ctlcluster … restart``). Afterwards Postgres is read directly:
+process of a runner worker of this app while pool runs execute on it, kills the storage
+actor (it restarts) while it holds uncommitted writes, and restarts Postgres
+(``pg_ctlcluster … restart``). Afterwards Postgres is read directly:
 
-* every accepted event (HTTP 200 + ``run.started``) has exactly one ``event_log`` row,
-  exactly one ``agent_run`` row and exactly one user transcript item;
+* every event answered 200 (accepted = committed, whatever its stream says later) has
+  exactly one ``event_log`` row, exactly one ``agent_run`` row (the run its stream named)
+  and exactly one user transcript item;
 * every ``agent_run`` row of the database is terminal; a failed one ends in a
   ``run.failed`` ledger frame that is retryable; the ledger of each run has one terminal
   frame and gap-free sequences; the client's terminal frame agrees with the ledger;
 * every conversation's transcript ``seq`` is exactly 1..N;
 * no request outlived its deadline; HTTP errors are only clean, retryable error-model
   bodies (429/503), counted;
+* every fault had its effect: the killed RunActor's run failed ``host.run_actor_died``, the
+  worker kill crashed a run (``runner.crashed``), the storage kill made callers re-send
+  writes that were in flight (``runnerhost_actor_call_retries_total{what="storage …"}``) and
+  the Postgres restart made the storage actor retry a write
+  (``runnerhost_db_retries_total{op="write"}``): a fault that landed between writes fails
+  the test instead of passing it trivially;
 * the counts are printed.
 
 Knobs (environment): ``RH_LOAD_EVENTS`` (2000), ``RH_LOAD_CONVERSATIONS`` (200),
 ``RH_LOAD_CLIENTS`` (16), ``RH_LOAD_DEADLINE_S`` (60, per request), ``RH_LOAD_BUDGET_S``
 (240, the whole load phase), ``RH_LOAD_DUMP`` (a path: per-request outcomes as JSON),
 ``RH_LOAD_PG_RESTART`` (1; 0 = terminate the app's database connections instead of
-restarting the server, for machines where others share the Postgres).
+restarting the server, for machines where others share the Postgres — an explicit choice,
+printed in the summary; with 1 a server that cannot be restarted fails the test).
 """
 from __future__ import annotations
 
@@ -42,6 +51,7 @@ import ray
 
 from protocol.agents import AgentConfig, MultitaskStrategy
 from tests.conftest import PG_ADMIN_DSN
+from tests.console.prom import scrape, wait_for
 from tests.load.conftest import LOAD_APP, LoadApp, app_actors
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -60,14 +70,17 @@ SLOW_AGENT = "load-slow"
 SLOW_EVERY = 40  # one event in 40 runs ~1.2 s: the RunActor-kill victims come from these
 
 
-def _agent(chunks: int, delay_s: float) -> AgentConfig:
+def _agent(chunks: int, delay_s: float, execution: str = "default") -> AgentConfig:
     # timeout well inside the HTTP deadline: a stalled run must end as runner.timeout, not hang a client
     return AgentConfig(runner_id=ECHO, runner_config={"chunks": chunks, "delay_s": delay_s},
-                       multitask_strategy=MultitaskStrategy.PARALLEL, timeout_s=min(30.0, DEADLINE_S / 2))
+                       multitask_strategy=MultitaskStrategy.PARALLEL, timeout_s=min(30.0, DEADLINE_S / 2),
+                       execution=execution)
 
 
-AGENTS = {"load-1": _agent(1, 0.03), "load-2": _agent(2, 0.03), "load-3": _agent(3, 0.03),
-          SLOW_AGENT: _agent(3, 0.4)}
+# echo runs in its RunActor by default; "pool" agents run on the runner workers the worker kill hits
+AGENTS = {"load-1": _agent(1, 0.03), "load-2": _agent(2, 0.03), "load-3": _agent(3, 0.03, "pool"),
+          SLOW_AGENT: _agent(3, 0.4, "pool")}
+POOL_AGENTS = {"load-3", SLOW_AGENT}
 
 
 def agent_of(i: int) -> str:
@@ -81,8 +94,9 @@ class Outcome:
     conversation_id: str
     agent_id: str
     status: int | None = None
-    accepted: bool = False           # 200 and a run.started frame
-    run_id: str | None = None
+    accepted: bool = False           # HTTP 200: the run was committed before the answer
+    run_id: str | None = None        # named by the stream's first frame (run.queued or run.started)
+    first_frame: str | None = None
     terminal: str | None = None      # run.completed | run.failed
     code: str | None = None          # run.failed code
     retryable: bool | None = None
@@ -105,6 +119,24 @@ class Load:
     live: dict[str, tuple[str, float]] = field(default_factory=dict)  # run_id -> (agent, started_at)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    progress: asyncio.Condition = field(default_factory=asyncio.Condition)  # notified per answer
+    slow_started: asyncio.Queue = field(default_factory=asyncio.Queue)      # run_ids of slow runs, as they start
+
+    async def answered(self) -> None:
+        self.done += 1
+        async with self.progress:
+            self.progress.notify_all()
+
+    async def finish(self) -> None:
+        self.finished.set()
+        async with self.progress:
+            self.progress.notify_all()
+
+    async def reached(self, done: int) -> bool:
+        """Wait until ``done`` requests were answered; False when the load ended first."""
+        async with self.progress:
+            await self.progress.wait_for(lambda: self.done >= done or self.finished.is_set())
+        return self.done >= done
 
 
 # -- the clients ----------------------------------------------------------------------------
@@ -118,6 +150,7 @@ def event_body(o: Outcome) -> dict[str, Any]:
 async def post_event(client: httpx.AsyncClient, load: Load, o: Outcome) -> None:
     async with client.stream("POST", "/v1/events", json=event_body(o)) as r:
         o.status = r.status_code
+        o.accepted = r.status_code == 200
         if r.status_code != 200:
             raw = await r.aread()
             try:
@@ -131,10 +164,13 @@ async def post_event(client: httpx.AsyncClient, load: Load, o: Outcome) -> None:
             frame = json.loads(line)
             if o.terminal is not None:
                 o.frames_after_terminal += 1
-            if frame["type"] == "run.started" and not o.accepted:
-                o.accepted, o.run_id = True, frame["run_id"]
+            if o.first_frame is None:
+                o.first_frame, o.run_id = frame["type"], frame.get("run_id")
+            if frame["type"] == "run.started" and o.started_s is None:
                 o.started_s = time.monotonic() - o.began
                 load.live[o.run_id] = (o.agent_id, time.monotonic())
+                if o.agent_id == SLOW_AGENT:
+                    load.slow_started.put_nowait(o.run_id)
             elif frame["type"] in TERMINAL_FRAMES:
                 o.terminal_frames += 1
                 if o.terminal is None:
@@ -158,7 +194,7 @@ async def one(client: httpx.AsyncClient, load: Load, o: Outcome) -> None:
         o.wall_s = time.monotonic() - began
         if o.run_id:
             load.live.pop(o.run_id, None)
-        load.done += 1
+        await load.answered()
 
 
 async def clients(load: Load, outcomes: list[Outcome]) -> None:
@@ -177,19 +213,16 @@ async def clients(load: Load, outcomes: list[Outcome]) -> None:
 
 # -- the faults ---------------------------------------------------------------------------------
 async def kill_run_actor(load: Load) -> dict[str, Any]:
-    """ray.kill the RunActor of a slow run that started moments ago (so it dies mid-run)."""
+    """ray.kill the RunActor of a slow run the moment it starts (so it dies mid-run)."""
     registry = ray.get_actor("runnerhost-registry", namespace=load.app.namespace)
-    end = time.monotonic() + 30
-    while time.monotonic() < end and not load.finished.is_set():
-        now = time.monotonic()
-        fresh = [rid for rid, (agent, at) in list(load.live.items()) if agent == SLOW_AGENT and now - at < 0.5]
-        for run_id in fresh:
-            entries = await registry.run_actors.remote([run_id])
-            if entries and entries[0].get("actor") is not None:
-                ray.kill(await entries[0]["actor"].resolve(), no_restart=True)
-                return {"fault": "kill RunActor", "run_id": run_id}
-        await asyncio.sleep(0.02)
-    raise AssertionError("no live slow run to kill a RunActor under")
+    while True:
+        run_id = await asyncio.wait_for(load.slow_started.get(), 30)  # the readiness marker: a slow run began
+        if run_id not in load.live or time.monotonic() - load.live[run_id][1] > 0.5:
+            continue  # it ended or is nearly done: wait for the next one
+        entries = await registry.run_actors.remote([run_id])
+        if entries and entries[0].get("actor") is not None:
+            ray.kill(await entries[0]["actor"].resolve(), no_restart=True)
+            return {"fault": "kill RunActor", "run_id": run_id}
 
 
 def _app_runner_workers() -> list[dict[str, Any]]:
@@ -198,42 +231,52 @@ def _app_runner_workers() -> list[dict[str, Any]]:
 
 
 async def kill_runner_worker(load: Load) -> dict[str, Any]:
-    """SIGKILL the process of one runner worker of this app (the oldest) while runs are in flight."""
-    end = time.monotonic() + 30
-    while time.monotonic() < end and not load.finished.is_set():
+    """SIGKILL the process of one runner worker of this app while pool runs execute (their leases
+    spread over the pool's workers, so with several pool runs live every worker carries one)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pool_runs = [rid for rid, (agent, _) in list(load.live.items()) if agent in POOL_AGENTS]
         workers = _app_runner_workers()
-        # runs past run.started hold a worker lease; with half the clients in a run, every worker of
-        # the (least-loaded) pool carries some, so the kill crashes runs in flight
-        if workers and len(load.live) >= max(1, CLIENTS // 2):
+        if workers and len(pool_runs) >= 2 * len(workers):
             pid = int(workers[0]["Pid"])
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 assert b"ray" in f.read(), f"pid {pid} is not a Ray worker"
-            in_flight = len(load.live)
             os.kill(pid, signal.SIGKILL)
-            return {"fault": "SIGKILL runner worker", "pid": pid, "in_flight": in_flight,
+            return {"fault": "SIGKILL runner worker", "pid": pid, "pool_runs_live": len(pool_runs),
                     "workers": len(workers)}
-        await asyncio.sleep(0.05)
-    raise AssertionError("no runner worker of the load app found")
+        await load.reached(load.done + 1)  # look again after the next answer
+        if load.finished.is_set():
+            break
+    raise AssertionError("no runner worker of the load app carried live pool runs")
 
 
 async def kill_storage_actor(load: Load) -> dict[str, Any]:
+    """Kill the storage actor (it restarts; callers re-send idempotent writes) while it holds
+    writes that are not committed yet (its group-commit backlog is non-empty)."""
     storage = ray.get_actor("runnerhost-storage", namespace=load.app.namespace)
-    ray.kill(storage, no_restart=False)  # it restarts (max_restarts=-1); callers retry idempotent writes
-    return {"fault": "kill storage actor (restarts)", "in_flight": len(load.live)}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not load.finished.is_set():
+        stats = await storage.stats.remote()
+        if stats["pending"] > 0:
+            ray.kill(storage, no_restart=False)
+            return {"fault": "kill storage actor (restarts)", "pending_writes": stats["pending"],
+                    "in_flight": len(load.live)}
+    raise AssertionError("the storage actor never held an uncommitted write to be killed under")
 
 
 async def restart_postgres(load: Load) -> dict[str, Any]:
     began = time.monotonic()
     if PG_RESTART:
         versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-        if versions:
-            proc = await asyncio.to_thread(
-                subprocess.run, ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "restart"],
-                capture_output=True, text=True, timeout=90)
-            assert proc.returncode == 0, f"pg_ctlcluster restart failed: {proc.stderr.strip()}"
-            return {"fault": f"pg_ctlcluster {versions[0]} main restart", "in_flight": len(load.live),
-                    "took_s": round(time.monotonic() - began, 2)}
-    # fallback: drop every connection of the app's database (a server-side connection loss)
+        assert versions, ("cannot restart Postgres here (no /etc/postgresql); set RH_LOAD_PG_RESTART=0 to "
+                          "terminate the app's connections instead")
+        proc = await asyncio.to_thread(
+            subprocess.run, ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "restart"],
+            capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, f"pg_ctlcluster restart failed: {proc.stderr.strip()}"
+        return {"fault": f"pg_ctlcluster {versions[0]} main restart", "in_flight": len(load.live),
+                "took_s": round(time.monotonic() - began, 2)}
+    # RH_LOAD_PG_RESTART=0: drop every connection of the app's database (a server-side connection loss)
     name = load.app.pg_url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(PG_ADMIN_DSN)
     try:
@@ -241,7 +284,7 @@ async def restart_postgres(load: Load) -> dict[str, Any]:
                                       "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
     finally:
         await admin.close()
-    return {"fault": "terminate the app's Postgres connections", "connections": killed,
+    return {"fault": "terminate the app's Postgres connections (RH_LOAD_PG_RESTART=0)", "connections": killed,
             "took_s": round(time.monotonic() - began, 2)}
 
 
@@ -250,9 +293,7 @@ FAULTS = ((0.2, kill_run_actor), (0.4, kill_runner_worker), (0.6, kill_storage_a
 
 async def inject_faults(load: Load) -> None:
     for fraction, fault in FAULTS:
-        while load.done < fraction * EVENTS and not load.finished.is_set():
-            await asyncio.sleep(0.05)
-        if load.finished.is_set():
+        if not await load.reached(int(fraction * EVENTS)):
             raise AssertionError(f"the load finished before the {fault.__name__} fault")
         record = await fault(load)
         record["at_done"] = load.done
@@ -331,10 +372,10 @@ def summary(load: Load, outcomes: list[Outcome], facts: dict[str, Any], elapsed:
         ("duration", f"{elapsed:.1f} s ({len(outcomes) / elapsed:.1f} events/s)"),
         ("request wall time", f"p50 {percentile(walls, .5) * 1000:.0f} ms, p99 {percentile(walls, .99) * 1000:.0f}"
                               f" ms, max {max(walls):.2f} s (deadline {DEADLINE_S:.0f} s)"),
-        ("accepted (200 + run.started)", len(accepted)),
+        ("accepted (HTTP 200)", f"{len(accepted)} (first frame: "
+                                f"{dict(Counter(o.first_frame for o in accepted))})"),
         ("  completed", sum(o.terminal == "run.completed" for o in accepted)),
         ("  failed", f"{sum(failed_codes.values())} {dict(failed_codes) or ''}"),
-        ("200 refused in-stream", sum(o.status == 200 and not o.accepted for o in outcomes)),
         ("HTTP errors", f"{sum(http_errors.values())} {dict(http_errors) or ''}"),
         ("transport errors", sum(o.transport_error is not None for o in outcomes)),
         ("hung past deadline", sum(o.hung for o in outcomes)),
@@ -369,6 +410,7 @@ async def test_2000_events_through_http_with_kills_and_a_postgres_restart(load_a
     warm_note = (f"{sum(o.terminal == 'run.completed' for o in warm)}/{len(warm)} completed in "
                  f"{time.monotonic() - warm_began:.1f} s; {Counter(o.status for o in warm)}")
 
+    retries_before = fault_retries()
     began = time.monotonic()
     faults = asyncio.create_task(inject_faults(load))
     timed_out = False
@@ -377,7 +419,7 @@ async def test_2000_events_through_http_with_kills_and_a_postgres_restart(load_a
     except asyncio.TimeoutError:
         timed_out = True
     finally:
-        load.finished.set()
+        await load.finish()
     elapsed = time.monotonic() - began
     if timed_out:
         faults.cancel()
@@ -404,6 +446,10 @@ async def test_2000_events_through_http_with_kills_and_a_postgres_restart(load_a
     runs_by_event: dict[str, list[dict]] = {}
     for run in facts["runs"]:
         runs_by_event.setdefault(run["event_id"], []).append(run)
+
+    # every 200 named its run in the first frame (queued or started: both written before the answer)
+    assert [(o.index, o.first_frame) for o in accepted
+            if o.first_frame not in ("run.queued", "run.started") or not o.run_id] == []
 
     # no request hung; every request either streamed a run or got a clean error-model answer
     assert [o.index for o in outcomes if o.hung] == []
@@ -462,3 +508,19 @@ async def test_2000_events_through_http_with_kills_and_a_postgres_restart(load_a
     assert (victim_outcome.code, victim_outcome.retryable) == ("host.run_actor_died", True), victim_outcome
     assert by_run[victim]["status"] == "failed"
     assert any(o.code == "runner.crashed" for o in accepted), "the worker kill crashed no run"
+    # ... the storage kill and the Postgres restart hit writes in flight: callers re-sent storage calls
+    # the dead actor never answered, and the storage actor retried a write the restart interrupted
+    # (Ray exports metrics every few seconds: wait for the counts to arrive)
+    wait_for(lambda: _grew(retries_before, fault_retries()), timeout=60)
+
+
+def fault_retries() -> dict[str, float]:
+    """What the faults leave in the metrics: re-sent storage calls and retried database writes."""
+    calls = scrape("ray_runnerhost_actor_call_retries_total", ("what",))
+    writes = scrape("ray_runnerhost_db_retries_total", ("op",))
+    return {"storage calls re-sent": sum(v for (what,), v in calls.items() if what.startswith("storage")),
+            "database writes retried": writes.get(("write",), 0.0)}
+
+
+def _grew(before: dict[str, float], now: dict[str, float]) -> tuple[bool, object]:
+    return all(now[k] > before[k] for k in before), {"before": before, "now": now}
