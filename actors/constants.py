@@ -39,6 +39,8 @@ EXECUTOR_MAX_BATCH = _int("EXECUTOR_MAX_BATCH", 256, minimum=1)
 EXECUTOR_RECHECK_S = _float("EXECUTOR_RECHECK_S", 2.0)
 #: Frames a live run keeps in memory for joiners; older ones are read from the ledger.
 LIVE_FRAMES_KEPT = _int("LIVE_FRAMES_KEPT", 512, minimum=8)
+#: A joiner behind the frames kept in memory re-reads the ledger this often until they are flushed.
+LEDGER_CATCH_UP_POLL_S = _float("LEDGER_CATCH_UP_POLL_S", 0.05, minimum=0.001)
 #: Frames the HTTP relay buffers for a slow client before it applies back-pressure.
 RELAY_QUEUE_FRAMES = _int("RELAY_QUEUE_FRAMES", 1024, minimum=8)
 
@@ -52,6 +54,8 @@ PING_TIMEOUT_S = _float("PING_TIMEOUT_S", 10.0, minimum=0.1)
 SESSION_CREATE_TIMEOUT_S = _float("SESSION_CREATE_TIMEOUT_S", 60.0, minimum=1.0)
 #: Timeout of stopping a runner in its executor (cancel, deadline).
 STOP_RUNNER_TIMEOUT_S = _float("STOP_RUNNER_TIMEOUT_S", 5.0, minimum=0.1)
+#: An MCP server connection that is shutting down gets this long to close before it is cancelled.
+MCP_SHUTDOWN_TIMEOUT_S = _float("MCP_SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1)
 #: Attempts and back-off of idempotent calls to actors that restart (storage, registry).
 CALL_RETRY_ATTEMPTS = _int("CALL_RETRY_ATTEMPTS", 8, minimum=1)
 CALL_RETRY_FIRST_DELAY_S = _float("CALL_RETRY_FIRST_DELAY_S", 0.05)

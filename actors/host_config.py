@@ -63,7 +63,6 @@ class StorageConfig(BaseModel):
     artifact_root: str
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
-    actors: int = Field(default=1, ge=1, le=16)
     # Postgres only: a statement over statement_timeout_s fails (retryable) instead of stalling every
     # writer; connecting gives up after connect_timeout_s; pooled connections are pinged on checkout.
     statement_timeout_s: float = Field(default=30.0, gt=0)

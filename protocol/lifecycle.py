@@ -1,4 +1,9 @@
-"""Run and session lifecycles as explicit state machines (SPEC §7, §9)."""
+"""The statuses runs and sessions are recorded with (SPEC §7, §9).
+
+The transitions between them are owned by the state machines that drive them:
+:mod:`actors.core.lifecycle` (a run, in the host) and :mod:`actors.core.session` (a
+conversation's session); the ledger's SQL only ever moves a run forward (never out of a
+terminal status)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -18,20 +23,6 @@ class RunStatus(str, Enum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMEOUT})
-
-RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.CREATED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.TIMEOUT}),
-    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMEOUT}),
-    RunStatus.COMPLETED: frozenset(),
-    RunStatus.FAILED: frozenset(),
-    RunStatus.CANCELLED: frozenset(),
-    RunStatus.TIMEOUT: frozenset(),
-}
-
-
-def can_transition(current: RunStatus | str, new: RunStatus | str) -> bool:
-    return RunStatus(new) in RUN_TRANSITIONS[RunStatus(current)]
-
 
 class SessionStatus(str, Enum):
     """ConversationSessionActor lifecycle: idle ⇄ busy → reaped (rebuilt on demand)."""

@@ -118,7 +118,6 @@ class StorageSettings(_Strict):
     artifact_root: str | None = None
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: float = Field(default=3.0, ge=0)
-    actors: int = Field(default=1, ge=1, le=16)
     statement_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     pool_pre_ping: bool = True
@@ -328,7 +327,6 @@ class Settings(_Strict):
             namespace=self.host.namespace,
             storage=StorageConfig(**database, artifact_root=self.artifact_root,
                                   max_batch=self.storage.max_batch, max_delay_ms=self.storage.max_delay_ms,
-                                  actors=self.storage.actors,
                                   statement_timeout_s=self.storage.statement_timeout_s,
                                   connect_timeout_s=self.storage.connect_timeout_s,
                                   pool_pre_ping=self.storage.pool_pre_ping, retention=self.retention),

@@ -12,6 +12,7 @@ import asyncio
 import collections
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from .. import constants
 from .frames import is_terminal
 
 #: Reads ledger frames of the run with ``sequence`` ≥ the given one (ascending, a page at a time).
@@ -65,7 +66,7 @@ class LiveRun:
             if behind:  # fell behind what is kept: catch up from the ledger
                 frames = [f for f in await ledger(sequence) if f["sequence"] >= sequence]
                 if not frames:  # not flushed yet (cannot happen past `keep`): wait for more
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(constants.LEDGER_CATCH_UP_POLL_S)
                     continue
             for frame in frames:
                 yield frame

@@ -27,6 +27,8 @@ from protocol.errors import ErrorCode, RunnerHostError
 from protocol.logs import get_logger
 from protocol.redact import redact
 
+from .. import constants
+
 log = get_logger(__name__)
 
 _MAX_ERROR_TEXT = 500
@@ -336,7 +338,7 @@ class McpToolProvider(ToolProvider):
             self._stop.set()
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(task, 10)
+                await asyncio.wait_for(task, constants.MCP_SHUTDOWN_TIMEOUT_S)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:  # noqa: BLE001
