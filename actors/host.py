@@ -61,6 +61,9 @@ class _NoExecutor:
     async def release(self, *, dead: bool = False) -> None:
         return None
 
+    async def stop(self, run_id: str) -> None:
+        return None  # the runner died with its RunActor
+
 
 class _LeasedWorker:
     def __init__(self, pool: SlotPool[PooledActor], reservation: Reservation[PooledActor],
@@ -74,6 +77,9 @@ class _LeasedWorker:
             await self._on_dead(self._pool, self.member)
         self._reservation.cancel()
 
+    async def stop(self, run_id: str) -> None:
+        await _stop_on(self.address, run_id)
+
 
 class _SessionExecutor:
     def __init__(self, address: ActorAddress) -> None:
@@ -82,6 +88,18 @@ class _SessionExecutor:
     async def release(self, *, dead: bool = False) -> None:
         if dead:
             self.address.forget()
+
+    async def stop(self, run_id: str) -> None:
+        await _stop_on(self.address, run_id)
+
+
+async def _stop_on(address: ActorAddress, run_id: str) -> None:
+    """Cancel ``run_id``'s runner on a worker or session actor (nothing to stop if it is gone)."""
+    try:
+        handle = await address.resolve()
+        await asyncio.wait_for(handle.cancel_run.remote(run_id), constants.STOP_RUNNER_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - a dead executor has nothing left to stop
+        log.info("stopping run %s on %s: %s", run_id, address.name, type(exc).__name__)
 
 
 class _RayPorts:
@@ -133,10 +151,21 @@ class _RayPorts:
         except (RayActorError, ValueError, asyncio.TimeoutError):  # its actor is gone
             return False
 
+    async def check_member(self, member: PooledActor) -> None:
+        if member.address.silent_for() <= constants.EXECUTOR_RECHECK_S:
+            return
+        try:
+            await asyncio.wait_for(member.handle.ping.remote(), constants.PING_TIMEOUT_S)
+        except (RayActorError, asyncio.TimeoutError):
+            raise RunActorGone(handed_over=False) from None
+        member.address.heard_from()
+
     async def execute(self, member: PooledActor, plan: RunPlan) -> AsyncIterator[RunOutput]:
         try:
             async for ref in member.handle.execute.options(num_returns="streaming").remote(plan):
-                yield await ref
+                item = await ref
+                member.address.heard_from()
+                yield item
         except RayActorError:
             raise RunActorGone() from None
 

@@ -68,12 +68,14 @@ def submission_digest(event: EventEnvelope, agent_id: str | None) -> str:
 
 
 class RunActorGone(Exception):
-    """The RunActor serving a run died; ``published``: whether any frame of the run was relayed
-    (if none was, the run is started again on a live RunActor)."""
+    """The RunActor serving a run died. ``handed_over``: whether the run's plan may have reached
+    it (its runner may have started, and acted). Only a run whose RunActor was found dead before
+    the hand-over starts again on a live one; any other ends ``host.run_actor_died`` (retryable):
+    a runner is never executed twice for one run."""
 
-    def __init__(self, published: bool = False) -> None:
-        super().__init__(published)
-        self.published = published
+    def __init__(self, handed_over: bool = True) -> None:
+        super().__init__(handed_over)
+        self.handed_over = handed_over
 
 
 class HostPorts(Protocol):
@@ -100,6 +102,10 @@ class HostPorts(Protocol):
     async def cancel_on(self, actor: Any, run_id: str, reason: str, rollback: bool, early: bool = False) -> bool:
         """Cancel ``run_id`` on its RunActor; ``early``: its plan may still be on the way (remembered)."""
 
+    async def check_member(self, member: Any) -> None:
+        """Before a hand-over: :class:`RunActorGone` (``handed_over=False``) if ``member`` (a RunActor
+        silent for a while, which may have died with its node while idle) does not answer."""
+
     def execute(self, member: Any, plan: RunPlan) -> AsyncIterator[RunOutput]:
         """The run on ``member`` (a RunActor); :class:`RunActorGone` if it dies."""
 
@@ -123,6 +129,9 @@ class Executor(Protocol):
     address: Any
 
     async def release(self, *, dead: bool = False) -> None: ...
+
+    async def stop(self, run_id: str) -> None:
+        """Stop ``run_id``'s runner here, if it still runs (its RunActor died under it)."""
 
 
 @dataclass
@@ -352,6 +361,7 @@ class RunDriver:
                     return
                 plan = self._plan(run, executor.address)
                 try:
+                    await self.ports.check_member(run.member)
                     if run.lifecycle.phase is RunPhase.LEASED:
                         run.lifecycle.to(RunPhase.STARTING)
                     terminal = await self._relay(run, plan)
@@ -370,11 +380,16 @@ class RunDriver:
                 except RunActorGone as gone:
                     await self.ports.member_died(run.member)
                     run.member = None
-                    if gone.published or attempt == self.settings.max_start_attempts:
+                    if gone.handed_over or attempt == self.settings.max_start_attempts:
+                        if gone.handed_over:  # its runner may live on in a worker: stop it
+                            await executor.stop(run.run_id)
                         await self._fail(run, Cause.RUN_ACTOR_DIED)
                         return
-                    # dead before the run began: the same run on a live RunActor
-                    run.lifecycle.to(RunPhase.LEASED)
+                    # found dead before the hand-over: the same run on a live RunActor (and executor)
+                    await executor.release()
+                    executor = None
+                    if run.lifecycle.phase is not RunPhase.LEASED:
+                        run.lifecycle.to(RunPhase.LEASED)
                     run.reservation = self.slots.reserve()
                     run.member = await run.reservation.wait()
                     self.ports.registry_post("mark_started", run_id=run.run_id,
@@ -470,27 +485,19 @@ class RunDriver:
 
     async def _relay(self, run: AcceptedRun, plan: RunPlan) -> dict[str, Any]:
         """Relay the run's stream; commit its final facts; its terminal frame."""
-        published = False
-        try:
-            async for frames, final in self.ports.execute(run.member, plan):
-                if run.lifecycle.phase is RunPhase.STARTING:
-                    run.lifecycle.to(RunPhase.RUNNING)
-                if frames and not run.first_frame_seen:
-                    run.first_frame_seen = True
-                    metrics.first_frame(run.info.binding.agent_id, time.monotonic() - run.submitted_at)
-                if final is None:
-                    await run.live.publish(frames)
-                    published = published or bool(frames)
-                    continue
-                if run.lifecycle.phase is RunPhase.STARTING:
-                    run.lifecycle.to(RunPhase.RUNNING)
-                run.lifecycle.to(RunPhase.FINALIZING)
-                self._free_slot(run)  # the RunActor is done with it: the next run need not wait for our commit
-                return await self._commit_final(run, frames, final)
-        except RunActorGone:
-            raise RunActorGone(published) from None
-        if not run.lifecycle.finalizing:
-            raise RunActorGone(published)  # the stream ended without its closing facts
+        async for frames, final in self.ports.execute(run.member, plan):
+            if run.lifecycle.phase is RunPhase.STARTING:
+                run.lifecycle.to(RunPhase.RUNNING)
+            if frames and not run.first_frame_seen:
+                run.first_frame_seen = True
+                metrics.first_frame(run.info.binding.agent_id, time.monotonic() - run.submitted_at)
+            if final is None:
+                await run.live.publish(frames)
+                continue
+            run.lifecycle.to(RunPhase.FINALIZING)
+            self._free_slot(run)  # the RunActor is done with it: the next run need not wait for our commit
+            return await self._commit_final(run, frames, final)
+        raise RunActorGone()  # the stream ended without its closing facts
 
     async def _commit_final(self, run: AcceptedRun, frames: list[dict[str, Any]],
                             final: dict[str, Any]) -> dict[str, Any]:

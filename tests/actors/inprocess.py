@@ -41,7 +41,8 @@ class Member:
 
 @dataclass
 class Faults:
-    die_before_start: int = 0          # members that die when the next run's plan arrives
+    die_before_start: int = 0          # members found dead by the check before the next hand-over
+    die_on_hand_over: int = 0          # members that die as the next run's plan arrives
     die_after_first_batch: int = 0     # members that die after relaying their first batch
     executor_gone: int = 0             # executors that are found gone at run start
     failing_writes: dict[str, int] = field(default_factory=dict)  # kind → failures left
@@ -96,6 +97,9 @@ class _NoExecutor:
     address = None
 
     async def release(self, *, dead: bool = False) -> None:
+        return None
+
+    async def stop(self, run_id: str) -> None:
         return None
 
 
@@ -171,12 +175,20 @@ class InProcessPorts:
             return None
         return next((m for m in self.pool.members() if m.name == name), None)
 
-    async def execute(self, member: Member, plan: RunPlan) -> AsyncIterator[Any]:
-        if not member.alive:
-            raise RunActorGone()
+    async def check_member(self, member: Member) -> None:
         if self.faults.die_before_start:
             self.faults.die_before_start -= 1
             self.faults.fired.append("die_before_start")
+            member.alive = False
+        if not member.alive:
+            raise RunActorGone(handed_over=False)
+
+    async def execute(self, member: Member, plan: RunPlan) -> AsyncIterator[Any]:
+        if not member.alive:
+            raise RunActorGone()
+        if self.faults.die_on_hand_over:
+            self.faults.die_on_hand_over -= 1
+            self.faults.fired.append("die_on_hand_over")
             member.alive = False
             raise RunActorGone()
         executor = self._executors.get(plan.runner_target)

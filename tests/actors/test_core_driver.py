@@ -183,6 +183,21 @@ async def test_a_run_actor_dead_before_the_run_began_is_replaced(env):
     await settled(ports, driver)
 
 
+async def test_a_run_actor_dead_after_the_hand_over_is_not_run_again(env):
+    """Its runner may have started (and acted) before any frame came back: the run fails
+    retryably instead of executing a second time on another RunActor."""
+    ports, driver = env
+    ports.faults.die_on_hand_over = 1
+    frames = await collect(await driver.submit(message(), "echo"))
+    assert "die_on_hand_over" in ports.faults.fired
+    assert types(frames)[-1] == "run.failed"
+    assert frames[-1]["data"]["code"] == "host.run_actor_died" and frames[-1]["data"]["retryable"]
+    assert [m for m in driver.slots.members() if frames[0]["run_id"] in m.runs] == []  # never re-run
+    run, _ = await ledger(ports, frames[0]["run_id"])
+    assert run["status"] == "failed"
+    await settled(ports, driver)
+
+
 async def test_a_run_actor_dead_mid_run_is_a_recorded_retryable_failure(env):
     ports, driver = env
     ports.faults.die_after_first_batch = 1
