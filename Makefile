@@ -29,8 +29,8 @@ install: $(STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/runnerhost serve
 
-## make test: the whole suite (needs Postgres at 127.0.0.1:5432, see README)
-test: $(STAMP)
+## make test: the whole suite (needs Postgres at 127.0.0.1:5432, see README; tests/bench runs the peer)
+test: $(STAMP) $(PEER_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## make bench: the performance harness (~20–25 min); writes bench/results.json, bench/results.png and

@@ -78,12 +78,11 @@ def summarize(stacks: list[tuple[list[str], int]], *, top: int = 15,
 
 
 #: Layers a leaf frame is charged to, first match wins (by the frame's file path).
+#: Our packages match only at the start of the (package-relative) path: ``/ray/serve/…`` is Ray's.
+OURS: tuple[tuple[str, str], ...] = (
+    ("RunnerHost actors", "/actors/"), ("RunnerHost store", "/store/"), ("RunnerHost serve", "/serve/"),
+    ("RunnerHost protocol", "/protocol/"), ("runners", "/runners/"), ("platforms", "/platforms/"))
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("RunnerHost actors", ("/actors/",)),
-    ("RunnerHost store", ("/store/",)),
-    ("RunnerHost serve", ("/serve/",)),
-    ("RunnerHost protocol", ("/protocol/",)),
-    ("runners", ("/runners/",)),
     ("Ray Serve", ("/ray/serve/",)),
     ("Ray core", ("/ray/",)),
     ("SQLAlchemy", ("/sqlalchemy/",)),
@@ -101,6 +100,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def layer_of(frame: str) -> str:
     m = _LINE.search(frame)
     path = m.group(1) if m else frame
+    path = path if path.startswith("/") else "/" + path  # py-spy shortens paths to the package
+    if path.endswith("/threading.py"):
+        return "native code under a Python thread (Ray's core worker)"
+    for name, prefix in OURS:
+        if path.startswith(prefix):
+            return name
     for name, needles in LAYERS:
         if any(n in path for n in needles):
             return name

@@ -198,9 +198,11 @@ class Profiler:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for label, pid in targets.items():
+            out = self.out_dir / f"{self.tag}-{label}-{pid}.txt"
             cmd = [spy, "record", "--pid", str(pid), "--rate", "50", "--nonblocking", "--format", "raw",
-                   "--output", str(self.out_dir / f"{self.tag}-{label}-{pid}.txt")]
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   "--output", str(out)]
+            with open(out.with_suffix(".log"), "wb") as log:  # py-spy's own messages, failures included
+                p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             NOT_RAY.add(p.pid)
             self.procs.append(p)
 

@@ -141,7 +141,7 @@ def conditions_line(results: Mapping[str, Any]) -> str:
 
 
 def markdown(results: Mapping[str, Any]) -> str:
-    lines = [conditions_line(results), ""]
+    lines = [conditions_line(results), "", "![bench](bench/results.png)", ""]
     counts = verdict_counts(results.get("targets", []))
     lines += [f"Targets: {counts['PASS']} PASS, {counts['MISS']} MISS, {counts['SKIP']} SKIP.", ""]
     for t in tables(results):

@@ -25,7 +25,7 @@ from bench.report import assemble_results, evaluate_targets, write_json
 from bench.sections.writes import call_frames, plan_calls, raw_statement
 from bench.stats import Sample, percentile, spread, summarize_ms, window_summary
 
-from .fake_servers import FakeTargets
+from tests.bench.fake_servers import FakeTargets
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -342,11 +342,15 @@ def test_cli():
 
 def test_flame_summarizes_layers(tmp_path: Path):
     f = tmp_path / "postgres-c32-r1-RunActor-42.txt"
-    f.write_text("main (x.py:1);execute (/r/actors/run_actor.py:10);dumps (/usr/lib/json/encoder.py:5) 30\n"
-                 "main (x.py:1);call (/venv/ray/_raylet.py:3) 60\n"
-                 "main (x.py:1);select (/usr/lib/selectors.py:1) 500\n")
+    f.write_text("main (x.py:1);execute (actors/run_actor.py:10);dumps (json/encoder.py:5) 30\n"
+                 "main (x.py:1);call (ray/_raylet.py:3) 40\n"
+                 "main (x.py:1);route (ray/serve/_private/router.py:9) 10\n"
+                 "main (x.py:1);submit (serve/app.py:9) 10\n"
+                 "main (x.py:1);run (actors/core/driver.py:9) 10\n"
+                 "main (x.py:1);select (selectors.py:1) 500\n")
     shares = layer_shares(parse(f.read_text().splitlines()))
-    assert shares == {"Ray core": 66.7, "serialization (json, pickle, msgpack)": 33.3}
+    assert shares == {"Ray core": 40.0, "serialization (json, pickle, msgpack)": 30.0, "Ray Serve": 10.0,
+                      "RunnerHost serve": 10.0, "RunnerHost actors": 10.0}
     assert process_of(f) == "RunActor"
     table = markdown_table([f], {"RunActor": 9.0})
-    assert "| RunActor | 9.00 |" in table and "6.00" in table and "3.00" in table
+    assert "| RunActor | 9.00 | 3.60 | 2.70 |" in table  # Ray core 40 %, serialization 30 % of 9 ms
