@@ -105,6 +105,7 @@ def peer_summary(compare: Mapping[str, Any] | None, headline_c: int = 32) -> dic
                 "p50_ms": spread(_get(w, "latency_ms", "p50") for w in windows),
                 "p99_ms": spread(_get(w, "latency_ms", "p99") for w in windows),
                 "cpu_per_run_ms": spread(_get(w, "cpu", "server_ms_per_request") for w in windows),
+                "idle_cpu_per_run_ms": spread(_get(w, "cpu", "idle_ms_per_request") for w in windows),
                 "client_cpu_per_run_ms": spread(_get(w, "cpu", "client_ms_per_request") for w in windows),
                 "foreign_cores_busy": spread(_get(w, "cpu", "foreign_cores_busy") for w in windows),
                 "errors": sum(int(w.get("errors") or 0) for w in windows),
@@ -219,6 +220,8 @@ def sweep_summary(sweep: Mapping[str, Any] | None) -> dict[str, Any] | None:
             overshoot = None if peak is None else peak - allowed
             series.setdefault(f"{w}:{phase}", []).append({
                 "workers": w, "phase": phase, "concurrency": c, "runs_per_s": r.get("requests_per_s"),
+                # what is judged: a warm window whole, a cold one from its first answer on
+                "judged_runs_per_s": r.get("steady_requests_per_s") if phase == "cold" else r.get("requests_per_s"),
                 "p50_ms": _get(r, "latency_ms", "p50"), "p99_ms": _get(r, "latency_ms", "p99"),
                 "errors": r.get("errors"), "first_completion_s": r.get("first_completion_s"),
                 "steady_runs_per_s": r.get("steady_requests_per_s"),
@@ -240,7 +243,7 @@ def sweep_summary(sweep: Mapping[str, Any] | None) -> dict[str, Any] | None:
         points.sort(key=lambda p: p["concurrency"])
         best = None
         for p in points:
-            rps = p["runs_per_s"] or 0.0
+            rps = p["judged_runs_per_s"] or 0.0
             p["share_of_best_below"] = None if best is None else ratio(rps, best)
             if p["share_of_best_below"] is not None:
                 worst_share = p["share_of_best_below"] if worst_share is None else min(worst_share, p["share_of_best_below"])
