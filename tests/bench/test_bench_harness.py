@@ -1,4 +1,4 @@
-"""A quick run of the real harness (``python -m bench --quick --only peer,writes``): fresh Ray + Serve,
+"""A quick run of the real harness (``python -m bench --quick --only peer,openloop,writes``): fresh Ray + Serve,
 RunnerHost on SQLite and on Postgres, LangGraph's in-memory server, the storage actor against raw
 asyncpg — then the results document is checked against the raw measurements it carries: every
 headline recomputed from its windows, nothing typed in. Bounded (< 3 minutes on 2 busy cores);
@@ -28,7 +28,7 @@ def test_a_quick_run_reports_what_it_measured(tmp_path):
     peer_python()  # a clear error (how to make the peer's venv) rather than a failed run
     readme_before = (REPO / "README.md").read_text()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "peer,writes", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "peer,openloop,writes", "--out", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=175)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads((tmp_path / "results.json").read_text())
@@ -54,6 +54,14 @@ def test_a_quick_run_reports_what_it_measured(tmp_path):
         assert r["cpu_per_run_ms"][b] == cpu["server_ms_per_request"]
         assert r["langgraph_ratio"][b] == round(w["requests_per_s"] / lg["requests_per_s"], 4)
         assert sum(cpu["ms_per_request_by_process"].values()) == pytest.approx(cpu["server_ms_per_request"], rel=0.05)
+
+        # the open loop ran at its fractions of the best closed-loop rate this deployment sustained
+        best = max(x["requests_per_s"] for x in rep[b]["closed"].values())
+        assert rep[b]["max_rate"] == best
+        for key, o in rep[b]["open"].items():
+            assert o["offered_rate"] == pytest.approx(best * float(key), abs=0.01)
+            assert o["arrivals"] > 0 and o["errors"] == 0, (b, key, o.get("error_kinds"))
+        assert r["open_loop_p99_ms"][b]["0.8"] == rep[b]["open"]["0.8"]["latency_ms"]["p99"]
 
     headline = [v for v in r["sections"]["writes"]["variants"] if v["frames_per_call"] == 4]
     assert len(headline) == 1
