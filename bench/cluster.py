@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -154,6 +155,7 @@ class Cluster:
                     self.kill_detached()
         finally:
             ray.shutdown()
+            shutil.rmtree(self.data_root, ignore_errors=True)  # the SQLite files and artifacts of this run
 
     # -- the no-op baseline ---------------------------------------------------------------------
     def deploy_noop(self) -> str:
