@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime
+# The bench's peer (LangGraph's in-memory server) lives in a virtualenv of its own: its pins clash with Ray Serve's.
+PEER_VENV  := .venv-langgraph
+PEER_STAMP := $(PEER_VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test bench peer-venv install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +29,22 @@ install: $(STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/runnerhost serve
 
-## make test: the whole suite (needs Postgres at 127.0.0.1:5432, see README)
-test: $(STAMP)
+## make test: the whole suite (needs Postgres at 127.0.0.1:5432, see README; tests/bench runs the peer)
+test: $(STAMP) $(PEER_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-## make bench: the performance harness; writes bench/results.json and bench/results.png
-bench: $(STAMP)
+## make bench: the performance harness (~20–25 min); writes bench/results.json, bench/results.png and
+## the README's Performance block. `$(PY) -m bench --quick` is a smoke run.
+bench: $(STAMP) $(PEER_STAMP)
 	$(PY) -m bench
 
+## make peer-venv: LangGraph's in-memory Agent Server for the bench (the `bench` extra's langgraph-cli[inmem])
+peer-venv: $(PEER_STAMP)
+
+$(PEER_STAMP): pyproject.toml | $(PY)
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet "$$($(PY) -c "import tomllib; print(next(r for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'] if r.startswith('langgraph')))")"
+	touch $(PEER_STAMP)
+
 clean:
-	rm -rf $(VENV) .runnerhost .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) .runnerhost .pytest_cache
