@@ -67,8 +67,13 @@ class StorageActor:
         return await reply(go())
 
     async def stats(self) -> dict[str, Any]:
+        """Group-commit counters; ``uncommitted_runs``: the runs with a write in flight right now
+        (what a crash at this instant interrupts); ``restarted``: this is a restarted incarnation."""
+        runs = {kwargs.get("run_id") for _, kwargs in self._committer.uncommitted()}
+        runs.discard(None)
         return {"batches": self._committer.batches, "ops": self._committer.ops,
-                "pending": self._committer.backlog}
+                "pending": self._committer.backlog, "uncommitted_runs": sorted(runs)[:100],
+                "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
 
     async def _read(self, kind: str, kwargs: dict[str, Any]) -> Any:
         async with self._db.transaction() as session:

@@ -33,6 +33,7 @@ class GroupCommitter(Generic[Op]):
         self.max_backlog = max_backlog
         self._isolate = isolate
         self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._committing: list[Any] = []  # the ops of the batch being committed now
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.batches = 0
@@ -41,6 +42,10 @@ class GroupCommitter(Generic[Op]):
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    def uncommitted(self) -> list[Any]:
+        """Ops accepted but not committed yet: the batch in flight, then those waiting."""
+        return [*self._committing, *(op for op, _ in self._pending)]
 
     async def submit(self, op: Any) -> Any:
         if len(self._pending) >= self.max_backlog:
@@ -70,7 +75,7 @@ class GroupCommitter(Generic[Op]):
     async def _flush(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
         ops = [op for op, _ in batch]
         try:
-            results = await self._apply(ops)
+            results = await self._commit(ops)
             self.batches += 1
             self.ops += len(ops)
             for (_, fut), result in zip(batch, results):
@@ -86,6 +91,13 @@ class GroupCommitter(Generic[Op]):
             log.info("group commit of %d ops failed (%s); retrying one by one", len(batch), type(exc).__name__)
         for item in batch:
             await self._flush([item])
+
+    async def _commit(self, ops: list[Any]) -> Sequence[Any]:
+        self._committing = ops
+        try:
+            return await self._apply(ops)
+        finally:
+            self._committing = []
 
     async def close(self) -> None:
         if self._task is not None:

@@ -217,3 +217,23 @@ async def test_group_commit_backlog_is_bounded():
     release.set()
     assert await asyncio.gather(*accepted) == [0, 1, 2, 3, 4]
     await gc.close()
+
+
+async def test_group_commit_reports_what_is_not_committed_yet():
+    """What a crash at this instant would interrupt: the batch in flight, then those waiting."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def apply(ops):
+        entered.set()
+        await release.wait()
+        return list(ops)
+    gc = GroupCommitter(apply, max_batch=2, max_delay=0.0)
+    first = [asyncio.create_task(gc.submit(i)) for i in range(2)]
+    await entered.wait()  # 0 and 1 are being committed
+    waiting = asyncio.create_task(gc.submit(2))
+    await asyncio.sleep(0)
+    assert gc.uncommitted() == [0, 1, 2]
+    release.set()
+    assert await asyncio.gather(*first, waiting) == [0, 1, 2]
+    assert gc.uncommitted() == []
+    await gc.close()
