@@ -22,7 +22,7 @@ import operator
 import uuid
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import Row
@@ -220,6 +220,19 @@ class TranscriptStore:
             select(func.max(_T.c.seq)).where(_T.c.conversation_id == conversation_id,
                                              _T.c.reverted.is_(False)))).scalar_one_or_none()
         return (0, None) if last is None else (last, _KEYSET.encode((last,), conversation_id))
+
+    async def latest_many(self, conversation_ids: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """:meth:`latest` of several conversations in one query."""
+        wanted = sorted({check_text(c, "conversation_id") for c in conversation_ids})
+        found = {c: (0, None) for c in wanted}
+        if wanted:
+            rows = await self._session.execute(
+                select(_T.c.conversation_id, func.max(_T.c.seq)).where(
+                    _T.c.conversation_id.in_(wanted), _T.c.reverted.is_(False)).group_by(_T.c.conversation_id))
+            for conversation_id, last in rows:
+                if last is not None:
+                    found[conversation_id] = (last, _KEYSET.encode((last,), conversation_id))
+        return found
 
     async def has_before(self, conversation_id: str, cursor: str) -> bool:
         """Whether a visible item precedes ``cursor``."""

@@ -89,7 +89,7 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
     #: Ops a batch applies together, kind by kind, in this order, before the rest (in arrival order).
     #: The ops of one batch are concurrent by construction — each caller awaits its write before it
     #: writes again — so applying them kind by kind reorders nothing any caller could observe.
-    _BULK = ("run_accept", "run_events", "finish_run")
+    _BULK = ("run_accept", "run_events", "finish_run", "start_run")
 
     async def write_batch(self, session: AsyncSession, ops: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Apply a group-commit batch: the hot-path ops of all its runs as a few bulk statements
@@ -111,6 +111,8 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             return await self._accept_runs(session, many)
         if kind == "finish_run":
             return await self._finish_runs(session, many)
+        if kind == "start_run":
+            return await self._start_runs(session, many)
         await RunLedgerStore(session).append_rows(
             [r for kwargs in many for r in _frame_rows(kwargs["run_id"], kwargs["frames"])])
         return [len(kwargs["frames"]) for kwargs in many]
@@ -201,15 +203,11 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
                        state: dict[str, Any], event_seq: int | None, appended: Any = None) -> dict[str, Any]:
         """What a starting run's context carries: its state snapshot and the conversation handles
         (``appended``: the user item just written, which is the newest one — no need to look)."""
-        handles: dict[str, Any] = {"state": state}
+        head = None
         if conversation_id:
-            if appended is not None:
-                seq, cursor = appended.seq, appended.cursor
-            else:
-                seq, cursor = await self._transcript(session).latest(conversation_id)
-            handles.update(transcript_seq=seq, latest_cursor=cursor,
-                           has_history_before=seq > (1 if is_message else 0), event_seq=event_seq)
-        return handles
+            head = ((appended.seq, appended.cursor) if appended is not None
+                    else await self._transcript(session).latest(conversation_id))
+        return _context_handles(conversation_id, is_message, state, event_seq, head)
 
     async def w_start_run(self, session, *, run_id, deadline_at, scope_keys, frames=(), event_seq=None,
                           is_message=None) -> dict[str, Any]:
@@ -233,6 +231,27 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
             is_message = found is not None and found.event_type == "message.received"
         state = await StateStore(session).snapshot(scope_keys) if scope_keys else {}
         return {"handles": await self._handles(session, run.conversation_id, is_message, state, event_seq)}
+
+    async def _start_runs(self, session: AsyncSession, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`w_start_run` for many runs: the queued runs that simply start share one UPDATE, one
+        INSERT of frames and one read each of state and transcript heads; the rest (a cancellation
+        requested while queued, a retried write, a caller that did not say what the event was) take
+        :meth:`w_start_run` one by one."""
+        simple = [op for op in ops if op.get("is_message") is not None]
+        moved = await RunLedgerStore(session).start_queued([(op["run_id"], op["deadline_at"]) for op in simple])
+        started = [op for op in simple if op["run_id"] in moved]
+        await RunLedgerStore(session).append_rows(
+            [r for op in started for r in _frame_rows(op["run_id"], list(op.get("frames") or ()))])
+        states = await StateStore(session).snapshots([op["scope_keys"] or {} for op in started])
+        heads = await self._transcript(session).latest_many(c for c in moved.values() if c)
+        results: dict[str, dict[str, Any]] = {}
+        for op, state in zip(started, states):
+            conversation_id = moved[op["run_id"]]
+            results[op["run_id"]] = {"handles": _context_handles(
+                conversation_id, op["is_message"], state, op.get("event_seq"),
+                heads[conversation_id] if conversation_id else None)}
+        return [results[op["run_id"]] if op["run_id"] in results else await self.w_start_run(session, **op)
+                for op in ops]
 
     async def w_session_upsert(self, session, *, owner, external_session_id, backend_run_id=None) -> dict:
         row = await RuntimeSessionStore(session).upsert_active(
@@ -604,3 +623,15 @@ class StorageService(PlatformStorageOps):  # platform ops: actors/core/platform_
                                "items": [_dump(i) for i in listed.items], "has_more": listed.has_more}
         order = {name: i for i, name in enumerate(STATE_SCOPES)}
         return sorted(groups.values(), key=lambda g: (order[g["scope"]], g["agent_id"] or ""))
+
+
+def _context_handles(conversation_id: str | None, is_message: bool, state: dict[str, Any], event_seq: int | None,
+                     head: tuple[int, str | None] | None) -> dict[str, Any]:
+    """What a starting run's context carries: its state snapshot and, in a conversation, where its
+    transcript stands (``head``: the newest visible item's ``(seq, cursor)``)."""
+    handles: dict[str, Any] = {"state": state}
+    if conversation_id and head is not None:
+        seq, cursor = head
+        handles.update(transcript_seq=seq, latest_cursor=cursor,
+                       has_history_before=seq > (1 if is_message else 0), event_seq=event_seq)
+    return handles

@@ -106,3 +106,52 @@ async def test_a_batch_with_the_same_event_twice_accepts_it_once(db):
     async with db.transaction() as session:
         runs = await service.read(session, "run_list_filtered", {"conversation_id": conv, "limit": 10})
     assert [r["run_id"] for r in runs["items"]] == [f"run_a_{tag}"]
+
+
+def _start(run_id: str, event_seq: int | None, deadline_at: float = 4_000_000_000.0) -> tuple[str, dict]:
+    return ("start_run", dict(run_id=run_id, deadline_at=deadline_at, scope_keys={}, event_seq=event_seq,
+                              is_message=True,
+                              frames=[{"run_id": run_id, "type": "run.started", "data": {}, "sequence": 1}]))
+
+
+async def test_queued_runs_start_together_as_they_would_one_by_one(db):
+    """The bulk start (one UPDATE for the batch) against the single-op path, with a run whose
+    cancellation was requested while it waited and a retried batch among them."""
+    service = StorageService()
+    tag = uuid.uuid4().hex[:8]
+
+    async def queue(prefix: str) -> list[tuple[str, dict]]:
+        convs = [f"{prefix}-{tag}", f"{prefix}-{tag}", f"{prefix}-{tag}-b", f"{prefix}-{tag}-c"]
+        accepts = [_accept(f"run_{prefix}{n}_{tag}", c, f"evt_{prefix}{n}_{tag}", status="created")
+                   for n, c in enumerate(convs)]
+        async with db.transaction() as session:
+            accepted = await service.write_batch(session, accepts)
+            await service.write(session, "request_cancel", {"run_id": f"run_{prefix}3_{tag}", "reason": "bye"})
+        return [_start(op["run_id"], a["event_seq"]) for (_, op), a in zip(accepts, accepted)]
+
+    bulk_starts, single_starts = await queue("bulk"), await queue("single")
+    async with db.transaction() as session:
+        bulk = await service.write_batch(session, bulk_starts)
+    single = []
+    for kind, kwargs in single_starts:
+        async with db.transaction() as session:
+            single.append(await service.write(session, kind, kwargs))
+
+    def shape(results: list[dict]) -> list:
+        return [r["cancelled"] if "cancelled" in r else
+                {k: v for k, v in r["handles"].items() if k not in ("latest_cursor", "event_seq")} for r in results]
+    assert shape(bulk) == shape(single) == [
+        {"state": {}, "transcript_seq": 2, "has_history_before": True},
+        {"state": {}, "transcript_seq": 2, "has_history_before": True},
+        {"state": {}, "transcript_seq": 1, "has_history_before": False},
+        {"sequence": 1}]
+    async with db.transaction() as session:  # a retried batch (actor restart) returns the same, adds nothing
+        again = await service.write_batch(session, bulk_starts)
+        runs = [await service.read(session, "run_get", {"run_id": op["run_id"]}) for _, op in bulk_starts]
+        frames = [await service.read(session, "run_events_page", {"run_id": op["run_id"], "limit": 10})
+                  for _, op in bulk_starts]
+    assert shape(again) == shape(bulk)
+    assert [r["status"] for r in runs] == ["running", "running", "running", "cancelled"]
+    assert [r["deadline_at"] for r in runs[:3]] == [4_000_000_000.0] * 3  # the clock starts at the start
+    assert [[(e["sequence"], e["type"]) for e in page["items"]][1:] for page in frames] == [
+        [(1, "run.started")]] * 3 + [[(1, "run.failed")]]  # once each (0 is the accept's frame)
