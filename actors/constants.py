@@ -41,6 +41,9 @@ EXECUTOR_RECHECK_S = _float("EXECUTOR_RECHECK_S", 2.0)
 LIVE_FRAMES_KEPT = _int("LIVE_FRAMES_KEPT", 512, minimum=8)
 #: A joiner behind the frames kept in memory re-reads the ledger this often until they are flushed.
 LEDGER_CATCH_UP_POLL_S = _float("LEDGER_CATCH_UP_POLL_S", 0.05, minimum=0.001)
+#: The opening frame of an HTTP stream waits this long for the frames behind it (never past the
+#: terminal one): a short run's whole stream is one body chunk. Later frames are never held back.
+RELAY_FIRST_LINGER_S = _float("RELAY_FIRST_LINGER_S", 0.02)
 #: Frames the HTTP relay buffers for a slow client before it applies back-pressure.
 RELAY_QUEUE_FRAMES = _int("RELAY_QUEUE_FRAMES", 1024, minimum=8)
 

@@ -13,7 +13,8 @@ cancels its child calls recursively) does not cut the run short — it
 completes and its facts are recorded. :func:`relay` reads frames through a
 queue; should the source ever raise mid-stream, the client still gets a
 terminal ``run.failed`` frame instead of a broken stream. Frames that are
-ready together go out as one body chunk (one message to the Serve proxy).
+ready together go out as one body chunk (one message to the Serve proxy), and the
+opening frame waits a moment for the rest of a short run.
 """
 from __future__ import annotations
 
@@ -72,15 +73,21 @@ def _failure_frame(run_id: str | None, exc: BaseException) -> dict[str, Any]:
                      "retryable": True}}
 
 
-async def relay(source: AsyncIterator[dict[str, Any]], *,
-                keepalive: float | None = None) -> AsyncIterator[list[dict[str, Any]] | None]:
-    """Yield the frames of ``source`` in batches of those already available (never waiting for more);
-    ``None`` marks a keep-alive tick (after ``keepalive`` s of silence).
+async def relay(source: AsyncIterator[dict[str, Any]], *, keepalive: float | None = None,
+                linger: float | None = None) -> AsyncIterator[list[dict[str, Any]] | None]:
+    """Yield the frames of ``source`` in batches of those already available; ``None`` marks a
+    keep-alive tick (after ``keepalive`` s of silence).
+
+    Only the opening batch may wait, up to ``linger`` seconds (default
+    ``constants.RELAY_FIRST_LINGER_S``) and never past the terminal frame, for the frames behind
+    it: a short run's whole stream leaves as one body chunk (one message to the Serve proxy),
+    while every later frame goes out as soon as it is ready.
 
     The source is read ahead into a bounded queue (a slow client holds back only its own
     reader: the run is driven by its own task and never waits for one). When the response
     ends — terminal frame or client gone — the reader is stopped.
     """
+    linger = constants.RELAY_FIRST_LINGER_S if linger is None else linger
     queue: asyncio.Queue = asyncio.Queue(maxsize=constants.RELAY_QUEUE_FRAMES)
     seen_terminal = False
     last_run_id: str | None = None
@@ -97,9 +104,23 @@ async def relay(source: AsyncIterator[dict[str, Any]], *,
         else:
             await queue.put(_END)
 
+    def absorb(items: list[Any], batch: list[dict[str, Any]]) -> bool:
+        """Move ready items into ``batch``; True when the stream ends with them."""
+        nonlocal seen_terminal, last_run_id
+        for item in items:
+            if isinstance(item, BaseException):  # the source broke: end with a terminal frame
+                if not seen_terminal:
+                    batch.append(_failure_frame(last_run_id, item))
+                return True
+            last_run_id = item.get("run_id", last_run_id)
+            seen_terminal = seen_terminal or is_terminal(item)
+            batch.append(item)
+        return False
+
     task = asyncio.create_task(pump())
     _background.add(task)
     task.add_done_callback(_background.discard)
+    opening = True
     try:
         while True:
             try:
@@ -109,15 +130,17 @@ async def relay(source: AsyncIterator[dict[str, Any]], *,
                 continue
             items, ended = take_ready(item, queue, _END)
             batch: list[dict[str, Any]] = []
-            for item in items:
-                if isinstance(item, BaseException):  # the source broke: end with a terminal frame
-                    if not seen_terminal:
-                        batch.append(_failure_frame(last_run_id, item))
-                    ended = True
-                    break
-                last_run_id = item.get("run_id", last_run_id)
-                seen_terminal = seen_terminal or is_terminal(item)
-                batch.append(item)
+            ended = absorb(items, batch) or ended
+            if opening and linger > 0:
+                opening = False
+                deadline = asyncio.get_running_loop().time() + linger
+                while not ended and not seen_terminal:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), deadline - asyncio.get_running_loop().time())
+                    except asyncio.TimeoutError:
+                        break
+                    items, ended = take_ready(item, queue, _END)
+                    ended = absorb(items, batch) or ended
             if batch:
                 yield batch
             if ended:

@@ -63,7 +63,43 @@ async def test_relay_sends_ready_frames_as_one_chunk_and_ends_a_broken_source_wi
         yield {"run_id": "r", "type": "message.delta", "data": {}, "sequence": 3}
         raise RuntimeError("lost the host")
 
-    batches = [b async for b in relay(source())]
+    batches = [b async for b in relay(source(), linger=0)]
     assert [[f["sequence"] for f in b] for b in batches] == [[0, 1, 2], [3, None]]
     assert batches[-1][-1]["type"] == "run.failed"
     assert batches[-1][-1]["data"]["code"] == "host.stream_error"
+
+
+def _frame(n: int, kind: str = "message.delta") -> dict:
+    return {"run_id": "r", "type": kind, "data": {}, "sequence": n}
+
+
+async def test_a_short_runs_stream_leaves_as_one_chunk():
+    async def source():
+        yield _frame(0, "run.started")
+        for n in (1, 2):
+            await asyncio.sleep(0.005)
+            yield _frame(n)
+        yield _frame(3, "run.completed")
+
+    batches = [b async for b in relay(source(), linger=0.5)]
+    assert [[f["sequence"] for f in b] for b in batches] == [[0, 1, 2, 3]]
+
+
+async def test_only_the_opening_frame_lingers_and_never_for_long():
+    gaps = {1: 0.3, 2: 0.0, 3: 0.3}  # seconds before each frame
+
+    async def source():
+        yield _frame(0, "run.started")
+        for n in (1, 2, 3):
+            if gaps[n]:
+                await asyncio.sleep(gaps[n])
+            yield _frame(n, "run.completed" if n == 3 else "message.delta")
+
+    loop = asyncio.get_running_loop()
+    began, seen = loop.time(), []
+    async for batch in relay(source(), linger=0.05):
+        seen.append(([f["sequence"] for f in batch], loop.time() - began))
+    assert [s for s, _ in seen] == [[0], [1, 2], [3]]
+    opened, middle = seen[0][1], seen[1][1]
+    assert 0.05 <= opened < 0.3            # held for the linger, not until the next frame
+    assert middle < 0.3 + 0.05 + 0.1       # later frames are not held back
