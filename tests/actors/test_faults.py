@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import ray
 
+from actors import constants
 from actors.host import Host
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from tests.actors.conftest import AGENTS
@@ -161,8 +162,12 @@ async def test_killing_the_storage_actor_with_a_write_in_flight_loses_and_duplic
     await settled(host)
 
 
-async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(fault_host, conv, pg_url):
+async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(fault_host, conv, pg_url, monkeypatch):
+    """A RunActor silent for longer than EXECUTOR_RECHECK_S is pinged before a run is handed to
+    it (here: every one, as if all had been idle that long); a dead one is replaced and the run
+    starts on a live one — it never reached the dead one, so it is not a second execution."""
     host = fault_host
+    monkeypatch.setattr(constants, "EXECUTOR_RECHECK_S", 0.0)
     for actor in host.run_actors.members():  # e.g. their node was lost while they were idle
         ray.kill(actor.handle, no_restart=True)
     frames = await collect(await host.submit(message(conv, "still served"), "echo"))
