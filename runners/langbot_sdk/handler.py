@@ -15,6 +15,10 @@ details}`` (the SDK turns that into ``AgentAPIException(AgentAPIError)``).
   every run-scoped SDK call carries (or, for run-scoped plugin helpers, by the
   SDK's task-local invocation). A run that is not active is ``unauthorized``.
 
+Replies — ``ctx.reply`` (the ``event_reply`` tool), ``reply_message``, ``send_message`` (into the
+run's own chat only) and ``reply_stream`` (its final text, once) — become ``message_send``, the
+host's recorded delivery. Message chains are sent as text (:func:`chain_text`).
+
 Unsupported actions fail at once with a structured ``invalid_argument`` error
 (``details.reason = "unsupported_action"``); nothing waits on a peer.
 """
@@ -622,7 +626,7 @@ class HostActionHandler:
                 text, lost = chain_text(parameters["message"])
             else:
                 text, lost = _req_str(parameters, "text"), []
-            return {"result": sent_result(await self.api.message_send(text), lost)}
+            return {"result": await self._send(text, None, lost)}
         return {"result": await self.api.call_tool(name, parameters)}
 
     # -- explicit messages (RunnerAPI.message_send) -------------------------------

@@ -38,6 +38,11 @@ class ReplyProbeRunner(Runner):
             again = await api.message_send("progress: 50%", key="progress")  # the same call, retried
             seen.update(status=first.status, first=first.platform_message_ids, again=again.platform_message_ids,
                         parts=[p.part for p in first.parts])
+            try:
+                await api.message_send("progress: 60%", key="progress")  # a used key, another text
+                seen["reused_key"] = "sent"
+            except RunnerHostError as exc:
+                seen["reused_key"] = exc.code.value
         except RunnerHostError as exc:
             seen.update(error=exc.code.value, reason=exc.details.get("reason"), message=exc.message)
         if ctx.context.available_apis.message_send:

@@ -81,6 +81,7 @@ async def test_a_platform_run_posts_explicitly_once_per_key_and_only_into_its_ch
     assert seen["automatic_reply"] is True and seen["message_send"] is True
     assert seen["status"] == "delivered" and seen["first"] == seen["again"] and len(seen["first"]) == 1
     assert seen["parts"] == [ACTION_PART_BASE] and seen["foreign"] == "unauthorized"
+    assert seen["reused_key"] == "invalid_argument"
     await delivered(driver)
     rows = await ports.read("delivery_list", run_id=frames[0]["run_id"])
     texts = [m["text"] for m in fake_telegram.messages(chat)]
