@@ -47,6 +47,10 @@ RELAY_FIRST_LINGER_S = _float("RELAY_FIRST_LINGER_S", 0.02)
 #: Frames the HTTP relay buffers for a slow client before it applies back-pressure.
 RELAY_QUEUE_FRAMES = _int("RELAY_QUEUE_FRAMES", 1024, minimum=8)
 
+#: Longest text one explicit runner message (``message_send``) may carry; the delivery engine
+#: splits it into platform-sized parts.
+MESSAGE_SEND_MAX_CHARS = _int("MESSAGE_SEND_MAX_CHARS", 200_000, minimum=16)
+
 #: A steering claim into a run whose plan is still on its way waits this long for its slot.
 STEER_CLAIM_WAIT_S = _float("STEER_CLAIM_WAIT_S", 5.0)
 

@@ -57,10 +57,10 @@ class DeliveryActor:
         return await reply(self._service.on_terminal(DeliveryPlan.model_validate(plan), frame))
 
     async def send_message(self, plan: dict[str, Any], text: str, key: str,
-                           address: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A runner's explicit message (LangBot send_message / reply_message), once per ``key``."""
+                           address: dict[str, Any] | None = None, ordinal: int | None = None) -> dict[str, Any]:
+        """A runner's explicit message (``message_send``), posted once per message number."""
         return await reply(self._service.send_message(DeliveryPlan.model_validate(plan), text, key=key,
-                                                      address=address))
+                                                      address=address, ordinal=ordinal))
 
     async def acknowledge(self, connection: str, answer: dict[str, Any], text: str) -> dict[str, Any]:
         """Tell the platform a tapped button was handled (Telegram's answerCallbackQuery)."""

@@ -161,6 +161,8 @@ class _RayPorts:
         member.address.heard_from()
 
     async def execute(self, member: PooledActor, plan: RunPlan) -> AsyncIterator[RunOutput]:
+        if plan.delivery is not None:
+            self._host.delivery()  # the run may post explicit messages through it: it must exist
         try:
             async for ref in member.handle.execute.options(num_returns="streaming").remote(plan):
                 item = await ref

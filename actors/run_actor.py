@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from protocol.context import RunContext
-from protocol.errors import RunnerHostError
+from protocol.errors import ErrorCode, RunnerHostError
 from protocol.logs import get_logger
 
 from . import constants, tracing
@@ -120,6 +120,20 @@ class _Ports:
 
     async def revoke_tokens(self, run_id: str) -> None:
         await self._registry.revoke_run_tokens.remote(run_id)
+
+    async def send_message(self, plan: Any, text: str, *, key: str, address: dict[str, Any] | None,
+                           ordinal: int) -> dict[str, Any]:
+        """Through the cluster's delivery actor (found by name; the host made it before the run)."""
+        from .delivery_actor import DELIVERY_NAME
+        where = ActorAddress(DELIVERY_NAME, self._address.namespace)
+        try:
+            delivery = await where.resolve()
+        except ValueError:
+            raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "the delivery actor is not running",
+                                  retryable=True) from None
+        wire = plan.model_dump(mode="json")
+        return unwrap(await call_with_retry(lambda: delivery.send_message.remote(wire, text, key, address, ordinal),
+                                            what="delivery send_message"))
 
 
 @ray.remote(max_restarts=0, max_concurrency=1000, enable_task_events=False)

@@ -67,6 +67,10 @@ class InputContext(_Wire):
 
 
 class DeliveryContext(_Wire):
+    #: The host delivers the run's message results to the conversation the event came from (a
+    #: platform chat, by the binding's delivery policy). False: results reach only the run's
+    #: stream, ledger and transcript — to speak in the chat a runner calls ``message_send``.
+    automatic_reply: bool = False
     surface: str = "api"
     reply_target: dict[str, Any] | None = None
     supports_streaming: bool = True
@@ -150,6 +154,8 @@ class AvailableApis(_Wire):
     run_list: bool = False
     run_events_page: bool = False
     run_cancel: bool = False
+    #: ``message_send``: the run's event came from a platform chat it may speak in.
+    message_send: bool = False
 
 
 class ContextAccess(_Wire):

@@ -62,25 +62,52 @@ class DeliveryRecord(BaseModel):
     updated_at: int
 
 
-def delivery_targets(policy: DeliveryPolicy, event: EventEnvelope,
-                     connections: dict[str, str]) -> list[DeliveryTarget]:
-    """The targets of one run. ``connections`` maps each configured connection name to its
-    platform; a reply target naming an unknown connection is not a target (nothing to send with).
+class SentMessage(BaseModel):
+    """What ``message_send`` answers: the message's delivery facts (one record per platform
+    message it took; a text longer than the platform's ``max_message_size`` is split)."""
+
+    #: ``delivered``; ``failed`` (the platform refused it; raised, not returned, by the runner
+    #: API); ``unknown`` (an earlier attempt was interrupted mid-call and is never re-posted).
+    status: str
+    connection: str
+    platform: str
+    target_key: str
+    parts: list[DeliveryRecord]
+
+    @property
+    def platform_message_ids(self) -> list[str]:
+        return [p.platform_message_id for p in self.parts if p.platform_message_id]
+
+
+def own_chat(policy: DeliveryPolicy, event: EventEnvelope, connections: dict[str, str]) -> DeliveryTarget | None:
+    """The conversation the event came from, as a target on its platform connection (None: the
+    event has no reply target on a configured chat connection, e.g. an HTTP-only event).
 
     The reply target must be the event's own address (the adapter put it there), so a run can
-    only reply where its event came from; webhooks are operator-configured per binding.
-    """
-    targets: list[DeliveryTarget] = []
+    only ever speak where its event came from."""
     reply = event.delivery.reply_target or {}
     name = reply.get("connection")
-    if policy.reply and name in connections and connections[name] != "webhook":
-        platform = connections[name]
-        size = min(x for x in (policy.max_message_size, event.delivery.max_message_size, 1 << 20) if x)
-        targets.append(DeliveryTarget(
-            connection=name, platform=platform, reply_target=dict(reply),
-            edit=bool(policy.streaming and event.delivery.supports_edit),
-            max_message_size=max(size, 16), edit_interval_s=policy.edit_interval_s,
-            send_artifacts=policy.send_artifacts))
+    if name not in connections or connections[name] == "webhook":
+        return None
+    size = min(x for x in (policy.max_message_size, event.delivery.max_message_size, 1 << 20) if x)
+    return DeliveryTarget(
+        connection=name, platform=connections[name], reply_target=dict(reply),
+        edit=bool(policy.streaming and event.delivery.supports_edit),
+        max_message_size=max(size, 16), edit_interval_s=policy.edit_interval_s,
+        send_artifacts=policy.send_artifacts)
+
+
+def delivery_targets(policy: DeliveryPolicy, event: EventEnvelope,
+                     connections: dict[str, str]) -> list[DeliveryTarget]:
+    """The targets the host delivers the run's results to. ``connections`` maps each configured
+    connection name to its platform; a reply target naming an unknown connection is not a target
+    (nothing to send with). The event's own chat (:func:`own_chat`) when ``policy.reply``;
+    webhooks are operator-configured per binding.
+    """
+    targets: list[DeliveryTarget] = []
+    chat = own_chat(policy, event, connections) if policy.reply else None
+    if chat is not None:
+        targets.append(chat)
     for hook in policy.webhooks:
         if connections.get(hook) == "webhook":
             targets.append(DeliveryTarget(
@@ -101,13 +128,24 @@ class DeliveryPlan(BaseModel):
 
     run_id: str = Field(min_length=1, max_length=128)
     agent_id: str | None = None
+    #: Where the host delivers the run's results by itself.
     targets: list[DeliveryTarget] = Field(default_factory=list)
     origin: dict[str, Any] = Field(default_factory=dict)
     enable_interactions: bool = False
+    #: The run's own conversation on its platform (:func:`own_chat`), whether or not results are
+    #: delivered there by the host: the one place a runner's explicit messages (``message_send``)
+    #: may go. None: the event came from no chat (HTTP-only, schedules).
+    own_chat: DeliveryTarget | None = None
 
     @property
     def empty(self) -> bool:
+        """Nothing for the host to deliver by itself (explicit runner messages aside)."""
         return not self.targets and not self.enable_interactions
+
+    @property
+    def automatic_reply(self) -> bool:
+        """The host delivers the run's message results to the conversation it came from."""
+        return any(t.platform != "webhook" for t in self.targets)
 
 
 def event_origin(event: EventEnvelope) -> dict[str, Any]:
@@ -121,4 +159,5 @@ def plan_delivery(run_id: str, agent_id: str | None, policy: DeliveryPolicy, eve
                   connections: dict[str, str]) -> DeliveryPlan:
     """The run's :class:`DeliveryPlan` (``plan.empty``: nothing to do for this run)."""
     return DeliveryPlan(run_id=run_id, agent_id=agent_id, targets=delivery_targets(policy, event, connections),
-                        origin=event_origin(event), enable_interactions=policy.enable_interactions)
+                        origin=event_origin(event), enable_interactions=policy.enable_interactions,
+                        own_chat=own_chat(policy, event, connections))

@@ -12,6 +12,7 @@ import abc
 from typing import Any, AsyncIterator, ClassVar, Literal
 
 from .context import RunContext
+from .delivery import SentMessage
 from .errors import ErrorCode, RunnerHostError
 from .manifest import RunnerManifest
 from .pages import (
@@ -160,6 +161,20 @@ class RunnerAPI(abc.ABC):
 
     @abc.abstractmethod
     async def run_cancel(self, run_id: str, reason: str | None = None) -> RunRecord: ...
+
+    # -- explicit messages (host-owned delivery) -----------------------------
+    async def message_send(self, text: str, *, target: dict[str, Any] | None = None,
+                           key: str | None = None) -> SentMessage:
+        """Post ``text`` now into the conversation the run's event came from, through the host's
+        recorded delivery (LangBot's ``reply`` / ``send_message`` / ``reply_stream``), apart from
+        the run's results. Available when ``ctx.context.available_apis.message_send``; a run
+        whose event came from no platform chat gets ``invalid_argument``.
+
+        ``target``: an address in the shape of ``ctx.delivery.reply_target`` (default: that
+        one); any other conversation is ``unauthorized``. ``key``: the idempotency key — a call
+        repeated with the same key (and text) posts nothing new and answers the same facts;
+        without one, every call is a new message. A platform refusal is ``runtime_error``."""
+        raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, "message_send is not supported by this host")
 
 
 class Runner(abc.ABC):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from protocol.delivery import SentMessage
 from protocol.pages import (
     ArtifactMetadata,
     ArtifactReadResult,
@@ -141,6 +142,9 @@ class RunnerApiClient(RunnerAPI):
 
     async def run_cancel(self, run_id, reason=None):
         return RunRecord.model_validate(await self._call("run_cancel", run_id=run_id, reason=reason))
+
+    async def message_send(self, text, *, target=None, key=None):
+        return SentMessage.model_validate(await self._call("message_send", text=text, target=target, key=key))
 
 
 ApiCall = Callable[[str, str, str, dict[str, Any]], Awaitable[Any]]

@@ -53,6 +53,9 @@ class AccessSnapshot:
     run_ledger: frozenset[str] = frozenset()
     harness_gateway: bool = False
     cross_conversation_history: bool = False
+    #: The run's event came from a platform chat it may post explicit messages into (its own
+    #: conversation only: no grant reaches another one).
+    message_send: bool = False
     max_payload_bytes: int = 1 << 20
     deadline_at: float | None = None
 
@@ -139,6 +142,7 @@ class AccessSnapshot:
             run_list="list" in self.run_ledger,
             run_events_page="events_page" in self.run_ledger,
             run_cancel="cancel" in self.run_ledger,
+            message_send=self.message_send,
         )
 
     def resources(self, catalog: "ResourceCatalog | None" = None) -> Resources:
@@ -192,7 +196,10 @@ def compute_access(
     thread_id: str | None,
     catalog: ResourceCatalog | None = None,
     deadline_at: float | None = None,
+    own_chat: bool = False,
 ) -> AccessSnapshot:
+    """``own_chat``: the event came from a platform chat (``DeliveryPlan.own_chat``), where the
+    run may post explicit messages."""
     catalog = catalog or ResourceCatalog()
     perms = manifest.permissions
     policy = binding.resource_policy
@@ -227,6 +234,7 @@ def compute_access(
         run_ledger=frozenset(perms.run_ledger) & (frozenset(policy.run_ledger) | ({"list"} if conversation_id else set())),
         harness_gateway=perms.harness_gateway and policy.harness_gateway,
         cross_conversation_history=policy.cross_conversation_history,
+        message_send=own_chat,
         max_payload_bytes=policy.max_payload_bytes,
         deadline_at=deadline_at,
     )

@@ -90,7 +90,10 @@ def build_context(
     trace_id: str | None = None,
     runtime_metadata: dict[str, Any] | None = None,
     skill_catalog: dict[str, dict[str, Any]] | None = None,
+    automatic_reply: bool = False,
 ) -> RunContext:
+    """``automatic_reply``: the host delivers the run's message results to the event's chat
+    (``DeliveryPlan.automatic_reply``) — told to the runner as ``delivery.automatic_reply``."""
     handles = handles or {}
     delivery = event.delivery
     policy = binding.delivery_policy
@@ -129,6 +132,7 @@ def build_context(
         input=InputContext(text=event.input.text, contents=event.input.contents,
                            attachments=event.input.attachments, interaction=event.input.interaction),
         delivery=DeliveryContext(
+            automatic_reply=automatic_reply,
             surface=policy.surface or delivery.surface,
             reply_target=delivery.reply_target,
             supports_streaming=supports_streaming,

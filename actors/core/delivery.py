@@ -14,7 +14,7 @@ Per target:
 * **other targets**: the complete text is sent on the terminal frame;
 * text longer than ``max_message_size`` is split (:func:`platforms.base.split_text`) into parts
   0, 1, …; artifacts with inline content go out as files (parts 1000+); interaction prompts are
-  parts 2000+.
+  parts 2000+; a runner's explicit messages (``send_message``) are parts 3000+.
 
 Exactly once: every part's row ``(run, target, part)`` is written before the platform call and
 updated after it. A part whose row has a platform message id is edited, never posted again; a
@@ -35,7 +35,7 @@ from typing import Any, Awaitable, Callable
 
 from platforms.base import OutboundAdapter, PlatformError, message_text, split_text
 from platforms.config import DeliveryTuning
-from protocol.delivery import DeliveryPlan, DeliveryTarget
+from protocol.delivery import DeliveryPlan, DeliveryRecord, DeliveryTarget
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument, unauthorized
 from protocol.interactions import INTERACTION_REQUESTED_ACTION
 from protocol.logs import get_logger
@@ -47,10 +47,13 @@ log = get_logger(__name__)
 
 FILE_PART_BASE = 1000
 INTERACTION_PART_BASE = 2000
-#: Runner-initiated messages (LangBot ``send_message`` / ``reply_message``): part 3000 + a stable
-#: number derived from the caller's idempotency key.
+#: Runner-initiated messages (``message_send``: LangBot's reply / send_message / reply_stream):
+#: message ``n`` of a run takes parts ``ACTION_PART_BASE + n * ACTION_PART_STRIDE + i``, one per
+#: platform-sized piece ``i`` of its text.
 ACTION_PART_BASE = 3000
-_ACTION_PART_SPAN = 1_000_000
+ACTION_PART_STRIDE = 1000
+#: Explicit messages one run may send.
+ACTION_MESSAGES_MAX = 1000
 _LEDGER_PAGE = 100
 
 SenderLookup = Callable[[str], OutboundAdapter]
@@ -156,30 +159,54 @@ class DeliveryService:
         return await self._storage.read("delivery_list", run_id=plan.run_id)
 
     async def send_message(self, plan: DeliveryPlan, text: str, *, key: str,
-                           address: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A runner's explicit message (LangBot ``send_message`` / ``reply_message``), once per ``key``.
+                           address: dict[str, Any] | None = None, ordinal: int | None = None) -> dict[str, Any]:
+        """A runner's explicit message (``message_send``), posted once per message number.
 
-        ``address`` must be one of the run's own targets (its connection and chat): a run speaks
-        where its event came from, never into another conversation (``unauthorized``)."""
+        ``ordinal``: the message's number in its run (the RunActor numbers a run's messages by
+        their idempotency keys); without it, a number derived from ``key``. A repeated call
+        finds the parts on record and posts nothing again. ``address`` must name the run's own
+        conversation (:meth:`_own_target`). Text longer than the platform takes is split; the
+        pieces go out in order and the first one that fails stops the rest. Returns a
+        :class:`~protocol.delivery.SentMessage` as a dict."""
         target = self._own_target(plan, address)
         if not text:
             raise invalid_argument("message text is empty")
-        stream = await self._stream(plan, target, [])
-        index = ACTION_PART_BASE + int(content_digest(key)[:12], 16) % _ACTION_PART_SPAN
+        if ordinal is None:
+            ordinal = int(content_digest(key)[:12], 16) % ACTION_MESSAGES_MAX
+        elif not 0 <= ordinal < ACTION_MESSAGES_MAX:
+            raise invalid_argument(f"a run may send at most {ACTION_MESSAGES_MAX} messages")
         chunks = split_text(text, target.max_message_size)
-        if len(chunks) > 1:
-            raise invalid_argument(f"message is longer than {target.max_message_size} characters for this platform")
-        async with stream.lock:
-            await self._put(plan, stream, index, text, final=True,
-                            send=lambda a: self._adapter(target).send_text(a, text), edit=None)
+        if len(chunks) > ACTION_PART_STRIDE:
+            raise invalid_argument(f"message needs more than {ACTION_PART_STRIDE} platform messages")
+        first = ACTION_PART_BASE + ordinal * ACTION_PART_STRIDE
+        # A stream of its own (not the run's result stream for the same chat): it sees only this
+        # message's parts, so nothing here disturbs the rows or the resume of the results' stream.
+        stream = _Stream(target=target, loaded=True)
+        for row in await self._storage.read("delivery_parts", run_id=plan.run_id, target_key=target.key):
+            if first <= row["part"] < first + ACTION_PART_STRIDE:
+                status = row["status"]
+                if status == "sending" and not row["platform_message_id"]:  # an attempt died mid-call
+                    status = "unknown"
+                    await self._record(plan, target, row["part"], status="unknown",
+                                       error="interrupted mid-call; not re-sent (the platform may have it)")
+                stream.parts[row["part"]] = _Part(row["platform_message_id"], row["content_sha256"], status)
+        adapter = self._adapter(target)
+        for index, chunk in enumerate(chunks):
+            await self._put(plan, stream, first + index, chunk, final=True,
+                            send=lambda a, c=chunk: adapter.send_text(a, c), edit=None)
+            if stream.parts[first + index].status != "delivered":
+                break
         rows = await self._storage.read("delivery_parts", run_id=plan.run_id, target_key=target.key)
-        return next(r for r in rows if r["part"] == index)
+        return sent_message(target, [r for r in rows if first <= r["part"] < first + ACTION_PART_STRIDE])
 
     @staticmethod
     def _own_target(plan: DeliveryPlan, address: dict[str, Any] | None) -> DeliveryTarget:
-        chats = [t for t in plan.targets if t.platform != "webhook"]
+        """The run's own chat, or the one of its chats ``address`` names (matched on every key it
+        gives, message ids aside). No chat: ``invalid_argument``; another chat: ``unauthorized``."""
+        chats = [t for t in ([plan.own_chat] if plan.own_chat else []) + list(plan.targets) if t.platform != "webhook"]
         if not chats:
-            raise unauthorized("this run has no platform conversation to send to")
+            raise invalid_argument("this run's event has no delivery target: it came from no platform chat",
+                                   reason="no_delivery_target", run_id=plan.run_id)
         if address is None:
             return chats[0]
         wanted = {k: v for k, v in address.items() if k not in ("message_id", "message_ts")}
@@ -188,7 +215,7 @@ class DeliveryService:
             if all(own.get(k) == v for k, v in wanted.items()) and wanted.get("connection", target.connection) \
                     == target.connection:
                 return target
-        raise unauthorized("a run may only send to its own conversation")
+        raise unauthorized("a run may only send to its own conversation", run_id=plan.run_id)
 
     # -- state ------------------------------------------------------------------------------
     async def _stream(self, plan: DeliveryPlan, target: DeliveryTarget, frames: list[dict[str, Any]]) -> _Stream:
@@ -205,6 +232,8 @@ class DeliveryService:
         """After a restart: the parts already on the platform, and the text streamed before."""
         rows = await self._storage.read("delivery_parts", run_id=plan.run_id, target_key=stream.target.key)
         for row in rows:
+            if row["part"] >= ACTION_PART_BASE:  # a runner's explicit message: send_message owns it
+                continue
             status = row["status"]
             if status == "sending" and not row["platform_message_id"]:
                 status = "unknown"
@@ -400,3 +429,15 @@ class DeliveryService:
         await self._storage.write("delivery_record", run_id=plan.run_id, target_key=target.key, part=index,
                                   status=status, platform_message_id=message_id, content=content,
                                   attempt=attempt, error=error)
+
+
+def sent_message(target: DeliveryTarget, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One explicit message's rows (in part order) as a :class:`~protocol.delivery.SentMessage` dict."""
+    statuses = [r["status"] for r in rows]
+    if "failed" in statuses:
+        status = "failed"
+    else:
+        status = next((s for s in statuses if s != "delivered"), "delivered" if statuses else "pending")
+    fields = DeliveryRecord.model_fields
+    return {"status": status, "connection": target.connection, "platform": target.platform,
+            "target_key": target.key, "parts": [{k: v for k, v in r.items() if k in fields} for r in rows]}

@@ -187,6 +187,7 @@ class AcceptedRun:
     task: asyncio.Task | None = None
     span: Any = None      # the run's root span (one trace per run)
     delivery: DeliveryPlan | None = None  # where the host delivers the run's results (platforms, webhooks)
+                                          # and where the runner may post (its own chat)
     submitted_at: float = field(default_factory=time.monotonic)
     first_frame_seen: bool = False
 
@@ -325,10 +326,10 @@ class RunDriver:
             metrics.run_started(binding.agent_id, binding.runner_id)
         await live.publish([first])
         self.runs[run_id] = run
+        run.delivery = plan_delivery(run_id, binding.agent_id, binding.delivery_policy, event,
+                                     self.settings.connections)
         run.task = asyncio.get_running_loop().create_task(self._drive(run))
-        plan = plan_delivery(run_id, binding.agent_id, binding.delivery_policy, event, self.settings.connections)
-        if not plan.empty:
-            run.delivery = plan
+        if not run.delivery.empty:
             self._deliver(run)
         return live.follow(0, self._ledger_reader(run_id))
 
@@ -562,9 +563,10 @@ class RunDriver:
     def _plan(self, run: AcceptedRun, executor_address: Any) -> RunPlan:
         event, info = run.event, run.info
         binding = info.binding
+        delivery = run.delivery if run.delivery is not None and run.delivery.own_chat is not None else None
         snapshot = compute_access(run_id=run.run_id, manifest=info.manifest, binding=binding,
                                   conversation_id=event.conversation_id, thread_id=event.thread_id,
-                                  catalog=self.catalog, deadline_at=run.deadline_at)
+                                  catalog=self.catalog, deadline_at=run.deadline_at, own_chat=delivery is not None)
         scopes = snapshot.state_scopes & frozenset(run.scope_keys)
         snapshot = replace(snapshot, state_scopes=scopes, state_ops=snapshot.state_ops if scopes else frozenset())
         handles = run.handles or {}
@@ -573,7 +575,8 @@ class RunDriver:
                                 catalog=self.catalog, handles=handles, state=handles.get("state") or {},
                                 trace_id=tracing.trace_id(run.span),
                                 runtime_metadata={"binding_id": binding.identity, "agent_id": binding.agent_id},
-                                skill_catalog=self.skills)
+                                skill_catalog=self.skills,
+                                automatic_reply=run.delivery is not None and run.delivery.automatic_reply)
         identity = RunIdentity(
             run_id=run.run_id, runner_id=binding.runner_id, binding_identity=binding.identity,
             bot_id=event.bot_id, workspace_id=event.workspace_id, conversation_id=event.conversation_id,
@@ -588,7 +591,8 @@ class RunDriver:
                        execution=info.execution, runner_target=info.target, executor=executor_address,
                        first_sequence=run.next_sequence, scope_keys=run.scope_keys,
                        steering_capacity=self.settings.steering_capacity,
-                       gateway_url=self.settings.gateway_url, reply_to=reply_to, trace=tracing.carrier(run.span))
+                       gateway_url=self.settings.gateway_url, reply_to=reply_to, trace=tracing.carrier(run.span),
+                       delivery=delivery)
 
     async def _binding(self, binding_id: str) -> BindingInfo:
         info = self._bindings.get(binding_id)

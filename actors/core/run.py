@@ -39,6 +39,7 @@ class RunBook:
     undo: list[StateUndo] = field(default_factory=list)
     unflushed: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    sent_texts: list[str] = field(default_factory=list)  # explicit messages (message_send), in order
 
     def __post_init__(self) -> None:
         self.validator = ResultValidator(self.run_id)
@@ -70,6 +71,12 @@ class RunBook:
             return verdict, None  # the terminal frame is emitted by finish()
         return verdict, self.host_frame(result.type, result.data)
 
+    def record_message_sent(self, text: str) -> None:
+        """The runner spoke through ``message_send``: a run that ends without message results has
+        still answered (no ``runner.empty_output``), and what it said is its transcript item."""
+        self.validator.saw_message = True
+        self.sent_texts.append(text)
+
     def record_state_write(self, scope_key: str, scope: str, key: str, previous: Any) -> None:
         # Only the first write of a key in this run matters for rollback.
         if not any(u.scope_key == scope_key and u.key == key for u in self.undo):
@@ -88,6 +95,8 @@ class RunBook:
         if terminal is not None and isinstance(terminal.data.get("message"), dict):
             content = terminal.data["message"].get("content")
             return content if isinstance(content, str) else None
+        if self.sent_texts:  # it answered through message_send only
+            return "\n\n".join(self.sent_texts)
         return None
 
     def finish(self, override: RunResult | None = None) -> tuple[RunStatus, dict[str, Any]]:

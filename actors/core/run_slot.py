@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from protocol.context import RunContext
+from protocol.delivery import DeliveryPlan
 from protocol.errors import ErrorCode, RunnerHostError, unauthorized
 from protocol.lifecycle import RunStatus
 from protocol.logs import get_logger
@@ -82,6 +83,10 @@ class SlotPorts(Protocol):
     async def register_token(self, digest: str, run_id: str) -> None: ...
     async def revoke_tokens(self, run_id: str) -> None: ...
 
+    async def send_message(self, plan: DeliveryPlan, text: str, *, key: str, address: dict[str, Any] | None,
+                           ordinal: int) -> dict[str, Any]:
+        """Post a runner's explicit message through the delivery engine (``DeliveryService.send_message``)."""
+
 
 @dataclass
 class RunPlan:
@@ -102,6 +107,8 @@ class RunPlan:
     reply_to: dict[str, Any] | None = None
     #: The run's trace context (W3C carrier) for the spans this actor adds.
     trace: dict[str, str] | None = None
+    #: The run's delivery plan (its own chat: where ``message_send`` posts); None: no platform.
+    delivery: DeliveryPlan | None = None
 
 
 class _Cancelled(Exception):
@@ -129,12 +136,16 @@ class RunSlot:
         self._rollback = False
         self.closed = False
         self.metadata: dict[str, Any] = {}  # merged into the run's ledger metadata at the end
+        self._messages: dict[str, tuple[int, str]] = {}  # idempotency key → (message number, text digest)
+        self._messages_delivered: set[str] = set()
+        self._messages_lock = asyncio.Lock()
         self.service = RunnerApiService(
             plan.snapshot, plan.identity, backend, self.steering,
             on_steering_pulled=self._audit_injected,
             state_scope_key=self.scope_key,
             on_state_written=self.book.record_state_write,
             cancel_run=None,
+            send_message=self._send_message if plan.delivery is not None else None,
         )
 
     # -- control ----------------------------------------------------------------------------
@@ -300,6 +311,28 @@ class RunSlot:
                                         fallback_id=f"art_{self.run_id}_{self.book.next_sequence}")
         except RunnerHostError as exc:
             log.warning("run %s: %s result not persisted: %s", self.run_id, result.type, exc.message)
+
+    async def _send_message(self, text: str, target: dict[str, Any] | None, key: str | None) -> dict[str, Any]:
+        """An explicit message, numbered by its idempotency key (no key: a new number): a repeated
+        key posts nothing again, and answers the facts on record. One at a time per run, so
+        a repeat waits for the first to settle. A platform refusal is ``runtime_error``."""
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        async with self._messages_lock:
+            name = f"auto:{len(self._messages)}" if key is None else f"key:{key}"
+            ordinal, known = self._messages.setdefault(name, (len(self._messages), digest))
+            if known != digest:
+                raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, "this key was used for a different message",
+                                      details={"key": key})
+            sent = await self._ports.send_message(self.plan.delivery, text, key=name, address=target,
+                                                  ordinal=ordinal)
+        if sent["status"] == "failed":
+            error = next((p.get("last_error") for p in sent["parts"] if p.get("last_error")), None)
+            raise RunnerHostError(ErrorCode.RUNTIME_ERROR, f"the platform refused the message: {error or 'failed'}",
+                                  details={"status": "failed", "connection": sent["connection"]})
+        if sent["status"] == "delivered" and name not in self._messages_delivered:
+            self._messages_delivered.add(name)
+            self.book.record_message_sent(text)
+        return sent
 
     async def _audit_injected(self, entries: list[SteeringEntry]) -> None:
         metrics.steering("injected", len(entries))

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from protocol.errors import ErrorCode, RunnerHostError, invalid_argument
 
+from .. import constants
 from .authz import AccessSnapshot
 from .steering import SteeringEntry, SteeringQueue
 
@@ -93,7 +94,8 @@ class RunnerApiService:
                  on_steering_pulled: Callable[[list[SteeringEntry]], Awaitable[None]],
                  state_scope_key: Callable[[str], str],
                  on_state_written: Callable[[str, str, str, Any], None] | None = None,
-                 cancel_run: Callable[[str, str | None], Awaitable[dict]] | None = None) -> None:
+                 cancel_run: Callable[[str, str | None], Awaitable[dict]] | None = None,
+                 send_message: Callable[[str, dict | None, str | None], Awaitable[dict]] | None = None) -> None:
         self.snapshot = snapshot
         self.identity = identity
         self.backend = backend
@@ -102,6 +104,7 @@ class RunnerApiService:
         self._scope_key = state_scope_key
         self._on_state_written = on_state_written
         self._cancel_run = cancel_run
+        self._send_message = send_message
 
     METHODS = frozenset({
         "invoke_llm", "invoke_rerank", "count_tokens", "invoke_embedding", "get_tool_detail", "call_tool", "retrieve_knowledge",
@@ -109,7 +112,7 @@ class RunnerApiService:
         "artifact_metadata", "artifact_read", "artifact_read_range",
         "state_get", "state_set", "state_delete", "state_list",
         "storage_get", "storage_set", "storage_delete", "storage_keys",
-        "run_get", "run_list", "run_events_page", "run_cancel",
+        "run_get", "run_list", "run_events_page", "run_cancel", "message_send",
     })
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
@@ -363,3 +366,18 @@ class RunnerApiService:
         if self._cancel_run is None:
             raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "cancellation is not available here")
         return await self._cancel_run(run_id, reason)
+
+    # -- explicit messages ------------------------------------------------------------
+    async def message_send(self, text: str, target: dict | None = None, key: str | None = None) -> dict:
+        """Checked here: the run has a chat of its own, the arguments' shapes; where it may post
+        (its own conversation only) is checked again by the delivery engine against the plan."""
+        if not self.snapshot.message_send or self._send_message is None:
+            raise invalid_argument("this run's event has no delivery target: it came from no platform chat "
+                                   "(an HTTP or scheduled event); yield message results instead",
+                                   reason="no_delivery_target", run_id=self.snapshot.run_id)
+        text = _text(text, "text", constants.MESSAGE_SEND_MAX_CHARS)
+        if target is not None and (not isinstance(target, dict) or not all(isinstance(k, str) for k in target)):
+            raise invalid_argument("target must be an address object (the shape of ctx.delivery.reply_target)")
+        if key is not None:
+            key = _text(key, "key", 256)
+        return await self._send_message(text, target, key)

@@ -52,7 +52,7 @@ from protocol.manifest import RunnerManifest  # noqa: E402
 from protocol.results import TERMINAL_TYPES, RunResult  # noqa: E402
 from protocol.runner import Runner, RunnerAPI  # noqa: E402
 
-from .handler import HostActionHandler, HostRuntimeHandler  # noqa: E402
+from .handler import HostActionHandler, HostRuntimeHandler, advertise_replies  # noqa: E402
 from .manifest import manifest_from_sdk  # noqa: E402
 
 log = get_logger(__name__)
@@ -147,7 +147,7 @@ class LangBotRunnerAdapter(Runner):
             yield emit(_failed(run_id, "runner.initialize_failed", f"runner initialization failed: {_short(exc)}"))
             return
         try:
-            sdk_ctx = RunnerContext.model_validate(wire)
+            sdk_ctx = RunnerContext.model_validate(advertise_replies(wire))
         except ValidationError as exc:
             yield emit(_failed(run_id, "runner.context_invalid",
                                f"context does not validate as the SDK RunnerContext: {_short(exc)}"))
@@ -156,7 +156,9 @@ class LangBotRunnerAdapter(Runner):
         if run_id in self.router.active_runs:
             yield emit(_failed(run_id, "runner.duplicate_run", "this run is already active on this runner"))
             return
-        handler = HostActionHandler(api, run_id=run_id, host_version=self.router.host_version)
+        handler = HostActionHandler(api, run_id=run_id, host_version=self.router.host_version,
+                                    reply_target=(wire.get("delivery") or {}).get("reply_target"),
+                                    bot_id=(wire.get("conversation") or {}).get("bot_id"))
         terminal = False
         with self.router.attach(handler):
             try:

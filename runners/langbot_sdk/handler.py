@@ -15,6 +15,10 @@ details}`` (the SDK turns that into ``AgentAPIException(AgentAPIError)``).
   every run-scoped SDK call carries (or, for run-scoped plugin helpers, by the
   SDK's task-local invocation). A run that is not active is ``unauthorized``.
 
+Replies — ``ctx.reply`` (the ``event_reply`` tool), ``reply_message``, ``send_message`` (into the
+run's own chat only) and ``reply_stream`` (its final text, once) — become ``message_send``, the
+host's recorded delivery. Message chains are sent as text (:func:`chain_text`).
+
 Unsupported actions fail at once with a structured ``invalid_argument`` error
 (``details.reason = "unsupported_action"``); nothing waits on a peer.
 """
@@ -66,6 +70,14 @@ RUN_GET = "run_get"
 RUN_LIST = "run_list"
 RUN_EVENTS_PAGE = "run_events_page"
 RUN_CANCEL = "run_cancel"
+# Explicit messages, all through RunnerAPI.message_send (host-owned, recorded delivery).
+CALL_PLATFORM_API = "call_platform_api"  # only its "send_message" action (plain or event_reply)
+SEND_MESSAGE = "send_message"            # the plugin-level LangBotAPIProxy.send_message
+REPLY_MESSAGE = "reply_message"          # the query-based reply
+REPLY_STREAM = "reply_stream"            # update / finish / abort of ctx.reply_stream()
+#: The platform tool ``ctx.reply(text)`` calls; advertised (with ``available_apis.reply_stream``)
+#: to runs whose event came from a platform chat (see :func:`advertise_replies`).
+EVENT_REPLY_TOOL = "event_reply"
 # Present in some langbot-plugin releases (not 0.7.18); answered when asked.
 ARTIFACT_METADATA = "artifact_metadata"
 ARTIFACT_READ = "artifact_read"
@@ -102,6 +114,10 @@ ACTION_TABLE: dict[str, str] = {
     RUN_LIST: "run_list",
     RUN_EVENTS_PAGE: "run_events_page",
     RUN_CANCEL: "run_cancel",
+    CALL_PLATFORM_API: "message_send (action 'send_message' only)",
+    SEND_MESSAGE: "message_send",
+    REPLY_MESSAGE: "message_send",
+    REPLY_STREAM: "message_send (the final text, once, on finish)",
     ARTIFACT_METADATA: "artifact_metadata",
     ARTIFACT_READ: "artifact_read / artifact_read_range",
 }
@@ -115,10 +131,6 @@ UNSUPPORTED_REASONS: dict[str, str] = {
     "get_prompt": "the host never assembles prompts; pull history with history_page",
     "run_append_result": "results travel on the run's result stream; the host owns the ledger",
     "run_finalize": "the host finalizes the run ledger from the result stream",
-    "reply_stream": "delivery is host-owned; yield message.delta / message.completed instead",
-    "call_platform_api": "platform APIs are host-owned; yield results or action.requested instead",
-    "send_message": "delivery is host-owned; yield message results instead",
-    "reply_message": "delivery is host-owned; yield message results instead",
     **{a: "RunnerHost has no Box sandbox service" for a in (
         "get_box_status", "list_boxes", "acquire_box", "bind_box",
         "import_box_attachments", "export_box_files")},
@@ -339,6 +351,69 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+# -- explicit messages ---------------------------------------------------------
+#: Keys that name the chat in a reply target (telegram chat_id, slack channel, discord
+#: channel_id, onebot group_id / user_id): what LangBot's ``target_id`` is compared with.
+CHAT_ID_KEYS: tuple[str, ...] = ("chat_id", "channel", "channel_id", "group_id", "user_id")
+#: Message-chain components that are message metadata, not content (never rendered).
+_CHAIN_METADATA = frozenset({"Source", "Quote"})
+#: ``reply_stream`` sessions one run may hold open at once.
+MAX_REPLY_STREAMS = 64
+_REPLY_TOOL_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+
+
+def chain_text(chain: Any) -> tuple[str, list[str]]:
+    """A LangBot message chain → the text we send, and the component types not sent as such.
+
+    Plain text is kept; mentions become ``@name``; media and other components (Image, Voice,
+    File, Forward, Face, …) become LangBot's own text placeholders (``[Image]``, ``[File]name``)
+    and are listed as not sent; Source and Quote (metadata) are left out."""
+    from langbot_plugin.api.entities.builtin.platform.message import MessageChain
+
+    if isinstance(chain, str):
+        return chain, []
+    try:
+        parsed = chain if isinstance(chain, MessageChain) else MessageChain.model_validate(chain)
+    except Exception:
+        raise _invalid("message_chain is not a LangBot message chain", field="message_chain") from None
+    pieces, lost = [], []
+    for component in parsed.root:
+        kind = getattr(component, "type", type(component).__name__)
+        if kind in _CHAIN_METADATA:
+            continue
+        if kind not in ("Plain", "At", "AtAll"):
+            lost.append(kind)
+        pieces.append(str(component))
+    return "".join(pieces), lost
+
+
+def sent_result(sent: Any, not_sent: list[str] | None = None) -> dict[str, Any]:
+    """Our ``SentMessage`` → what the SDK's reply / send_message callers get back as ``result``."""
+    sent = _dump(sent)
+    ids = [p["platform_message_id"] for p in sent.get("parts") or [] if p.get("platform_message_id")]
+    out = {"success": sent.get("status") == "delivered", "status": sent.get("status"),
+           "platform": sent.get("platform"), "message_id": ids[0] if ids else None, "message_ids": ids}
+    if not_sent:
+        out["not_sent"] = list(not_sent)
+    return out
+
+
+def advertise_replies(wire: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's view of a run that may post into its chat: ``available_apis.reply_stream`` and
+    the ``event_reply`` platform tool (what ``ctx.reply`` / ``ctx.reply_stream`` check locally),
+    both only when our context grants ``message_send``. ``wire`` is changed in place."""
+    apis = (wire.get("context") or {}).get("available_apis") or {}
+    if not apis.get("message_send"):
+        return wire
+    apis["reply_stream"] = True
+    tools = wire.setdefault("resources", {}).setdefault("tools", [])
+    if not any(t.get("tool_name") == EVENT_REPLY_TOOL for t in tools):
+        tools.append({"tool_name": EVENT_REPLY_TOOL, "tool_type": "platform", "operations": ["call"],
+                      "description": "Send a message to the conversation this event came from.",
+                      "parameters": _REPLY_TOOL_SCHEMA})
+    return wire
+
+
 # -- the per-run handler ------------------------------------------------------
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -352,10 +427,14 @@ class HostActionHandler:
     ``ActionCallTimeoutError`` (→ ``deadline_exceeded``, retryable).
     """
 
-    def __init__(self, api: RunnerAPI, *, run_id: str | None = None, host_version: str | None = None):
+    def __init__(self, api: RunnerAPI, *, run_id: str | None = None, host_version: str | None = None,
+                 reply_target: dict[str, Any] | None = None, bot_id: str | None = None):
         self.api = api
         self.run_id: str | None = run_id or getattr(api, "run_id", None)
         self.host_version = host_version or _host_version()
+        self.reply_target = dict(reply_target or {})  # the run's own chat (ctx.delivery.reply_target)
+        self.bot_id = bot_id
+        self._reply_streams: dict[str, str] = {}  # stream_id → the text so far
         self._unary: dict[str, Action] = {
             GET_LANGBOT_VERSION: self._get_langbot_version,
             INVOKE_LLM: self._invoke_llm,
@@ -378,6 +457,10 @@ class HostActionHandler:
             RUN_LIST: self._run_list,
             RUN_EVENTS_PAGE: self._run_events_page,
             RUN_CANCEL: self._run_cancel,
+            CALL_PLATFORM_API: self._call_platform_api,
+            SEND_MESSAGE: self._send_message,
+            REPLY_MESSAGE: self._reply_message,
+            REPLY_STREAM: self._reply_stream,
             ARTIFACT_METADATA: self._artifact_metadata,
             ARTIFACT_READ: self._artifact_read,
             **{name: self._storage_action(area, op) for name, (area, op) in _STORAGE_ACTIONS.items()},
@@ -537,7 +620,80 @@ class HostActionHandler:
         return {"tool": await self.api.get_tool_detail(_req_str(data, "tool_name"))}
 
     async def _call_tool(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {"result": await self.api.call_tool(_req_str(data, "tool_name"), _opt_dict(data, "parameters"))}
+        name, parameters = _req_str(data, "tool_name"), _opt_dict(data, "parameters")
+        if name == EVENT_REPLY_TOOL:  # ctx.reply(text): a message into the run's own chat
+            if "message" in parameters:
+                text, lost = chain_text(parameters["message"])
+            else:
+                text, lost = _req_str(parameters, "text"), []
+            return {"result": await self._send(text, None, lost)}
+        return {"result": await self.api.call_tool(name, parameters)}
+
+    # -- explicit messages (RunnerAPI.message_send) -------------------------------
+    async def _call_platform_api(self, data: dict[str, Any]) -> dict[str, Any]:
+        action = _req_str(data, "action")
+        params = _opt_dict(data, "params")
+        if action != "send_message":
+            raise RunnerHostError(ErrorCode.INVALID_ARGUMENT,
+                                  f"platform action {action!r} is not supported: RunnerHost sends messages only",
+                                  details={"reason": "unsupported_action", "platform_action": action})
+        if data.get("context_tool") == EVENT_REPLY_TOOL:  # reply_message(chain, quote_origin)
+            text, lost = chain_text(params.get("message"))
+            return {"result": await self._send(text, None, lost)}
+        return {"result": await self._send_to(_opt_str(data, "bot_uuid"), params.get("target_type"),
+                                              params.get("target_id"), params.get("message"))}
+
+    async def _send_message(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"result": await self._send_to(_opt_str(data, "bot_uuid"), data.get("target_type"),
+                                              data.get("target_id"), data.get("message_chain"))}
+
+    async def _reply_message(self, data: dict[str, Any]) -> dict[str, Any]:
+        text, lost = chain_text(data.get("message_chain"))
+        return {"result": await self._send(text, None, lost)}
+
+    async def _reply_stream(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``ctx.reply_stream()``: updates are buffered here (each replaces the text); ``finish``
+        sends the final text once, keyed by the stream id; ``abort`` drops it."""
+        stream_id, operation = _req_str(data, "stream_id"), _req_str(data, "operation")
+        text = data.get("text")
+        if text is not None and not isinstance(text, str):
+            raise _invalid("text must be a string", field="text")
+        out: dict[str, Any] = {"stream_id": stream_id, "operation": operation}
+        if operation == "update":
+            if stream_id not in self._reply_streams and len(self._reply_streams) >= MAX_REPLY_STREAMS:
+                raise _invalid(f"at most {MAX_REPLY_STREAMS} reply streams may be open at once")
+            self._reply_streams[stream_id] = text or ""
+            return {"result": {**out, "success": True, "status": "buffered"}}
+        if operation == "abort":
+            self._reply_streams.pop(stream_id, None)
+            return {"result": {**out, "success": True, "status": "aborted"}}
+        if operation != "finish":
+            raise _invalid("operation must be 'update', 'finish' or 'abort'", field="operation")
+        final = text if text is not None else self._reply_streams.get(stream_id, "")
+        self._reply_streams.pop(stream_id, None)
+        if not final:
+            return {"result": {**out, "success": True, "status": "empty"}}
+        sent = await self.api.message_send(final, key=f"reply_stream:{stream_id}")
+        return {"result": {**out, **sent_result(sent)}}
+
+    async def _send(self, text: str, target: dict[str, Any] | None, lost: list[str]) -> dict[str, Any]:
+        if not text:
+            raise _invalid("the message has no text to send", field="message_chain", not_sent=lost)
+        return sent_result(await self.api.message_send(text, target=target), lost)
+
+    async def _send_to(self, bot_uuid: str | None, target_type: Any, target_id: Any, chain: Any) -> dict[str, Any]:
+        """LangBot's ``send_message(bot_uuid, target_type, target_id, chain)``: allowed into the
+        run's own chat only. ``target_id`` naming that chat becomes its address; anything else is
+        passed on as is, for the host to refuse (``unauthorized``)."""
+        if target_id is None or isinstance(target_id, (bool, dict, list)):
+            raise _invalid("target_id is required", field="target_id")
+        text, lost = chain_text(chain)
+        if bot_uuid and bot_uuid not in (self.bot_id, self.reply_target.get("connection")):
+            raise RunnerHostError(ErrorCode.UNAUTHORIZED, "a run may only send through the bot its event came to",
+                                  details={"bot_uuid": bot_uuid})
+        own = next(({key: self.reply_target[key]} for key in CHAT_ID_KEYS
+                    if key in self.reply_target and str(self.reply_target[key]) == str(target_id)), None)
+        return await self._send(text, own or {"target_type": target_type, "target_id": target_id}, lost)
 
     async def _retrieve_knowledge_base(self, data: dict[str, Any]) -> dict[str, Any]:
         filters = _opt_dict(data, "filters")

@@ -75,6 +75,9 @@ class _SlotPorts:
     async def revoke_tokens(self, run_id: str) -> None:
         return None
 
+    async def send_message(self, plan: Any, text: str, *, key: str, address: Any, ordinal: int) -> Any:
+        return await self._ports.send_message(plan, text, key=key, address=address, ordinal=ordinal)
+
 
 class _InProcessStream:
     def __init__(self, executor: RunnerExecutor, slots: RunSlots, faults: Faults) -> None:
@@ -105,8 +108,10 @@ class _NoExecutor:
 
 class InProcessPorts:
     def __init__(self, db: Any, agents: dict[str, AgentConfig], extra_runners: dict[str, str] | None = None,
-                 host_id: str = "host_test") -> None:
+                 host_id: str = "host_test", delivery: Any = None) -> None:
         self.db = db
+        #: The delivery engine (``actors.core.delivery.DeliveryService``) platform runs go through.
+        self.delivery = delivery
         self.host_id = host_id
         self.registry_logic = Registry(extra_runners)
         for version, (agent_id, config) in enumerate(agents.items(), start=1):
@@ -219,6 +224,21 @@ class InProcessPorts:
     async def executor(self, run: Any) -> Any:
         return _NoExecutor()
 
+    # -- delivery -----------------------------------------------------------------------------
+    def _engine(self) -> Any:
+        if self.delivery is None:
+            raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "this test host has no delivery engine")
+        return self.delivery
+
+    async def deliver_frames(self, plan: Any, frames: list[dict[str, Any]]) -> Any:
+        return await self._engine().on_frames(plan, frames)
+
+    async def deliver_terminal(self, plan: Any, frame: dict[str, Any]) -> Any:
+        return await self._engine().on_terminal(plan, frame)
+
+    async def send_message(self, plan: Any, text: str, *, key: str, address: Any, ordinal: int) -> Any:
+        return await self._engine().send_message(plan, text, key=key, address=address, ordinal=ordinal)
+
     async def member_died(self, member: Member | None) -> None:
         if member is not None and self.pool is not None:
             self.dead.append(member)
@@ -226,12 +246,14 @@ class InProcessPorts:
 
 
 def make_driver(ports: InProcessPorts, *, run_actors: int = 2, max_size: int = 4, runs_per_actor: int = 1,
-                queue_timeout_s: float = 30.0, grow_after: float = 0.0) -> RunDriver:
+                queue_timeout_s: float = 30.0, grow_after: float = 0.0,
+                connections: dict[str, str] | None = None) -> RunDriver:
     pool: SlotPool[Member] = SlotPool(lambda: ports.new_member(runs_per_actor), name="run slots",
                                       slots_per_member=runs_per_actor, min_size=run_actors, max_size=max_size,
                                       grow_after=grow_after)
     ports.pool = pool
-    return RunDriver(ports, pool, ResourceCatalog(), DriverSettings(queue_timeout_s=queue_timeout_s))
+    return RunDriver(ports, pool, ResourceCatalog(), DriverSettings(queue_timeout_s=queue_timeout_s,
+                                                                    connections=dict(connections or {})))
 
 
 async def collect(stream: AsyncIterator[dict[str, Any]], timeout: float = 10.0) -> list[dict[str, Any]]:

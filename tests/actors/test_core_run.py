@@ -121,3 +121,29 @@ async def test_state_writes_use_the_run_scope_key_and_payload_cap():
     with pytest.raises(RunnerHostError) as err:
         await svc.call("state_set", {"scope": "conversation", "key": "k", "value": "x" * (2 << 20)})
     assert err.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+
+
+async def test_message_send_checks_its_arguments_and_says_when_there_is_no_chat():
+    """``message_send`` before it reaches delivery: a run without a chat of its own gets a clear
+    ``invalid_argument`` (``no_delivery_target``); bad arguments are ``invalid_argument``."""
+    from dataclasses import replace
+    svc, _, _, _ = service()
+    with pytest.raises(RunnerHostError) as info:
+        await svc.call("message_send", {"text": "hello"})
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT and info.value.details["reason"] == "no_delivery_target"
+    sent = []
+
+    async def send(text, target, key):
+        sent.append((text, target, key))
+        return {"status": "delivered"}
+    chatty = RunnerApiService(replace(svc.snapshot, message_send=True), svc.identity, svc.backend, svc.steering,
+                              on_steering_pulled=svc._on_pulled, state_scope_key=svc._scope_key, send_message=send)
+    for bad in ({"text": ""}, {"text": 42}, {"text": "hi", "target": ["chat"]}, {"text": "hi", "key": "k" * 257},
+                {"text": "hi", "colour": "red"}):
+        with pytest.raises(RunnerHostError) as info:
+            await chatty.call("message_send", bad)
+        assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert await chatty.call("message_send", {"text": "hi", "target": {"chat_id": 1}, "key": "k"}) == {
+        "status": "delivered"}
+    assert sent == [("hi", {"chat_id": 1}, "k")]
+    assert chatty.snapshot.available_apis().message_send and not svc.snapshot.available_apis().message_send

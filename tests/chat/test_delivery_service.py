@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from actors.core.delivery import DeliveryService
+from actors.core.delivery import ACTION_PART_BASE, ACTION_PART_STRIDE, DeliveryService
 from platforms.config import DeliveryTuning
 from platforms.credentials import Secret
 from platforms.telegram import TelegramAdapter
@@ -157,9 +157,11 @@ async def test_runner_send_message_is_once_per_key_and_only_to_its_own_chat(stor
     chat = next(_chats)
     plan = plan_for(f"run_{uuid.uuid4().hex}", chat)
     engine = service(storage, telegram, waits)
-    row = await engine.send_message(plan, "progress: 50%", key="call-1")
+    sent = await engine.send_message(plan, "progress: 50%", key="call-1")
     again = await service(storage, telegram, waits).send_message(plan, "progress: 50%", key="call-1")  # retried
-    assert row["status"] == again["status"] == "delivered" and row["platform_message_id"] == again["platform_message_id"]
+    assert sent["status"] == again["status"] == "delivered"
+    assert [p["platform_message_id"] for p in sent["parts"]] == [p["platform_message_id"] for p in again["parts"]]
+    assert again["parts"][0]["attempts"] == 1  # the retry made no platform call
     await engine.send_message(plan, "progress: 90%", key="call-2", address={"chat_id": chat})
     assert [m["text"] for m in fake_telegram.messages(chat)] == ["progress: 50%", "progress: 90%"]
     for address in ({"chat_id": chat + 1}, {"connection": "other", "chat_id": chat}):
@@ -167,3 +169,50 @@ async def test_runner_send_message_is_once_per_key_and_only_to_its_own_chat(stor
             await engine.send_message(plan, "leak", key="call-3", address=address)
         assert info.value.code is ErrorCode.UNAUTHORIZED
     assert len(fake_telegram.messages(chat + 1)) == 0
+
+
+async def test_an_explicit_message_goes_to_the_own_chat_even_without_automatic_delivery(storage, telegram, waits,
+                                                                                       fake_telegram):
+    """``delivery_policy.reply = false``: no result target, but the run's own chat for its messages."""
+    from protocol.errors import ErrorCode, RunnerHostError
+    chat = next(_chats)
+    own = plan_for(f"run_{uuid.uuid4().hex}", chat).targets[0]
+    plan = DeliveryPlan(run_id=f"run_{uuid.uuid4().hex}", targets=[], own_chat=own)
+    assert not plan.automatic_reply and plan.empty
+    sent = await service(storage, telegram, waits).send_message(plan, "only this", key="k", ordinal=2)
+    assert [p["part"] for p in sent["parts"]] == [ACTION_PART_BASE + 2 * ACTION_PART_STRIDE]
+    assert [m["text"] for m in fake_telegram.messages(chat)] == ["only this"]
+    hook = DeliveryTarget(connection="hook", platform="webhook", reply_target={"event_id": "e"})
+    for nowhere in (DeliveryPlan(run_id="run_x"), DeliveryPlan(run_id="run_x", targets=[hook])):
+        with pytest.raises(RunnerHostError) as info:
+            await service(storage, telegram, waits).send_message(nowhere, "hello?", key="k", ordinal=0)
+        assert info.value.code is ErrorCode.INVALID_ARGUMENT and info.value.details["reason"] == "no_delivery_target"
+
+
+async def test_a_long_explicit_message_is_split_into_ordered_parts(storage, telegram, waits, fake_telegram):
+    chat = next(_chats)
+    plan = plan_for(f"run_{uuid.uuid4().hex}", chat, size=40)
+    text = " ".join(f"word{i}" for i in range(30))
+    sent = await service(storage, telegram, waits).send_message(plan, text, key="long", ordinal=1)
+    shown = [m["text"] for m in fake_telegram.messages(chat)]
+    assert len(shown) > 1 and all(len(t) <= 40 for t in shown) and " ".join(shown).split() == text.split()
+    first = ACTION_PART_BASE + ACTION_PART_STRIDE
+    assert [p["part"] for p in sent["parts"]] == list(range(first, first + len(shown)))
+    assert sent["status"] == "delivered" and len(sent["parts"]) == len(shown)
+
+
+async def test_the_results_stream_never_touches_an_explicit_message_in_flight(storage, telegram, waits,
+                                                                              fake_telegram):
+    """A delivery engine that (re)starts the results' stream while a runner's message is being posted
+    must not take that message for one interrupted by a crash."""
+    chat = next(_chats)
+    plan = plan_for(f"run_{uuid.uuid4().hex}", chat)
+    target = plan.targets[0]
+    await storage.write("delivery_open", run_id=plan.run_id, target_key=target.key, part=ACTION_PART_BASE,
+                        platform="telegram", connection="tg", target=target.reply_target)
+    await storage.write("delivery_record", run_id=plan.run_id, target_key=target.key, part=ACTION_PART_BASE,
+                        status="sending")  # send_message is posting it right now
+    await service(storage, telegram, waits).on_frames(plan, [delta(0, "hello")])
+    [row] = [r for r in await storage.read("delivery_parts", run_id=plan.run_id, target_key=target.key)
+             if r["part"] == ACTION_PART_BASE]
+    assert row["status"] == "sending" and row["last_error"] is None

@@ -125,6 +125,7 @@ def full_context() -> RunContext:
                                               values={"note": "ok"}, submitted_at=1_700_000_000),
         ),
         delivery=DeliveryContext(
+            automatic_reply=True,
             surface="platform", reply_target={"message_id": "m-9", "conversation_id": "conv_1"},
             supports_streaming=False, supports_edit=True, supports_reaction=True,
             max_message_size=4096, platform_capabilities={"markdown": True},
@@ -219,6 +220,7 @@ def test_full_context_validates_as_langbot_runner_context():
     assert lb.input.attachments[0].ref == "art_1"
     assert lb.input.attachments[0].size == 1234
     assert lb.delivery.surface == "platform" and lb.delivery.supports_edit is True
+    assert lb.delivery.automatic_reply is True
     assert lb.delivery.max_message_size == 4096
     assert [m.model_id for m in lb.resources.models] == ["gpt-x", "rr-1"]
     assert lb.resources.models[0].operations == ["invoke", "stream"]
@@ -486,9 +488,10 @@ def test_langbot_context_validates_as_ours(via_json):
     assert ours.adapter.extra == {"params": {"p": 1}}
     assert ours.metadata == {"pipeline_uuid": "pl_1"}
     assert ours.variables == {"user_name": "Bob", "launcher_type": "person"}
+    assert ours.delivery.automatic_reply is True
     # fields we do not model are dropped, not re-emitted
     wire = ours.to_wire()
-    assert "automatic_reply" not in wire["delivery"]
+    assert "interactions" not in wire["delivery"]
     assert "box" not in wire["context"]["available_apis"]
 
 

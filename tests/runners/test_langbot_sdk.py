@@ -49,7 +49,7 @@ from protocol.context import (  # noqa: E402
     ToolResource,
     Trigger,
 )
-from protocol.errors import not_found, unauthorized  # noqa: E402
+from protocol.errors import RunnerHostError, not_found, unauthorized  # noqa: E402
 from protocol.manifest import RunnerManifest  # noqa: E402
 from protocol.pages import (  # noqa: E402
     ArtifactMetadata,
@@ -533,7 +533,7 @@ async def test_finished_run_is_unauthorized():
 
 
 # -- unsupported actions: structured, immediate ----------------------------------------------------
-@pytest.mark.parametrize("action", ["get_prompt", "reply_stream", "run_finalize",
+@pytest.mark.parametrize("action", ["get_prompt", "get_box_status", "run_finalize",
                                     "acquire_box", "some_future_action"])
 async def test_unsupported_action_answers_a_structured_error_at_once(action):
     handler = HostActionHandler(FakeHostAPI())
@@ -549,7 +549,7 @@ async def test_unsupported_action_through_the_sdk_proxy():
     class PlatformRunner(SDKRunner):
         async def run(self, ctx: RunnerContext):
             try:
-                await ctx.api.call_platform_api("bot-1", "send_message", {"text": "x"})
+                await ctx.api.call_platform_api("bot-1", "get_group_info", {"group_id": "x"})
             except AgentAPIException as exc:
                 yield RunnerResult.message_completed(
                     ctx.run_id, Message(role="assistant", content=f"{exc.error.code}/{exc.error.details['reason']}"))
@@ -562,7 +562,7 @@ async def test_unsupported_action_through_the_sdk_proxy():
     # The SDK traces platform calls as tool.call.* telemetry; those are forwarded too.
     assert [r["type"] for r in results] == ["tool.call.started", "tool.call.completed",
                                             "message.completed", "run.completed"]
-    assert results[1]["data"]["error"].startswith("action 'call_platform_api' is not supported")
+    assert results[1]["data"]["error"].startswith("platform action 'get_group_info' is not supported")
     assert results[2]["data"]["message"]["content"] == "invalid_argument/unsupported_action"
 
 
@@ -968,7 +968,8 @@ def test_supported_action_table_is_complete():
                 A.GET_TOOL_DETAIL, A.RETRIEVE_KNOWLEDGE_BASE, A.INVOKE_RERANK, A.SET_PLUGIN_STORAGE,
                 A.GET_PLUGIN_STORAGE, A.GET_PLUGIN_STORAGE_KEYS, A.DELETE_PLUGIN_STORAGE,
                 A.SET_WORKSPACE_STORAGE, A.GET_WORKSPACE_STORAGE, A.GET_WORKSPACE_STORAGE_KEYS,
-                A.DELETE_WORKSPACE_STORAGE, A.RUN_GET, A.RUN_LIST, A.RUN_EVENTS_PAGE, A.RUN_CANCEL}
+                A.DELETE_WORKSPACE_STORAGE, A.RUN_GET, A.RUN_LIST, A.RUN_EVENTS_PAGE, A.RUN_CANCEL,
+                A.REPLY_STREAM, A.SEND_MESSAGE, A.REPLY_MESSAGE, A.CALL_PLATFORM_API}
     assert {a.value for a in required} <= SUPPORTED_ACTIONS
     assert set(ACTION_TABLE) == SUPPORTED_ACTIONS
 
@@ -991,3 +992,111 @@ def test_package_imports_without_langbot_plugin_and_fails_clearly_on_use():
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert "pip install 'runnerhost[langbot]'" in out.stdout
+
+
+# -- explicit messages: reply / reply_message / send_message / reply_stream → message_send ----------
+class MessagingAPI(FakeHostAPI):
+    """Records ``message_send`` calls; answers like the host's delivery (one delivered part)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent: list[tuple[str, Any, Any]] = []
+
+    async def message_send(self, text, *, target=None, key=None):
+        from protocol.delivery import SentMessage
+        self.sent.append((text, target, key))
+        return SentMessage(status="delivered", connection="tg", platform="telegram", target_key="tg:x", parts=[
+            {"run_id": self.run_id, "target_key": "tg:x", "part": 3000 + len(self.sent), "platform": "telegram",
+             "connection": "tg", "platform_message_id": str(100 + len(self.sent)), "status": "delivered",
+             "attempts": 1, "created_at": 1, "updated_at": 1}])
+
+
+OWN_CHAT = {"connection": "tg", "platform": "telegram", "chat_id": 77, "message_id": 5}
+
+
+def test_chain_text_keeps_the_text_and_names_what_is_not_sent():
+    from langbot_plugin.api.entities.builtin.platform.message import At, Image, MessageChain, Plain, Quote
+
+    from runners.langbot_sdk.handler import chain_text
+    chain = MessageChain([Quote(id=1, origin=MessageChain([Plain(text="old")])), At(target="u1", display="Ada"),
+                          Plain(text=" look: "), Image(url="https://example.com/a.png")])
+    assert chain_text(chain.model_dump(mode="json")) == ("@Ada look: [Image]", ["Image"])
+    assert chain_text("plain") == ("plain", [])
+    with pytest.raises(RunnerHostError):
+        chain_text({"not": "a chain"})
+
+
+async def test_replies_are_advertised_only_to_runs_with_a_chat_of_their_own():
+    from runners.langbot_sdk.handler import advertise_replies
+    http = advertise_replies(make_ctx().to_wire())
+    assert "reply_stream" not in http["context"]["available_apis"]
+    assert "event_reply" not in [t["tool_name"] for t in http["resources"]["tools"]]
+    ctx = make_ctx()
+    ctx.context.available_apis.message_send = True
+    chat = advertise_replies(ctx.to_wire())
+    assert chat["context"]["available_apis"]["reply_stream"] is True
+    [reply] = [t for t in chat["resources"]["tools"] if t["tool_name"] == "event_reply"]
+    assert reply["tool_type"] == "platform" and reply["operations"] == ["call"]
+
+    class Replier(SDKRunner):
+        async def run(self, ctx: RunnerContext):
+            await ctx.reply("hi there")
+            return
+
+    api = MessagingAPI()
+    results = await asyncio.wait_for(collect(adapter(Replier), ctx, api), FAST)
+    assert api.sent == [("hi there", None, None)] and results[-1]["type"] == "run.completed"
+    # without a chat the SDK itself refuses ctx.reply (event_reply is not granted), as LangBot's does
+    api = MessagingAPI()
+    results = await asyncio.wait_for(collect(adapter(Replier), make_ctx(), api), FAST)
+    assert api.sent == [] and results[-1]["data"]["code"] == "runner.api.unauthorized"
+
+
+async def test_reply_stream_buffers_updates_and_sends_the_final_text_once():
+    api = MessagingAPI()
+    handler = HostActionHandler(api, reply_target=OWN_CHAT)
+
+    async def op(stream_id, operation, text=None):
+        data = {"run_id": RUN_ID, "stream_id": stream_id, "operation": operation}
+        if text is not None:
+            data["text"] = text
+        return (await handler.call_action("reply_stream", data, FAST))["result"]
+
+    assert (await op("s1", "update", "Hel"))["status"] == "buffered"
+    assert (await op("s1", "update", "Hello"))["status"] == "buffered"
+    assert api.sent == []  # nothing leaves before finish
+    done = await op("s1", "finish", "Hello")
+    assert (done["status"], done["success"], done["message_id"]) == ("delivered", True, "101")
+    assert api.sent == [("Hello", None, "reply_stream:s1")]  # keyed by the stream: a repeat posts nothing
+    await op("s2", "update", "never mind")
+    assert (await op("s2", "abort"))["status"] == "aborted"
+    assert (await op("s3", "finish", ""))["status"] == "empty"
+    assert len(api.sent) == 1
+    with pytest.raises(ActionCallError) as info:
+        await op("s4", "rewind")
+    assert info.value.data["error"]["code"] == "invalid_argument"
+
+
+async def test_send_message_reaches_the_own_chat_only():
+    from langbot_plugin.api.entities.builtin.platform.message import MessageChain, Plain
+    chain = MessageChain([Plain(text="hello")]).model_dump(mode="json")
+    api = MessagingAPI()
+    handler = HostActionHandler(api, reply_target=OWN_CHAT, bot_id="tgbot")
+
+    async def send(bot, target_id):
+        return await handler.call_action("call_platform_api", {
+            "run_id": RUN_ID, "bot_uuid": bot, "action": "send_message",
+            "params": {"target_type": "person", "target_id": target_id, "message": chain}}, FAST)
+
+    assert (await send("tgbot", "77"))["result"]["success"] is True
+    await send("tgbot", "78")  # passed on as given: the host refuses another chat
+    assert api.sent == [("hello", {"chat_id": 77}, None),
+                        ("hello", {"target_type": "person", "target_id": "78"}, None)]
+    with pytest.raises(ActionCallError) as info:
+        await send("another-bot", "77")
+    assert info.value.data["error"]["code"] == "unauthorized" and len(api.sent) == 2
+    # the plugin-level send_message and the query-based reply take the same path
+    await handler.call_action("send_message", {"bot_uuid": "tgbot", "target_type": "person", "target_id": 77,
+                                               "message_chain": chain}, FAST)
+    await handler.call_action("reply_message", {"query_id": 1, "message_chain": chain}, FAST)
+    assert api.sent[2:] == [("hello", {"chat_id": 77}, None), ("hello", None, None)]

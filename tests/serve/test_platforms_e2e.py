@@ -88,6 +88,7 @@ def platform_app(serve_app, platforms_pg_url, fake_telegram, fake_slack, fake_di
     from protocol.agents import AgentConfig, DeliveryPolicy
     from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
     from serve.deployment import build_app
+    from tests.chat.reply_runners import REPLY_PROBE_ID, SDK_REPLY_ID
     from tests.serve.conftest import ADMIN_KEY, INGEST_KEY, READ_KEY, ECHO, ServeApp, wait_healthy, worker_env
 
     reply = DeliveryPolicy(edit_interval_s=0.2, enable_interactions=True, webhooks=["hook"])
@@ -97,6 +98,11 @@ def platform_app(serve_app, platforms_pg_url, fake_telegram, fake_slack, fake_di
                            event_types=["message.received", "interaction.submitted"]),
         "clock": AgentConfig(runner_id=ECHO, event_types=["schedule.triggered"],
                              delivery_policy=DeliveryPolicy(webhooks=["hook"])),
+        # explicit messages (message_send): a pooled runner whose results the host also delivers, and
+        # a LangBot SDK event processor in its RunActor whose results the host does not deliver
+        "replier": AgentConfig(runner_id=REPLY_PROBE_ID, delivery_policy=DeliveryPolicy(edit_interval_s=0.2)),
+        "sdkreply": AgentConfig(runner_id=SDK_REPLY_ID, execution="in_actor",
+                                delivery_policy=DeliveryPolicy(reply=False)),
     }
     connections = {
         "tg": ConnectionConfig(platform="telegram", agent_id="chat", token_env="RH_TEST_TG_TOKEN",
@@ -110,13 +116,19 @@ def platform_app(serve_app, platforms_pg_url, fake_telegram, fake_slack, fake_di
         "qq": ConnectionConfig(platform="onebot", agent_id="chat", token_env="RH_TEST_ONEBOT_TOKEN", listen_port=0),
         "hook": ConnectionConfig(platform="webhook", url=f"{webhook_receiver.base_url}/hook",
                                  secret_env="RH_TEST_HOOK_SECRET"),
+        "tgreply": ConnectionConfig(platform="telegram", agent_id="replier", token_env="RH_TEST_TG_TOKEN",
+                                    secret_env="RH_TEST_TG_SECRET", api_base=fake_telegram.base_url),
+        "tgsdk": ConnectionConfig(platform="telegram", agent_id="sdkreply", token_env="RH_TEST_TG_TOKEN",
+                                  secret_env="RH_TEST_TG_SECRET", api_base=fake_telegram.base_url),
     }
     namespace = f"rh-plat-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=int(serve_app.url.rsplit(":", 1)[1])),
         storage=StorageSettings(data_dir=str(tmp_path_factory.mktemp("plat-data")), database_url=platforms_pg_url),
         host=HostSettings(namespace=namespace,
-                          extra_runners={"plugin:test/ask/default": "tests.chat.ask_runner:AskRunner"}),
+                          extra_runners={"plugin:test/ask/default": "tests.chat.ask_runner:AskRunner",
+                                         REPLY_PROBE_ID: "tests.chat.reply_runners:ReplyProbeRunner",
+                                         SDK_REPLY_ID: "tests.chat.reply_runners:EventProcessorRunner"}),
         pools=PoolConfig(run_actors_min=1, run_actors_max=8, workers_min=1, workers_max=1),
         agents=agents,
         api_keys=[ApiKey(name="admin", sha256=hash_key(ADMIN_KEY), scopes=["admin"]),
@@ -276,6 +288,55 @@ async def test_onebot_bridge_message_runs_and_replies(api, platform_app):
         assert [r["status"] for r in rows if r["platform"] == "onebot"] == ["delivered"]
     finally:
         await bridge.close()
+
+
+# -- explicit messages (message_send: LangBot's reply / send_message / reply_stream) ------------------
+async def test_runners_post_into_their_own_chat_once_through_the_host(api, platform_app, fake_telegram):
+    from actors.core.delivery import ACTION_PART_BASE
+    from tests.chat.reply_runners import FOREIGN_CHAT
+    # a pooled runner: one keyed message sent twice (a retried call), another chat tried
+    chat = next(_ids)
+    response = await api.post("/v1/platforms/telegram/tgreply/webhook", json=text_update(next(_ids), chat, "hi"),
+                              headers=TG)
+    assert response.status_code == 200, response.text
+    [run] = await finished_run(api, f"telegram:tgreply:{chat}")
+    assert run["status"] == "completed"
+    rows = await deliveries(api, run["run_id"])
+    texts = [m["text"] for m in fake_telegram.messages(chat)]
+    assert len(texts) == 2 and texts[0] == "progress: 50%"  # posted once, though asked twice
+    seen = json.loads(texts[1])  # the run's result, which the host delivers itself
+    assert seen["automatic_reply"] is True and seen["message_send"] is True and seen["foreign"] == "unauthorized"
+    assert seen["first"] == seen["again"] == [str(fake_telegram.messages(chat)[0]["message_id"])]
+    explicit = [r for r in rows if r["part"] == ACTION_PART_BASE]
+    assert [(r["status"], r["attempts"], r["platform_message_id"]) for r in explicit] == [
+        ("delivered", 1, seen["first"][0])]
+    assert fake_telegram.messages(FOREIGN_CHAT) == []
+
+    # a LangBot SDK event processor (reply = false): only what it says explicitly reaches the chat
+    chat = next(_ids)
+    response = await api.post("/v1/platforms/telegram/tgsdk/webhook", json=text_update(next(_ids), chat, "hi"),
+                              headers=TG)
+    assert response.status_code == 200, response.text
+    [run] = await finished_run(api, f"telegram:tgsdk:{chat}")
+    assert run["status"] == "completed"  # no message results, yet it answered
+    rows = await deliveries(api, run["run_id"])
+    texts = [m["text"] for m in fake_telegram.messages(chat)]
+    assert texts[:3] == ["sdk: hello", "sdk: chain[Image]", "sdk: streamed"] and len(texts) == 4
+    assert json.loads(texts[3]) == {"automatic_reply": False, "not_sent": ["Image"], "foreign": "unauthorized",
+                                    "stream": "delivered"}
+    assert [r["status"] for r in rows] == ["delivered"] * 4 and fake_telegram.messages(FOREIGN_CHAT) == []
+
+    # the same runner called over HTTP has no chat: a clear error, nothing posted
+    event = {"event_type": "message.received", "conversation_id": f"http-{uuid.uuid4().hex[:8]}",
+             "input": {"text": "hi"}, "actor": {"actor_id": "u1"}}
+    async with api.stream("POST", "/v1/events", json={"agent_id": "replier", "event": event}) as streamed:
+        assert streamed.status_code == 200
+        frames = [json.loads(line) async for line in streamed.aiter_lines() if line.strip()]
+    assert frames[-1]["type"] == "run.completed"
+    [answer] = [f for f in frames if f["type"] == "message.completed"]
+    seen = json.loads(answer["data"]["message"]["content"])
+    assert (seen["automatic_reply"], seen["message_send"], seen["error"], seen["reason"]) == (
+        False, False, "invalid_argument", "no_delivery_target")
 
 
 # -- interactions -----------------------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from starlette.routing import Route
 from ._server import ThreadedServer
 
 
+#: Form fields the Bot API takes as plain strings (the others may carry JSON: reply_markup, …).
+_TEXT_PARAMS = frozenset({"text", "caption", "callback_query_id", "secret_token", "url"})
+
+
 class FakeTelegram(ThreadedServer):
     def __init__(self, token: str) -> None:
         super().__init__()
@@ -56,6 +60,8 @@ class FakeTelegram(ThreadedServer):
         for key, value in form.multi_items():
             if hasattr(value, "read"):
                 params[key] = {"filename": value.filename, "size": len(await value.read())}
+            elif key in _TEXT_PARAMS:  # text stays text, even when it reads as JSON ("42", "{...}")
+                params[key] = value
             else:
                 try:
                     params[key] = json.loads(value)
