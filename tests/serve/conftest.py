@@ -28,7 +28,7 @@ from ray import serve
 from actors.host_config import PoolConfig
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
-from serve.deployment import APP_NAME, build_app
+from serve.deployment import APP_NAME, build_app, serve_logging
 from tests.conftest import SERVE_DB_ENV, SERVE_DB_NAME, pg_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,9 +120,10 @@ def serve_app(serve_ray, serve_pg_url, tmp_path_factory) -> Iterator[ServeApp]:
                   ApiKey(name="ingest", sha256=hash_key(INGEST_KEY), scopes=["ingest"]),
                   ApiKey(name="read", sha256=hash_key(READ_KEY), scopes=["read"])],
     ).resolved()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
-              name=APP_NAME, route_prefix="/", blocking=False)
+              name=APP_NAME, route_prefix="/", blocking=False,
+              logging_config=serve_logging())
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, timeout=60)
     yield ServeApp(url=url, settings=settings,
