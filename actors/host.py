@@ -41,12 +41,12 @@ from .core.run_slot import RunOutput, RunPlan, token_digest
 from .core.slots import Reservation, SlotPool
 from .host_config import HostConfig
 from .placement import RUN_SLOT_RESOURCE, pool_options
-from .provider_actor import get_or_create_providers
-from .registry_actor import get_or_create_registry
+from .provider_actor import ensure_providers
+from .registry_actor import ensure_registry
 from .retry import call_with_retry, unwrap
 from .run_actor import RunActor
 from .runner_worker import RunnerWorker
-from .storage_actor import get_or_create_storage
+from .storage_actor import ensure_storage, storage_version
 from .tasks import spawn_detached
 
 log = get_logger(__name__)
@@ -231,9 +231,11 @@ class Host:
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
     async def start(cls, config: HostConfig) -> "Host":
-        storage = get_or_create_storage(config.storage, namespace=config.namespace)
-        registry = get_or_create_registry(storage, config.namespace, config.extra_runners)
-        providers = get_or_create_providers(config.providers, config.namespace)
+        # Each is reused when it runs this configuration, else drained and replaced (control_plane).
+        storage = await ensure_storage(config.storage, namespace=config.namespace)
+        registry = await ensure_registry(storage, storage_version(config.storage), config.namespace,
+                                         config.extra_runners)
+        providers = await ensure_providers(config.providers, config.namespace)
         await registry.ready.remote()
         catalog = await providers.catalog.remote()
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
