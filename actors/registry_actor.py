@@ -152,10 +152,7 @@ class RegistryActor:
 
         from .placement import session_options
         from .session_actor import ConversationSessionActor, session_actor_name
-        # A replaced registry (new storage) must not adopt session actors holding the old storage
-        # actor: the name carries this registry's configuration version.
-        name = f"{session_actor_name(SessionKey(**key))}-{self._version[:8]}" if self._version \
-            else session_actor_name(SessionKey(**key))
+        name = session_actor_name(SessionKey(**key), self._version)
         handle = self._sessions.get(name)
         if handle is not None:
             try:
