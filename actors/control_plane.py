@@ -45,13 +45,13 @@ async def _lookup(name: str, namespace: str | None) -> Any:
         return None
 
 
-async def _version_of(handle: Any) -> str | None:
+async def _version_of(handle: Any, timeout: float = constants.PING_TIMEOUT_S) -> str | None:
     """The running actor's version; ``None`` for an actor without one (built by an older release)."""
     try:
         method = handle.config_version
     except AttributeError:
         return None
-    return await asyncio.wait_for(method.remote(), constants.PING_TIMEOUT_S)
+    return await asyncio.wait_for(method.remote(), timeout)
 
 
 async def ensure_actor(actor_cls: Any, *, name: str, namespace: str | None, version: str, args: tuple,
@@ -87,7 +87,11 @@ async def ensure_actor(actor_cls: Any, *, name: str, namespace: str | None, vers
         await _wait_name_free(name, namespace, what)
     handle = actor_cls.options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
                                **options).remote(*args, config_version=version)
-    running = await _version_of(handle)
+    try:  # a new actor is a new process: seconds on a loaded machine
+        running = await _version_of(handle, constants.SESSION_CREATE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        log.warning("%s did not answer within %.0f s of its creation", what, constants.SESSION_CREATE_TIMEOUT_S)
+        return handle
     if running != version:  # another host created it concurrently from another configuration
         log.warning("%s runs configuration version %s, not %s (another host deployed it)", what, running, version)
     return handle
