@@ -35,7 +35,8 @@ class RunnerHostIngress:
         return create_app(self.settings, host=self.host)
 
     async def check_health(self) -> None:
-        await self.host.registry.active_count.remote()
+        # Replica-local: one registry blip must not fail every replica at once (see Host.check_health).
+        await self.host.check_health()
 
     # -- in-cluster intake of platform connection actors and the scheduler (serve/platforms.py) --
     async def platform_inbound(self, connection: str, agent_id: str | None, inbound: Any) -> dict[str, Any]:
