@@ -31,7 +31,7 @@ Metric names (``ray_`` prefix added by Ray on export):
 ``runnerhost_storage_pending_ops``             gauge      —
 ``runnerhost_steering_total``                  counter    outcome (claimed|injected|dropped|refused)
 ``runnerhost_gateway_calls_total``             counter    tool, outcome (ok|<error code>)
-``runnerhost_deliveries_total``                counter    platform, outcome
+``runnerhost_deliveries_total``                counter    platform, outcome (ok|retry|deferred|failed), one per platform call
 ``runnerhost_actor_call_retries_total``        counter    what, error (a call that met a dead actor)
 ``runnerhost_db_retries_total``                counter    op, error (a transient database error)
 =============================================  =========  ====================================

@@ -41,6 +41,7 @@ from protocol.interactions import INTERACTION_REQUESTED_ACTION
 from protocol.logs import get_logger
 from store.deliveries import content_digest
 
+from .. import metrics
 from .storage_port import StoragePort
 
 log = get_logger(__name__)
@@ -58,6 +59,15 @@ _LEDGER_PAGE = 100
 
 SenderLookup = Callable[[str], OutboundAdapter]
 InteractionHook = Callable[[DeliveryPlan, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+def _attempt_outcome(give_up: bool, final: bool, retryable: bool) -> str:
+    """The ``runnerhost_deliveries_total`` outcome of one failed platform call: ``retry`` (another
+    attempt follows), ``deferred`` (an intermediate update held back; the final content retries),
+    ``failed`` (the part is given up)."""
+    if not give_up:
+        return "retry"
+    return "failed" if final or not retryable else "deferred"
 
 
 @dataclass
@@ -393,11 +403,11 @@ class DeliveryService:
             await self._record(plan, target, index, status=part.status, attempt=True)
             try:
                 result = await call()
-                return True if result is None else result
             except PlatformError as exc:
                 after = exc.retry_after
                 give_up = attempt == attempts or not exc.retryable or (
                     after is not None and after > tuning.max_retry_after_s)
+                metrics.delivery(target.platform, _attempt_outcome(give_up, final, exc.retryable))
                 log.info("delivery %s part %d to %s: %s (attempt %d)", plan.run_id, index, target.connection,
                          exc.message, attempt)
                 if give_up:
@@ -410,6 +420,9 @@ class DeliveryService:
                 await self._record(plan, target, index, status=part.status, error=exc.message)
                 await self._sleep(after if after is not None else delay * (1 + random.random() * 0.2))
                 delay = min(delay * 2, tuning.backoff_max_s)
+            else:
+                metrics.delivery(target.platform, "ok")
+                return True if result is None else result
         return None
 
     # -- helpers ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 from protocol.agents import AgentBinding, AgentConfig
 from protocol.errors import ErrorCode, RunnerHostError
+from protocol.manifest import check_runner_config
 
 from .bindings import AgentEntry, BindingResolver
 from .conversations import Admission, ConversationIndex, Decision, conversation_key
@@ -40,11 +41,13 @@ class Registry:
 
     # -- agents --------------------------------------------------------------------
     def check_agent(self, agent_id: str, config: dict[str, Any]) -> AgentConfig:
-        """Would this agent load? Unknown runner or ambiguous routing → invalid_argument."""
+        """Would this agent load? Unknown runner, a ``runner_config`` its runner's ``config_schema``
+        refuses, or ambiguous routing → invalid_argument."""
         cfg = AgentConfig.model_validate(config)
         if cfg.runner_id not in self.specs:
             raise RunnerHostError(ErrorCode.INVALID_ARGUMENT, f"unknown runner {cfg.runner_id!r}",
                                   details={"runner_id": cfg.runner_id, "known": sorted(self.specs)})
+        check_runner_config(self.specs[cfg.runner_id].descriptor.config_schema, cfg.runner_config)
         others = [e for e in self.resolver.agents.values() if e.agent_id != agent_id]
         self.resolver.check_unambiguous(others + [AgentEntry(agent_id, cfg, 0)])
         return cfg

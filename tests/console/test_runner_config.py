@@ -49,3 +49,18 @@ def test_the_builtin_runners_defaults_fit_their_own_schemas():
     for manifest in (EchoRunner.manifest, OpenAIAgentRunner.manifest):
         check_runner_config(manifest.config_schema, {f.name: f.default for f in manifest.config_schema
                                                      if f.default is not None})
+
+
+def test_the_registry_refuses_an_agent_whose_runner_config_misfits_before_it_is_stored():
+    """The check the HTTP PUT and the startup config go through (``Registry.check_agent``)."""
+    from actors.core.registry import Registry
+
+    registry = Registry()
+    with pytest.raises(RunnerHostError) as info:
+        registry.put_agent("bad", {"runner_id": "plugin:builtin/echo/default",
+                                   "runner_config": {"chunks": "not-a-number", "mode": "bogus"}}, 1)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert sorted(e["loc"][1] for e in info.value.details["errors"]) == ["chunks", "mode"]
+    assert "bad" not in registry.resolver.agents
+    registry.put_agent("good", {"runner_id": "plugin:builtin/echo/default", "runner_config": {"chunks": 2}}, 1)
+    assert "good" in registry.resolver.agents
