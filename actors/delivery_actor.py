@@ -16,6 +16,7 @@ from platforms.base import InteractionAnswer, OutboundAdapter
 from platforms.config import PlatformsSettings
 from protocol.delivery import DeliveryPlan
 
+from . import tracing
 from .core.delivery import DeliveryService
 from .core.interactions import InteractionService
 from .core.storage_port import ActorStorage
@@ -26,7 +27,9 @@ DELIVERY_NAME = "runnerhost-delivery"
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=1000, num_cpus=0, enable_task_events=False)
 class DeliveryActor:
-    def __init__(self, platforms: dict[str, Any], storage: Any, namespace: str | None) -> None:
+    def __init__(self, platforms: dict[str, Any], storage: Any, namespace: str | None,
+                 otlp_endpoint: str | None = None) -> None:
+        tracing.configure(otlp_endpoint)  # delivery spans join each run's trace (DeliveryPlan.trace)
         self._settings = PlatformsSettings.model_validate(platforms)
         self._namespace = namespace
         self._adapters: dict[str, OutboundAdapter] = {}
@@ -67,8 +70,9 @@ class DeliveryActor:
         return await reply(self._adapter(connection).acknowledge(InteractionAnswer(**answer), text))
 
 
-def get_or_create_delivery(platforms: PlatformsSettings, storage: Any, namespace: str | None) -> Any:
+def get_or_create_delivery(platforms: PlatformsSettings, storage: Any, namespace: str | None,
+                           otlp_endpoint: str | None = None) -> Any:
     from .placement import control_plane_options
     return DeliveryActor.options(name=DELIVERY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True,
                                  **control_plane_options()).remote(platforms.model_dump(mode="json"), storage,
-                                                                   namespace)
+                                                                   namespace, otlp_endpoint)

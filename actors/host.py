@@ -336,7 +336,8 @@ class Host:
         """The cluster's delivery actor (created on first use)."""
         if self._delivery is None:
             from .delivery_actor import get_or_create_delivery
-            self._delivery = get_or_create_delivery(self.platforms, self.storage, self.config.namespace)
+            self._delivery = get_or_create_delivery(self.platforms, self.storage, self.config.namespace,
+                                                    self.config.otlp_endpoint)
         return self._delivery
 
     # -- pools ---------------------------------------------------------------------------------------

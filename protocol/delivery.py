@@ -136,6 +136,8 @@ class DeliveryPlan(BaseModel):
     #: delivered there by the host: the one place a runner's explicit messages (``message_send``)
     #: may go. None: the event came from no chat (HTTP-only, schedules).
     own_chat: DeliveryTarget | None = None
+    #: W3C trace headers of the run's root span: delivery spans join the run's trace.
+    trace: dict[str, str] = Field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -156,8 +158,8 @@ def event_origin(event: EventEnvelope) -> dict[str, Any]:
 
 
 def plan_delivery(run_id: str, agent_id: str | None, policy: DeliveryPolicy, event: EventEnvelope,
-                  connections: dict[str, str]) -> DeliveryPlan:
+                  connections: dict[str, str], trace: dict[str, str] | None = None) -> DeliveryPlan:
     """The run's :class:`DeliveryPlan` (``plan.empty``: nothing to do for this run)."""
     return DeliveryPlan(run_id=run_id, agent_id=agent_id, targets=delivery_targets(policy, event, connections),
                         origin=event_origin(event), enable_interactions=policy.enable_interactions,
-                        own_chat=own_chat(policy, event, connections))
+                        own_chat=own_chat(policy, event, connections), trace=trace or {})

@@ -41,7 +41,7 @@ from protocol.interactions import INTERACTION_REQUESTED_ACTION
 from protocol.logs import get_logger
 from store.deliveries import content_digest
 
-from .. import metrics
+from .. import metrics, tracing
 from .storage_port import StoragePort
 
 log = get_logger(__name__)
@@ -402,7 +402,9 @@ class DeliveryService:
         for attempt in range(1, attempts + 1):
             await self._record(plan, target, index, status=part.status, attempt=True)
             try:
-                result = await call()
+                with tracing.delivery_span(plan.trace or None, target.platform, run_id=plan.run_id, part=index,
+                                           attempt=attempt, final=final):
+                    result = await call()
             except PlatformError as exc:
                 after = exc.retry_after
                 give_up = attempt == attempts or not exc.retryable or (

@@ -331,7 +331,8 @@ class RunDriver:
         await live.publish([first])
         self.runs[run_id] = run
         run.delivery = plan_delivery(run_id, binding.agent_id, binding.delivery_policy, event,
-                                     self.settings.connections)
+                                     self.settings.connections,
+                                     trace=tracing.carrier(span) if self.settings.connections else None)
         run.task = asyncio.get_running_loop().create_task(self._drive(run))
         if not run.delivery.empty:
             self._deliver(run)

@@ -49,3 +49,28 @@ async def test_a_permanent_error_counts_failed(storage, fake_telegram, waits, co
     records = await service.on_terminal(p, done(1))
     assert records[0]["status"] == "failed"
     assert counted == [("telegram", "failed")]
+
+
+async def test_each_platform_call_is_a_delivery_span_in_the_runs_trace(storage, fake_telegram, waits):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from actors import tracing
+
+    spans = InMemorySpanExporter()
+    tracing.configure(exporter=spans)
+    try:
+        root = tracing.start_run("run_traced", agent_id="echo")
+        p = plan(7103).model_copy(update={"trace": tracing.carrier(root)})
+        fake_telegram.fail_next("sendMessage", 429, retry_after=1)
+        service = engine(storage, fake_telegram, waits)
+        await service.on_frames(p, [delta(0, "answer")])
+        await service.on_terminal(p, done(1))
+        tracing.end_run(root, "completed")
+        tracing.force_flush()
+        deliveries = [s for s in spans.get_finished_spans() if s.name == tracing.SPAN_DELIVERY]
+        assert len(deliveries) == 2  # the 429 and the retry that landed
+        assert {s.context.trace_id for s in deliveries} == {root.get_span_context().trace_id}
+        assert [s.attributes["runnerhost.attempt"] for s in deliveries] == [1, 2]
+        assert deliveries[0].status.status_code.name == "ERROR" and deliveries[1].status.status_code.name != "ERROR"
+    finally:
+        tracing.configure(None)
