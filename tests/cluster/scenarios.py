@@ -443,7 +443,8 @@ async def idle_node_loss(host: Host, cluster: Cluster, node: Any) -> dict[str, A
 # -- capacity: runs wait for run slots until a node with slots joins --------------------------------
 CAPACITY_HEAD_SLOTS = 2
 CAPACITY_NEW_NODE_SLOTS = 4
-CAPACITY_RUNS = 5
+CAPACITY_RUNS = 6
+CAPACITY_GIVE_UP = 3   # queued runs cancelled while they wait: their pending creations must go
 
 
 def pending_run_actors() -> list[dict[str, Any]]:
@@ -465,8 +466,10 @@ def slot_demand(gcs_address: str) -> list[dict[str, Any]]:
 async def capacity(cluster: Cluster, workers: list[Any], url: str, artifacts: str) -> dict[str, Any]:
     """A head with ``CAPACITY_HEAD_SLOTS`` run slots gets ``CAPACITY_RUNS`` gated runs: two run,
     the rest queue while the pool keeps RunActor creations pending (the autoscaler's demand) past
-    its create timeout. A node with run slots joins (what the autoscaler does): the waiting runs
-    start on RunActors there; the gate opens and every run completes."""
+    its create timeout. ``CAPACITY_GIVE_UP`` of the waiting callers give up (cancel): the creation
+    nobody needs any more is withdrawn from Ray. A node with run slots joins (what the autoscaler
+    does): the run still waiting starts on a RunActor there; the gate opens and every run that was
+    not cancelled completes."""
     gate = str(Path(artifacts) / "gate-capacity")
     pools = PoolConfig(run_actors_min=CAPACITY_HEAD_SLOTS, run_actors_max=8, max_creating=2, grow_after_s=0.2,
                        create_timeout_s=3.0, health_check_s=0.5, workers_min=1, workers_max=2, runs_per_worker=8)
@@ -492,7 +495,19 @@ async def capacity(cluster: Cluster, workers: list[Any], url: str, artifacts: st
         out["pending"] = pending_run_actors()
         out["demand"] = slot_demand(cluster.address)
         out["pool_waiting"] = host.run_actors.stats()
-        log(f"{len(queued)} runs queued; {len(out['pending'])} RunActors pending; adding a node with slots")
+        # callers give up: the surplus pending creation is cancelled (and its actor killed)
+        gave_up, queued = queued[1:1 + CAPACITY_GIVE_UP], queued[:1] + queued[1 + CAPACITY_GIVE_UP:]
+        for r in gave_up:
+            await host.cancel(r.run_id, "the caller gave up")
+        await until(lambda: all(r.task.done() for r in gave_up), 30, "the cancelled runs to end")
+        await until(lambda: host.run_actors.trimmed_creations >= 1 and len(pending_run_actors()) == len(queued),
+                    30, "the surplus pending RunActor to be withdrawn")
+        out["gave_up"] = [{"run_id": r.run_id, "terminal": terminal(r.frames), "ledger": await ledger_tail(host, r.run_id)}
+                          for r in gave_up]
+        out["pending_after_cancel"] = pending_run_actors()
+        out["pool_after_cancel"] = host.run_actors.stats()
+        runs = [r for r in runs if r not in gave_up]
+        log(f"{len(queued)} runs queued; {len(out['pending_after_cancel'])} RunActors pending; adding a node")
         joined_at = time.monotonic()
         node = cluster.add_node(num_cpus=1, resources={RUN_SLOT_RESOURCE: CAPACITY_NEW_NODE_SLOTS})
         cluster.wait_for_nodes()

@@ -1,15 +1,17 @@
 """Capacity on a real Ray cluster: runs wait for run slots, a node with slots joins, they start there.
 
 One scenario process (``scenarios.py capacity``): a head declaring 2 ``runnerhost_run_slot``
-resources, 5 gated runs (each holds its RunActor until the test opens the gate):
+resources, 6 gated runs (each holds its RunActor until the test opens the gate):
 
-* 2 run on the head's RunActors; 3 queue — a ``run.queued`` frame (reason ``capacity``), ledger
+* 2 run on the head's RunActors; 4 queue — a ``run.queued`` frame (reason ``capacity``), ledger
   ``created``;
 * while they wait, the pool keeps RunActor creations PENDING_CREATION past its create timeout,
   bounded by ``max_creating`` — the unmet ``runnerhost_run_slot`` demand the autoscaler reads;
-* a node with 4 slots joins (what the autoscaler would do): cluster slots grow, the 3 waiting runs
-  start on RunActors on the new node, all 5 complete and are ``completed`` in the ledger; no
-  creation is left pending.
+* 3 of the waiting callers give up: their runs end cancelled, and the pending creation nobody
+  needs any more is withdrawn from Ray (no node would be added for them);
+* a node with 4 slots joins (what the autoscaler would do): cluster slots grow, the run still
+  waiting starts on a RunActor on the new node, every run not cancelled completes and is
+  ``completed`` in the ledger; no creation is left pending.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from tests.cluster.conftest import SCENARIO_TIMEOUT_S, run_scenario
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(SCENARIO_TIMEOUT_S + 60)]
 
-HEAD_SLOTS, NEW_NODE_SLOTS, RUNS, MAX_CREATING = 2, 4, 5, 2
+HEAD_SLOTS, NEW_NODE_SLOTS, RUNS, GIVE_UP, MAX_CREATING = 2, 4, 6, 3, 2
+STILL_WAITING = RUNS - HEAD_SLOTS - GIVE_UP
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +51,27 @@ def test_waiting_runs_keep_bounded_run_actor_creations_pending_as_autoscaler_dem
     assert sum(d["count"] for d in report["demand"]) >= 1
 
 
+def test_a_creation_nobody_waits_for_any_more_is_withdrawn(report):
+    for run in report["gave_up"]:
+        assert run["terminal"]["type"] == "run.failed" and run["terminal"]["code"] == "run.cancelled", run
+        assert run["ledger"]["status"] == "cancelled", run
+    after = report["pool_after_cancel"]
+    assert after["queue_length"] == STILL_WAITING and after["creating"] == STILL_WAITING
+    assert after["trimmed_creations"] == MAX_CREATING - STILL_WAITING and after["failed_creations"] == 0
+    assert len(report["pending_after_cancel"]) == STILL_WAITING, report["pending_after_cancel"]
+
+
 def test_a_node_with_slots_joins_and_the_waiting_runs_start_on_it(report):
     assert report["slots_after"] == HEAD_SLOTS + NEW_NODE_SLOTS
     assert {r["run_actor"] for r in report["started"]} == {report["new_node"]}, report["started"]
     assert report["queued_started_after_s"] < 90
     after = report["pool_after"]
-    assert after["size"] == RUNS and after["creating"] == 0   # nothing left pending ...
-    assert after["peak_size"] == RUNS                          # ... nor created beyond the runs' need
+    assert after["size"] == HEAD_SLOTS + STILL_WAITING and after["creating"] == 0   # nothing left pending ...
+    assert after["peak_size"] == HEAD_SLOTS + STILL_WAITING   # ... nor created for callers that gave up
 
 
 def test_every_run_completes_and_the_ledger_says_so(report):
+    assert len(report["runs"]) == RUNS - GIVE_UP
     for run in report["runs"]:
         assert run["terminal"]["type"] == "run.completed", run
         assert run["ledger"]["status"] == "completed", run
