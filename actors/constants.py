@@ -72,6 +72,20 @@ ADDRESS_CACHE_SIZE = _int("ADDRESS_CACHE_SIZE", 4096, minimum=16)
 #: Cancels remembered for runs an executor has not seen yet (a cancel can overtake its run).
 CANCEL_MEMORY = _int("CANCEL_MEMORY", 4096, minimum=16)
 
+# -- control plane (storage, registry, providers; see actors/control_plane.py) ----------------
+#: A storage actor replaced by one with another configuration gets this long to commit what it accepted.
+CONTROL_PLANE_DRAIN_TIMEOUT_S = _float("CONTROL_PLANE_DRAIN_TIMEOUT_S", 60.0, minimum=0.1)
+#: … and the name of a replaced actor must be free again within this long.
+CONTROL_PLANE_REPLACE_TIMEOUT_S = _float("CONTROL_PLANE_REPLACE_TIMEOUT_S", 30.0, minimum=0.1)
+#: An ingress replica's health check fails only once the registry has been unreachable this long
+#: (one registry blip must not fail every replica at once); its own ping gives up after
+#: HEALTH_REGISTRY_PING_S.
+REGISTRY_UNREACHABLE_FAIL_S = _float("REGISTRY_UNREACHABLE_FAIL_S", 120.0)
+HEALTH_REGISTRY_PING_S = _float("HEALTH_REGISTRY_PING_S", 5.0, minimum=0.1)
+#: A binding granted "every knowledge base" re-reads the list of bases at most this often (bases
+#: created through another replica); a base a binding names explicitly is looked up when unknown.
+KNOWLEDGE_CATALOG_TTL_S = _float("KNOWLEDGE_CATALOG_TTL_S", 5.0)
+
 # -- storage --------------------------------------------------------------------------------
 #: Transient database errors (connection lost, Postgres restarting) are retried for this long.
 DB_RETRY_DEADLINE_S = _float("DB_RETRY_DEADLINE_S", 30.0)

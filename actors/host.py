@@ -41,18 +41,19 @@ from .addresses import ActorAddress, PooledActor
 from .core.authz import ResourceCatalog
 from .core.coalesce import Coalescer
 from .core.driver import AcceptedRun, DriverSettings, RunActorGone, RunDriver
+from .core.health import RegistryWatch
 from .core.lifecycle import Cause
 from .core.retention import run_retention
 from .core.run_slot import RunOutput, RunPlan, token_digest
 from .core.slots import Reservation, SlotPool
 from .host_config import HostConfig
 from .placement import RUN_SLOT_RESOURCE, pool_options, run_slot_claim
-from .provider_actor import get_or_create_providers
-from .registry_actor import get_or_create_registry
+from .provider_actor import ensure_providers
+from .registry_actor import ensure_registry
 from .retry import call_with_retry, unwrap
 from .run_actor import RunActor
 from .runner_worker import RunnerWorker
-from .storage_actor import get_or_create_storage
+from .storage_actor import ensure_storage, storage_version
 from .tasks import spawn_detached
 
 log = get_logger(__name__)
@@ -231,14 +232,19 @@ class Host:
             skills=dict(catalog.get("skills") or {}))
         self._delivery: Any = None
         self._background: set[asyncio.Task] = set()
+        self._heartbeat_loop: asyncio.Task | None = None
+        self._closed = False
+        self.registry_watch = RegistryWatch(constants.REGISTRY_UNREACHABLE_FAIL_S)
         self._ray_address, self._ray_session = _ray_identity()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
     async def start(cls, config: HostConfig) -> "Host":
-        storage = get_or_create_storage(config.storage, namespace=config.namespace)
-        registry = get_or_create_registry(storage, config.namespace, config.extra_runners)
-        providers = get_or_create_providers(config.providers, config.namespace)
+        # Each is reused when it runs this configuration, else drained and replaced (control_plane).
+        storage = await ensure_storage(config.storage, namespace=config.namespace)
+        registry = await ensure_registry(storage, storage_version(config.storage), config.namespace,
+                                         config.extra_runners)
+        providers = await ensure_providers(config.providers, config.namespace)
         await registry.ready.remote()
         catalog = await providers.catalog.remote()
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
@@ -256,7 +262,7 @@ class Host:
         # background (each is a process: ~0.4 s apiece, far more on a loaded 2-core machine).
         await host.run_actors.warm(min(2, config.pools.run_actors_min))
         host._spawn(host._warm_pools())
-        host._spawn(host._every(constants.HOST_HEARTBEAT_S, host._heartbeat, "heartbeat"))
+        host._heartbeat_loop = host._spawn(host._every(constants.HOST_HEARTBEAT_S, host._heartbeat, "heartbeat"))
         if config.pools.health_check_s > 0:
             host._spawn(host._every(config.pools.health_check_s, host._upkeep_pools, "pool upkeep"))
         if config.stale_run_check_s > 0:
@@ -264,10 +270,24 @@ class Host:
         host._spawn(host._every(config.storage.retention.interval_s, host._retention, "retention"))
         return host
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         task = spawn_detached(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    async def check_health(self) -> None:
+        """The replica's health (Serve's ``check_health``): fails when this host itself is broken —
+        closed, or its heartbeat loop gone — or when the registry has been unreachable from here for
+        longer than ``REGISTRY_UNREACHABLE_FAIL_S``. One registry blip fails no replica (every
+        replica pings the same registry: failing on a blip would restart them all at once)."""
+        if self._closed:
+            raise RuntimeError("this host is closed")
+        if self._heartbeat_loop is not None and self._heartbeat_loop.done():
+            raise RuntimeError("this host's heartbeat loop has stopped")
+        registry = self.registry
+        await self.registry_watch.check(
+            lambda: asyncio.wait_for(registry.active_count.remote(), constants.HEALTH_REGISTRY_PING_S))
 
     @staticmethod
     async def _every(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
@@ -309,6 +329,7 @@ class Host:
             log.info("retention removed %s", removed)
 
     async def close(self) -> None:
+        self._closed = True
         await self.driver.close()
         for task in list(self._background):
             task.cancel()
@@ -529,6 +550,8 @@ class Host:
         nodes = await asyncio.to_thread(ray.nodes)
         return {
             "host_id": self.host_id,
+            "registry": {"ping_failures": self.registry_watch.failures,
+                         "silent_s": round(self.registry_watch.silent_for, 1)},
             "pools": [self.run_actors.stats(), *(p.stats() for p in self.worker_pools.values())],
             "runs": {"live": len(self.driver.runs), "queued": self.run_actors.waiting},
             "storage": storage,

@@ -19,12 +19,16 @@ PROVIDER_NAME = "runnerhost-providers"
 
 @ray.remote(max_restarts=-1, max_concurrency=1000, num_cpus=0, enable_task_events=False)
 class ProviderActor:
-    def __init__(self, providers: dict[str, Any]) -> None:
+    def __init__(self, providers: dict[str, Any], config_version: str = "") -> None:
+        self._version = config_version
         self._models = ModelRegistry([ModelProviderConfig.model_validate(c) for c in providers.get("models", [])])
         self._tools = build_tool_registry(providers.get("tools", {}))
         #: kb_id → {"embedding_model_id", "name", "description"} ([providers.knowledge.<kb>])
         self._knowledge: dict[str, dict[str, Any]] = dict(providers.get("knowledge") or {})
         self._skills: dict[str, dict[str, Any]] = dict(providers.get("skills") or {})
+
+    async def config_version(self) -> str:
+        return self._version
 
     async def catalog(self) -> dict[str, Any]:
         """Models (with type, context window), tools (with type) and skills ([providers.skills]):
@@ -63,7 +67,11 @@ class ProviderActor:
         return await reply(self._tools.call(name, parameters))
 
 
-def get_or_create_providers(providers: dict[str, Any], namespace: str | None) -> Any:
+async def ensure_providers(providers: dict[str, Any], namespace: str | None) -> Any:
+    """The cluster's provider actor, replaced when the providers configuration changed (API keys
+    travel by environment-variable name, so the version never digests a secret)."""
+    from .control_plane import config_version, ensure_actor
     from .placement import control_plane_options
-    return ProviderActor.options(name=PROVIDER_NAME, namespace=namespace, lifetime="detached",
-                                 get_if_exists=True, **control_plane_options()).remote(providers)
+    return await ensure_actor(ProviderActor, name=PROVIDER_NAME, namespace=namespace,
+                              version=config_version(providers), args=(providers,),
+                              options=control_plane_options(), what="the provider actor")

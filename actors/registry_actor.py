@@ -27,8 +27,9 @@ REGISTRY_NAME = "runnerhost-registry"
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10000, num_cpus=0,
             enable_task_events=False)
 class RegistryActor:
-    def __init__(self, storage: Any, extra_runners: dict[str, str] | None = None) -> None:
+    def __init__(self, storage: Any, extra_runners: dict[str, str] | None = None, config_version: str = "") -> None:
         self._storage = storage
+        self._version = config_version
         self._registry = Registry(extra_runners)
         self._loaded = False
         self._sessions: dict[str, Any] = {}
@@ -46,6 +47,9 @@ class RegistryActor:
     async def ready(self) -> bool:
         await self._ensure_loaded()
         return True
+
+    async def config_version(self) -> str:
+        return self._version
 
     # -- runners ---------------------------------------------------------------------
     async def runners(self) -> list[dict[str, Any]]:
@@ -148,7 +152,7 @@ class RegistryActor:
 
         from .placement import session_options
         from .session_actor import ConversationSessionActor, session_actor_name
-        name = session_actor_name(SessionKey(**key))
+        name = session_actor_name(SessionKey(**key), self._version)
         handle = self._sessions.get(name)
         if handle is not None:
             try:
@@ -167,9 +171,13 @@ class RegistryActor:
         return self._registry.index.active_count()
 
 
-def get_or_create_registry(storage: Any, namespace: str | None, extra_runners: dict[str, str] | None) -> Any:
-    """The cluster's one registry (named, detached); created by the first host that needs it."""
+async def ensure_registry(storage: Any, storage_version: str, namespace: str | None,
+                          extra_runners: dict[str, str] | None) -> Any:
+    """The cluster's one registry (named, detached); created by the first host that needs it and
+    replaced when its configuration — the extra runners, or the storage actor it holds — changed."""
+    from .control_plane import config_version, ensure_actor
     from .placement import control_plane_options
-    return RegistryActor.options(name=REGISTRY_NAME, namespace=namespace, lifetime="detached",
-                                 get_if_exists=True, num_cpus=0, **control_plane_options()
-                                 ).remote(storage, extra_runners)
+    version = config_version({"extra_runners": extra_runners or {}, "storage": storage_version})
+    return await ensure_actor(RegistryActor, name=REGISTRY_NAME, namespace=namespace, version=version,
+                              args=(storage, extra_runners), options={"num_cpus": 0, **control_plane_options()},
+                              what="the registry")

@@ -83,5 +83,9 @@ class ConversationSessionActor:
                 ray.actor.exit_actor()
 
 
-def session_actor_name(key: SessionKey) -> str:
-    return key.actor_name(SESSION_PREFIX)
+def session_actor_name(key: SessionKey, generation: str = "") -> str:
+    """The actor name of ``key``'s session. ``generation``: the registry's configuration version
+    (its first 8 characters), so a registry replaced with the storage actor never adopts a session
+    actor that still holds the replaced storage actor."""
+    name = key.actor_name(SESSION_PREFIX)
+    return f"{name}-{generation[:8]}" if generation else name

@@ -30,9 +30,10 @@ STORAGE_NAME = "runnerhost-storage"
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=10000, num_cpus=0,
             enable_task_events=False)
 class StorageActor:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], config_version: str = "") -> None:
         from store.engine import Database
         self.config = StorageConfig.model_validate(config)
+        self._version = config_version
         self._db = Database(self.config.resolve_database_url(), **self.config.engine_options())
         self._service = StorageService(self._artifact_factory())
         self._committer = GroupCommitter(self._apply_batch, max_batch=self.config.max_batch,
@@ -52,6 +53,15 @@ class StorageActor:
 
     async def ready(self) -> bool:
         return True
+
+    async def config_version(self) -> str:
+        return self._version
+
+    async def drain(self) -> dict[str, Any]:
+        """Before this actor is replaced: refuse new writes (retryable) and return once every write
+        accepted so far is committed. Reads go on being served."""
+        await self._committer.drain()
+        return {"batches": self._committer.batches, "ops": self._committer.ops}
 
     async def write(self, kind: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         return await reply(self._committer.submit((kind, kwargs)))
@@ -98,7 +108,20 @@ def _not_unavailable(exc: BaseException) -> bool:
     return not isinstance(exc, DatabaseUnavailable)
 
 
-def get_or_create_storage(config: StorageConfig, namespace: str | None = None) -> Any:
+def storage_version(config: StorageConfig) -> str:
+    """The storage actor's configuration version (retention is the hosts' business, not the actor's)."""
+    from .control_plane import config_version
+    return config_version(config.model_dump(mode="json", exclude={"retention"}))
+
+
+async def ensure_storage(config: StorageConfig, namespace: str | None = None) -> Any:
+    """The cluster's storage actor built from ``config``: an existing one with another configuration
+    is drained (everything it accepted committed) and replaced."""
+    from .control_plane import ensure_actor
+    from .delivery_actor import DELIVERY_NAME
     from .placement import control_plane_options
-    return StorageActor.options(name=STORAGE_NAME, namespace=namespace, lifetime="detached",
-                                get_if_exists=True, **control_plane_options()).remote(config.model_dump())
+    from .scheduler_actor import SCHEDULER_NAME
+    return await ensure_actor(StorageActor, name=STORAGE_NAME, namespace=namespace,
+                              version=storage_version(config), args=(config.model_dump(mode="json"),),
+                              options=control_plane_options(), what="the storage actor", drain=True,
+                              dependents=(DELIVERY_NAME, SCHEDULER_NAME))

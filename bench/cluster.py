@@ -101,8 +101,8 @@ def hold_agent(seconds: float) -> Any:
 
 
 def logging_config():
-    from ray.serve.schema import LoggingConfig
-    return LoggingConfig(log_level="WARNING", enable_access_log=False)
+    from serve.deployment import serve_logging
+    return serve_logging("WARNING")
 
 
 @dataclass

@@ -108,6 +108,7 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
     app.state.auth = Authenticator(settings.api_keys)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(ServedByMiddleware, host_id=lambda: getattr(app.state.host, "host_id", None))
 
     def H(request: Request) -> Any:
         return request.app.state.host
@@ -299,6 +300,32 @@ def create_app(settings: Settings, *, host: Any = None) -> FastAPI:
 
 #: Set on the answer to a re-sent ``event_id``: the body is the existing run's, not a new one.
 DUPLICATE_HEADER = "X-RunnerHost-Duplicate"
+#: Set on every answer: the host (ingress replica) that served it — which replica to look at when
+#: several serve behind one address (``[server] replicas``).
+SERVED_BY_HEADER = "X-RunnerHost-Host"
+
+
+class ServedByMiddleware:
+    """Adds :data:`SERVED_BY_HEADER` to every HTTP response (streams included: it rides on the
+    response start, so nothing is buffered)."""
+
+    def __init__(self, app: Any, host_id: Any) -> None:
+        self.app = app
+        self._host_id = host_id
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_served_by(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                host_id = self._host_id()
+                if host_id:
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      (SERVED_BY_HEADER.lower().encode(), host_id.encode())]}
+            await send(message)
+        await self.app(scope, receive, send_served_by)
 
 
 async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

@@ -157,12 +157,11 @@ def serve(
 
     import ray
     from ray import serve as ray_serve
-    from ray.serve.schema import LoggingConfig
 
     from actors.placement import local_ray_resources
     from store.migrate import upgrade
 
-    from .deployment import APP_NAME, build_app
+    from .deployment import APP_NAME, build_app, serve_logging
 
     export_database_url(settings)
     started_ray = False
@@ -176,7 +175,7 @@ def serve(
                      runtime_env=settings.runtime_env())
             started_ray = True
             status.update("[bold]Starting Serve and the host…")
-            logging_config = LoggingConfig(log_level="WARNING", enable_access_log=False)
+            logging_config = serve_logging("WARNING")
             ray_serve.start(http_options={"host": bind, "port": port_}, logging_config=logging_config)
             ray_serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False,
                           logging_config=logging_config)

@@ -8,6 +8,11 @@ fails only its own caller; a failure of the database itself (after the caller's
 own retries) fails the whole batch at once instead of replaying it op by op.
 At most ``max_backlog`` ops wait: beyond that ``submit`` refuses at once
 (``rate_limited``, retryable) rather than queueing without bound.
+
+``drain()`` is how an owner hands over (a storage actor replaced by one with another
+configuration): from then on ``submit`` refuses (retryable: nothing of the refused op was
+accepted), and ``drain`` returns once every op accepted before it — waiting or in the batch being
+committed — has been committed (or failed to its own caller). Nothing acknowledged is left behind.
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ class GroupCommitter(Generic[Op]):
         self._committing: list[Any] = []  # the ops of the batch being committed now
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._flushing = False  # the flush loop is between wake-up and an empty queue
+        self._draining = False
+        self._drained: list[asyncio.Future] = []  # drain() callers waiting for the queue to empty
         self.batches = 0
         self.ops = 0
 
@@ -47,7 +55,14 @@ class GroupCommitter(Generic[Op]):
         """Ops accepted but not committed yet: the batch in flight, then those waiting."""
         return [*self._committing, *(op for op, _ in self._pending)]
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def submit(self, op: Any) -> Any:
+        if self._draining:
+            raise RunnerHostError(ErrorCode.RUNTIME_ERROR, "storage is being replaced; try again",
+                                  retryable=True)
         if len(self._pending) >= self.max_backlog:
             raise RunnerHostError(ErrorCode.RATE_LIMITED, "the storage backlog is full; try again",
                                   retryable=True, details={"backlog": len(self._pending)})
@@ -64,13 +79,35 @@ class GroupCommitter(Generic[Op]):
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
 
+    async def drain(self) -> None:
+        """Refuse new ops; return once every op accepted so far is committed (or has failed)."""
+        self._draining = True
+        if not self._pending and not self._flushing:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drained.append(waiter)
+        self._ensure_task()
+        self._wakeup.set()  # what waits for its max_delay is flushed now
+        await asyncio.shield(waiter)
+
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
-                await self._flush(batch)
+            self._flushing = True
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                    await self._flush(batch)
+            finally:
+                self._flushing = False
+            self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        waiters, self._drained = self._drained, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _flush(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
         ops = [op for op, _ in batch]
@@ -106,3 +143,4 @@ class GroupCommitter(Generic[Op]):
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        self._wake_drained()

@@ -37,7 +37,7 @@ from protocol.lifecycle import TERMINAL_STATUSES
 from protocol.logs import get_logger
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 
-from .. import metrics, tracing
+from .. import constants, metrics, tracing
 from .authz import ResourceCatalog, compute_access
 from .context_builder import build_context
 from .conversations import Decision
@@ -204,6 +204,10 @@ class RunDriver:
         self._deliveries: set[asyncio.Task] = set()
         self._bindings: dict[str, BindingInfo] = {}
         self._closing = False
+        # The knowledge-base catalog is shared by every replica through the store: a base created
+        # through another replica is learnt when a run first names it (one storage read).
+        self._kb_read_at = float("-inf")
+        self._kb_reading: asyncio.Future | None = None
 
     # -- intake -----------------------------------------------------------------------------
     async def submit(self, event: EventEnvelope, agent_id: str | None = None, run_id: str | None = None,
@@ -360,6 +364,7 @@ class RunDriver:
                 if run.cancelled.is_set():  # cancelled before its runner ran: nothing to stop
                     await self._fail(run, Cause.CANCELLED, run.cancel_reason)
                     return
+                await self.learn_knowledge_bases(run.info.manifest, run.info.binding)
                 plan = self._plan(run, executor.address)
                 try:
                     await self.ports.check_member(run.member)
@@ -560,6 +565,38 @@ class RunDriver:
             self.ports.registry_post("release", run_id=run_id, accepted=False)
 
     # -- the plan ------------------------------------------------------------------------------------
+    async def learn_knowledge_bases(self, manifest: RunnerManifest, binding: AgentBinding) -> None:
+        """Bring the catalog's knowledge bases up to date before a grant that may name one this host
+        has not seen (created through another replica). No read when every base the binding names is
+        known; a binding granted every base re-reads the list at most every KNOWLEDGE_CATALOG_TTL_S.
+        A failed read leaves the catalog as it was (the run is granted what is known)."""
+        if not manifest.permissions.knowledge_bases:
+            return
+        named = binding.resource_policy.knowledge_bases
+        selection = (binding.runner_config or {}).get("knowledge_bases")
+        if named is None and isinstance(selection, list):
+            named = [str(k) for k in selection]
+        if named is not None:
+            if set(named) <= set(self.catalog.knowledge_bases):
+                return
+        elif time.monotonic() - self._kb_read_at < constants.KNOWLEDGE_CATALOG_TTL_S:
+            return
+        if self._kb_reading is None:  # concurrent runs share one read
+            self._kb_reading = asyncio.ensure_future(self._read_knowledge_bases())
+        reading = self._kb_reading
+        try:
+            await asyncio.shield(reading)
+        except Exception as exc:  # noqa: BLE001 - the catalog stays as it was
+            log.warning("could not read the knowledge bases (%s); granting the known ones", type(exc).__name__)
+        finally:
+            if self._kb_reading is reading:
+                self._kb_reading = None
+
+    async def _read_knowledge_bases(self) -> None:
+        stored = await self.ports.read("knowledge_bases")
+        self._kb_read_at = time.monotonic()
+        self.catalog.knowledge_bases = sorted({*self.catalog.knowledge_bases, *stored})
+
     def _plan(self, run: AcceptedRun, executor_address: Any) -> RunPlan:
         event, info = run.event, run.info
         binding = info.binding

@@ -189,14 +189,14 @@ async def actor_noop_calls(storage: Any, calls: int, concurrency: int) -> dict[s
 def run(ctx: Context) -> dict[str, Any]:
     import ray
     from actors.host_config import StorageConfig
-    from actors.storage_actor import get_or_create_storage
+    from actors.storage_actor import ensure_storage
     from .. import procs
     plan, cluster = ctx.plan, ctx.cluster
     dsn = asyncpg_dsn(ctx.db.url)
     namespace = f"{cluster.prefix}-writes"
     cluster.namespaces.append(namespace)
     config = StorageConfig(database_url=ctx.db.url, artifact_root=str(Path(cluster.data_root) / "writes-artifacts"))
-    storage = get_or_create_storage(config, namespace=namespace)
+    storage = asyncio.run(ensure_storage(config, namespace=namespace))
     ray.get(storage.ready.remote())
     tag = uuid.uuid4().hex[:6]
     variants: list[tuple[int, int]] = []  # (frames per call, repetition)

@@ -237,3 +237,63 @@ async def test_group_commit_reports_what_is_not_committed_yet():
     assert await asyncio.gather(*first, waiting) == [0, 1, 2]
     assert gc.uncommitted() == []
     await gc.close()
+
+
+async def test_group_commit_drain_waits_for_the_batch_in_flight_and_those_waiting_then_refuses():
+    """A storage actor about to be replaced drains: nothing accepted before the drain is left
+    uncommitted when it returns, and nothing is accepted after it."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    committed: list[int] = []
+
+    async def apply(ops):
+        entered.set()
+        await release.wait()
+        committed.extend(ops)
+        return list(ops)
+    gc = GroupCommitter(apply, max_batch=2, max_delay=0.0)
+    in_flight = [asyncio.create_task(gc.submit(i)) for i in range(2)]
+    await entered.wait()  # 0 and 1 are being committed
+    waiting = [asyncio.create_task(gc.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    assert gc.uncommitted() == [0, 1, 2, 3, 4]
+    drain = asyncio.create_task(gc.drain())
+    with pytest.raises(asyncio.TimeoutError):  # the batch in flight holds it
+        await asyncio.wait_for(asyncio.shield(drain), 0.05)
+    with pytest.raises(RunnerHostError) as refused:
+        await gc.submit("late")
+    assert refused.value.retryable and gc.draining
+    release.set()
+    await asyncio.wait_for(drain, 5)
+    assert committed == [0, 1, 2, 3, 4] and gc.uncommitted() == []
+    assert await asyncio.gather(*in_flight, *waiting) == [0, 1, 2, 3, 4]
+    await gc.close()
+
+
+async def test_group_commit_drain_flushes_what_waits_for_its_delay_at_once():
+    committed: list[str] = []
+
+    async def apply(ops):
+        committed.extend(ops)
+        return list(ops)
+    gc = GroupCommitter(apply, max_batch=100, max_delay=3600.0)  # would wait an hour for company
+    op = asyncio.create_task(gc.submit("a"))
+    await asyncio.sleep(0)
+    assert gc.uncommitted() == ["a"]
+    await asyncio.wait_for(gc.drain(), 5)
+    assert committed == ["a"] and await op == "a"
+    await gc.close()
+
+
+async def test_group_commit_drain_of_an_idle_committer_returns_at_once_and_a_failed_op_still_ends_it():
+    async def apply(ops):
+        raise ValueError("constraint")
+    gc = GroupCommitter(apply, max_batch=10, max_delay=3600.0)
+    await asyncio.wait_for(gc.drain(), 1)  # nothing to wait for
+    gc2 = GroupCommitter(apply, max_batch=10, max_delay=3600.0)
+    failing = asyncio.create_task(gc2.submit("bad"))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(gc2.drain(), 5)
+    with pytest.raises(ValueError):
+        await failing
+    await gc.close()
+    await gc2.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from actors.session_actor import session_actor_name
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from protocol.sessions import SessionKey
 from tests.actors.helpers import collect, message, run_to_end
@@ -37,7 +38,8 @@ def session_ids(frames):
 
 async def session_handle(host, conv):
     key = SessionKey(HARNESS, "claude", conv, None)
-    return ray.get_actor(key.actor_name("rh-session"), namespace=host.config.namespace)
+    generation = await host.registry.config_version.remote()  # part of the session actors' names
+    return ray.get_actor(session_actor_name(key, generation), namespace=host.config.namespace)
 
 
 async def test_two_turns_resume_the_same_external_session(host, harness_agent, conv):

@@ -22,7 +22,7 @@ from ray import serve
 
 from actors.host_config import PoolConfig
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
-from serve.deployment import build_app
+from serve.deployment import build_app, serve_logging
 from tests.conftest import pg_database
 from tests.serve.conftest import free_port, wait_healthy, worker_env
 
@@ -58,7 +58,10 @@ def _serve_port_if_running() -> int | None:
 def app_actors(app_name: str, class_name: str, *, states: tuple[str, ...] = ("ALIVE",)) -> list[dict]:
     """Actors of ``class_name`` owned by the Serve replicas of ``app_name`` (the Host lives in the
     replica and owns its pools), from the GCS actor table; in ``states``."""
-    actors = list(ray._private.state.actors().values())
+    # Filtered by state in the GCS: the session's table also holds every dead actor of earlier tests,
+    # and fetching it whole in this (the load client's) process would skew the latencies it measures.
+    actors = [a for state in {"ALIVE", *states}
+              for a in ray._private.state.actors(actor_state_name=state).values()]
     replicas = {(a["Address"]["IPAddress"], a["Address"]["Port"]) for a in actors
                 if a["State"] == "ALIVE" and a["ActorClassName"].startswith("ServeReplica:")
                 and f":{app_name}:" in a["ActorClassName"]}
@@ -77,7 +80,7 @@ def serve_application(name: str, route_prefix: str, pg_url: str, data_dir: str, 
     started_serve = port is None
     if started_serve:
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=port, max_body_bytes=64 * 1024),
         storage=StorageSettings(data_dir=data_dir, database_url=pg_url),
@@ -88,7 +91,7 @@ def serve_application(name: str, route_prefix: str, pg_url: str, data_dir: str, 
         **({"agents": agents} if agents is not None else {}),
     ).resolved()
     serve.run(build_app(settings, ray_actor_options={"runtime_env": worker_env()}),
-              name=name, route_prefix=route_prefix, blocking=False)
+              name=name, route_prefix=route_prefix, blocking=False, logging_config=serve_logging())
     url = f"http://127.0.0.1:{port}{route_prefix}"
     try:
         wait_healthy(url, timeout=90)
