@@ -174,8 +174,9 @@ async def pin_session(host: Host, conv: str, node_id: str) -> None:
     from actors.session_actor import ConversationSessionActor, session_actor_name
     key = SessionKey(HARNESS, "claude", conv, None)
     target = unwrap(await host.registry.runner_target.remote(HARNESS))
+    name = session_actor_name(key, await host.registry.config_version.remote())
     handle = ConversationSessionActor.options(
-        name=session_actor_name(key), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
         {"runner_id": HARNESS, "binding_id": "claude", "conversation_id": conv, "thread_id": None},
         target, host.storage, host.config.session_idle_s)
@@ -286,8 +287,11 @@ def resumed_id(frames: list[dict[str, Any]]) -> str | None:
     return None
 
 
-async def session_node(conv: str) -> str | None:
-    name = SessionKey(HARNESS, "claude", conv, None).actor_name("rh-session")
+async def session_node(host: Host, conv: str) -> str | None:
+    """The node of ``conv``'s session actor, found by the name the registry gives it (None: gone)."""
+    from actors.session_actor import session_actor_name
+    generation = await host.registry.config_version.remote()   # part of session actors' names
+    name = session_actor_name(SessionKey(HARNESS, "claude", conv, None), generation)
     try:
         return await ping_node(ray.get_actor(name, namespace=NAMESPACE))
     except ValueError:
@@ -349,7 +353,7 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
         await asyncio.wait_for(t.task, 60)
         out["victim_conv"] = conv
         out["sessions"] = {conv: {"terminal": terminal(t.frames), "sid": (session_ids(t.frames) or [None])[0],
-                                  "node": await session_node(conv)}}
+                                  "node": await session_node(host, conv)}}
 
         # -- load with a run on a RunActor of the victim, then the node dies ----------------------
         with pools_pinned_to(host, victim_id):
@@ -403,7 +407,7 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
         again = Tracked(host, conv, "claude", "still there? [[argv]]")
         await asyncio.wait_for(again.task, 90)
         out["resumed"] = {"terminal": terminal(again.frames), "resume_arg": resumed_id(again.frames),
-                          "node": await session_node(conv)}
+                          "node": await session_node(host, conv)}
         out["pools_end"] = await pool_nodes(host)
         out["alive_nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         out["idle_loss"] = await idle_node_loss(host, cluster, spared)
