@@ -13,6 +13,12 @@ messages — and runs the host's background loops:
   requested through another host;
 * upkeep — drop dead idle pool members, retire idle ones, top pools up, follow the cluster's free
   ``runnerhost_run_slot`` capacity.
+
+Every RunActor claims one ``runnerhost_run_slot`` unit, always: node types declare how many they
+offer (``actors.placement.node_run_slots``). When runs wait and no node has a free slot, the pool
+still starts (at most ``max_creating``) RunActor creations: Ray keeps them PENDING_CREATION, which
+is the resource demand the autoscaler adds a node for; they stay pending while runs wait for them
+and are cancelled once nobody does (``SlotPool``'s ``blocked`` rule).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from .core.retention import run_retention
 from .core.run_slot import RunOutput, RunPlan, token_digest
 from .core.slots import Reservation, SlotPool
 from .host_config import HostConfig
-from .placement import RUN_SLOT_RESOURCE, pool_options
+from .placement import RUN_SLOT_RESOURCE, pool_options, run_slot_claim
 from .provider_actor import ensure_providers
 from .registry_actor import ensure_registry
 from .retry import call_with_retry, unwrap
@@ -203,11 +209,10 @@ class Host:
         self.host_id = f"host_{uuid.uuid4().hex[:20]}"
         pools = config.pools
         self._actor_opts: dict[str, Any] = dict(num_cpus=0, **pool_options(config.spread))
-        self._slot_resource = _cluster_has(RUN_SLOT_RESOURCE)
-        self._free_slots: float | None = None
+        self._free_slots: float | None = None   # the cluster's free run slots at the last upkeep
         self.run_actors: SlotPool[PooledActor] = SlotPool(
             self._new_run_actor, name="run slots", slots_per_member=pools.runs_per_actor,
-            min_size=pools.run_actors_min, max_size=pools.run_actors_max, capacity=self._run_actor_capacity,
+            min_size=pools.run_actors_min, max_size=pools.run_actors_max, blocked=self._no_free_slot,
             max_creating=pools.max_creating, create_timeout=pools.create_timeout_s,
             grow_after=pools.grow_after_s, max_waiting=pools.queue_max)
         self.worker_pools: dict[str, SlotPool[PooledActor]] = {}
@@ -245,6 +250,10 @@ class Host:
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
         tracing.configure(config.otlp_endpoint)
         host = cls(config, storage, registry, providers, catalog)
+        if not await asyncio.to_thread(_cluster_has, RUN_SLOT_RESOURCE):
+            log.warning("no node of this Ray cluster declares %r resources: RunActors stay pending until "
+                        "one does (declare them per node type, see cluster.yaml; the autoscaler adds such "
+                        "nodes on demand)", RUN_SLOT_RESOURCE)
         await host._heartbeat()
         await host._sweep()  # runs of hosts that are gone end now, not a sweep period later
         for agent_id, agent in config.agents.items():
@@ -341,21 +350,12 @@ class Host:
         return self._delivery
 
     # -- pools ---------------------------------------------------------------------------------------
-    def _run_actor_capacity(self) -> int:
-        """RunActors this host may have: its own plus the cluster's free run slots (if nodes declare
-        them; otherwise only the configured maximum bounds it)."""
-        if not self._slot_resource:
-            return self.config.pools.run_actors_max
-        free = self._free_slots
-        if free is None:
-            return self.config.pools.run_actors_max
-        return self.run_actors.size + self.run_actors.creating + int(free)
+    def _no_free_slot(self) -> bool:
+        """No node had a free run slot at the last look: a new RunActor would wait (PENDING_CREATION)
+        for the autoscaler, or for another host's RunActor to retire."""
+        return self._free_slots is not None and self._free_slots < 1
 
     async def _refresh_capacity(self) -> None:
-        if not self._slot_resource:
-            self._slot_resource = await asyncio.to_thread(_cluster_has, RUN_SLOT_RESOURCE)
-            if not self._slot_resource:
-                return
         available = await asyncio.to_thread(ray.available_resources)
         before, self._free_slots = self._free_slots, available.get(RUN_SLOT_RESOURCE, 0.0)
         if before is not None and self._free_slots > before:
@@ -366,10 +366,9 @@ class Host:
 
     async def _new_run_actor(self) -> PooledActor:
         address = self._address("run")
-        options = dict(self._actor_opts)
-        if self._slot_resource:
-            options["resources"] = {RUN_SLOT_RESOURCE: 1}
-        actor = RunActor.options(name=address.name, namespace=address.namespace, **options).remote(
+        # Always one run slot: with none free it stays PENDING_CREATION — the autoscaler's demand signal.
+        actor = RunActor.options(name=address.name, namespace=address.namespace,
+                                 **self._actor_opts, **run_slot_claim()).remote(
             self.storage, self.providers, self.registry, address, self.config.pools.runs_per_actor,
             self.config.otlp_endpoint)
         return await _ready(actor, address)

@@ -14,9 +14,10 @@ from .core.retention import RetentionPolicy
 class PoolConfig(BaseModel):
     """Capacity of one host (one ingress replica). RunActors are processes (~0.4 s of CPU and
     ~100 MB each): the pool warms ``run_actors_min`` at start and grows on demand up to
-    ``run_actors_max`` — and never past the ``runnerhost_run_slot`` resources the cluster's nodes
-    declare (one per RunActor). Runs beyond free slots wait in a FIFO queue of at most
-    ``queue_max`` (then 429)."""
+    ``run_actors_max``. Each RunActor claims one ``runnerhost_run_slot`` resource, which the
+    cluster's node types declare: when none is free, the pool's creations (at most ``max_creating``)
+    stay pending — the autoscaler's signal to add a node — while runs wait in a FIFO queue of at
+    most ``queue_max`` (then 429)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,7 +34,8 @@ class PoolConfig(BaseModel):
     runs_per_worker: int = Field(default=32, ge=1)
     #: Creations in flight at once per pool (each costs ~0.4 s of a core): bounds a growth storm.
     max_creating: int = Field(default=2, ge=1)
-    #: A member not ready within this is abandoned (e.g. no node has a free slot).
+    #: A member not ready within this is abandoned — unless no node has a free run slot and runs
+    #: still wait for it: then it stays pending for the autoscaler (looked at again every period).
     create_timeout_s: float = Field(default=60.0, gt=0)
     #: The pool grows only when no slot has freed for this long while runs wait (the line stands
     #: still: long runs hold the slots). Short runs free slots constantly and are served by the

@@ -48,6 +48,9 @@ def control_plane_options() -> dict[str, Any]:
 
 
 #: The custom resource a RunActor claims: one unit per RunActor process (see ``node_run_slots``).
+#: Every RunActor claims one, always; node types declare how many they offer (cluster.yaml,
+#: deploy/rayservice.yaml), so a RunActor that finds none free stays PENDING_CREATION — the demand
+#: the Ray autoscaler answers by adding a node of a type that declares slots.
 RUN_SLOT_RESOURCE = "runnerhost_run_slot"
 #: Memory one RunActor process takes, for sizing a node's slots (PSS measured by ``make bench``).
 RUN_ACTOR_MEMORY_BYTES = 160 * 1024 * 1024
@@ -55,16 +58,28 @@ RUN_ACTOR_MEMORY_BYTES = 160 * 1024 * 1024
 RUN_ACTOR_MEMORY_SHARE = 0.6
 
 
+def run_slot_claim() -> dict[str, Any]:
+    """The resource request of every RunActor: one run slot."""
+    return {"resources": {RUN_SLOT_RESOURCE: 1}}
+
+
+def run_slots_for_memory(memory_bytes: int) -> int:
+    """The slot rule: ``floor(memory × RUN_ACTOR_MEMORY_SHARE / RUN_ACTOR_MEMORY_BYTES)``, at least 1 —
+    one slot per ~160 MiB of a RunActor budget that is 60 % of the node's memory (16 GiB → 61,
+    4 GiB → 15). The node types of cluster.yaml and deploy/rayservice.yaml declare what it gives."""
+    return max(1, int(memory_bytes * RUN_ACTOR_MEMORY_SHARE // RUN_ACTOR_MEMORY_BYTES))
+
+
 def node_run_slots(configured: int = 0) -> int:
     """How many RunActors a node offers (``runnerhost_run_slot``): ``configured``, or, for 0, as many
-    as fit in ``RUN_ACTOR_MEMORY_SHARE`` of this machine's memory."""
+    as fit in ``RUN_ACTOR_MEMORY_SHARE`` of this machine's memory (``run_slots_for_memory``)."""
     if configured > 0:
         return configured
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # no sysconf: a modest default
         return 16
-    return max(1, int(total * RUN_ACTOR_MEMORY_SHARE // RUN_ACTOR_MEMORY_BYTES))
+    return run_slots_for_memory(total)
 
 
 def local_ray_resources(configured: int = 0) -> dict[str, float]:

@@ -10,7 +10,13 @@ Invariants:
 * members + creations in flight ≤ ``capacity()`` (the configured maximum, further bounded by
   what the cluster can place — the host passes a function that reads it);
 * at most ``max_creating`` creations are in flight, each abandoned after ``create_timeout``
-  (the factory is cancelled and must clean up what it started);
+  (the factory is cancelled and must clean up what it started) — except while ``blocked()``
+  says the cluster has no room for a member (e.g. no free ``runnerhost_run_slot``): a creation
+  that still serves a waiter then stays pending, since a pending RunActor is exactly the demand
+  the Ray autoscaler adds a node for; it is looked at again every ``create_timeout``;
+* while ``blocked()``, creations nobody needs any more (their waiters gave up or were served by
+  a freed slot) are cancelled at once: a pending member nobody waits for would make the
+  autoscaler add a node for nothing;
 * a creation starts only for demand nobody covers yet: waiters beyond the slots that
   creations in flight will bring, and only once the line has stood still for ``grow_after``
   seconds — no slot freed while the oldest waiter waited that long. Short runs keep the line
@@ -101,6 +107,7 @@ class SlotPool(Generic[T]):
         grow_after: float = 0.0,
         max_waiting: int = 10_000,
         overcommit: bool = False,
+        blocked: Callable[[], bool] | None = None,
     ) -> None:
         if max_size < 1 or min_size < 0 or min_size > max_size or slots_per_member < 1 or max_creating < 1:
             raise ValueError("need 0 <= min_size <= max_size, max_size >= 1, slots_per_member >= 1, "
@@ -115,15 +122,19 @@ class SlotPool(Generic[T]):
         self.grow_after = grow_after
         self.max_waiting = max_waiting
         self.overcommit = overcommit
+        self._blocked = blocked
         self._members: list[_Member[T]] = []
         self._waiting: collections.deque[Reservation[T]] = collections.deque()
         self._creating = 0
-        self._creations: set[asyncio.Task] = set()
+        self._creations: dict[asyncio.Task, None] = {}   # insertion-ordered: the newest last
+        self._trimmed: set[asyncio.Task] = set()          # cancelled because nobody needs them
         self._growth_timer: asyncio.TimerHandle | None = None
         self._last_failure: BaseException | None = None
         self._last_release = float("-inf")  # monotonic time a slot last went to a waiter or back
         self.created = 0
         self.failed_creations = 0
+        self.trimmed_creations = 0
+        self.kept_pending = 0
         self.peak_size = 0
         self.peak_waiting = 0
 
@@ -163,7 +174,8 @@ class SlotPool(Generic[T]):
         return {"name": self.name, "size": self.size, "leased": self.leased(), "creating": self._creating,
                 "max": self.max_size, "capacity": self.capacity(), "queue_length": self.waiting,
                 "slots_per_member": self.slots_per_member, "created": self.created,
-                "failed_creations": self.failed_creations, "peak_size": self.peak_size,
+                "failed_creations": self.failed_creations, "trimmed_creations": self.trimmed_creations,
+                "kept_pending": self.kept_pending, "peak_size": self.peak_size,
                 "peak_queue_length": self.peak_waiting}
 
     # -- leasing ----------------------------------------------------------------------------------
@@ -214,6 +226,7 @@ class SlotPool(Generic[T]):
         if member.leases == 0:
             member.idle_since = self._last_release
         self._hand_over()
+        self._trim_creations()
 
     def kick(self) -> None:
         """Re-evaluate growth (capacity changed: e.g. a node with free slots joined)."""
@@ -225,6 +238,16 @@ class SlotPool(Generic[T]):
         if member is not None:
             self._members.remove(member)
         self._grow()
+
+    def is_blocked(self) -> bool:
+        """Whether the cluster has no room for another member right now (``blocked``)."""
+        if self._blocked is None:
+            return False
+        try:
+            return bool(self._blocked())
+        except Exception as exc:  # a failing probe: act as if there were room (the old timeout rule)
+            log.warning("%s: blocked probe failed (%s)", self.name, exc)
+            return False
 
     async def warm(self, count: int | None = None) -> None:
         """Create members up to ``min_size`` (or ``count`` more), within capacity; waits for them."""
@@ -256,10 +279,11 @@ class SlotPool(Generic[T]):
         error = RunnerHostError(ErrorCode.RUNTIME_ERROR, f"{self.name} is closed", retryable=True)
         while self._waiting:
             self._waiting.popleft()._fail(error)
-        for task in list(self._creations):
+        tasks = list(self._creations)
+        for task in tasks:
             task.cancel()
-        if self._creations:
-            await asyncio.gather(*self._creations, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- internals -------------------------------------------------------------------------------
     def _pick(self) -> _Member[T] | None:
@@ -287,6 +311,7 @@ class SlotPool(Generic[T]):
             pass
         if not reservation._future.done():
             reservation._future.cancel()
+        self._trim_creations()
 
     def _hand_over(self) -> None:
         """Give free slots to waiters, oldest first."""
@@ -302,6 +327,25 @@ class SlotPool(Generic[T]):
         """Waiters that neither a free slot nor a creation in flight will serve (in members)."""
         uncovered = len(self._waiting) - self._creating * self.slots_per_member
         return -(-uncovered // self.slots_per_member) if uncovered > 0 else 0
+
+    def _needed_creations(self) -> int:
+        """Creations in flight that someone still needs: uncovered waiters and the minimum size."""
+        waiting = -(-len(self._waiting) // self.slots_per_member)
+        return waiting + max(0, self.min_size - self.size)
+
+    def _trim_creations(self) -> None:
+        """While the cluster has no room, cancel the newest creations nobody needs any more."""
+        surplus = self._creating - len(self._trimmed) - self._needed_creations()
+        if surplus <= 0 or not self.is_blocked():
+            return
+        for task in reversed(list(self._creations)):
+            if surplus <= 0:
+                break
+            if task in self._trimmed or task.done():
+                continue
+            self._trimmed.add(task)
+            task.cancel()
+            surplus -= 1
 
     def _grow(self, urgent: bool = False) -> None:
         """Start the creations that uncovered demand justifies, within every bound."""
@@ -329,15 +373,51 @@ class SlotPool(Generic[T]):
     def _start_creation(self) -> asyncio.Task:
         self._creating += 1
         task = asyncio.get_running_loop().create_task(self._create())
-        self._creations.add(task)
-        task.add_done_callback(self._creations.discard)
+        self._creations[task] = None
+
+        def done(t: asyncio.Task) -> None:
+            self._creations.pop(t, None)
+            self._trimmed.discard(t)
+        task.add_done_callback(done)
         return task
+
+    async def _until_ready(self) -> T:
+        """The factory's member; abandoned (cancelled) after ``create_timeout`` unless the cluster
+        has no room and a waiter still needs it: then it stays pending (the autoscaler's signal)."""
+        creation = asyncio.ensure_future(self._factory())
+        try:
+            while True:
+                done, _ = await asyncio.wait({creation}, timeout=self.create_timeout)
+                if done:
+                    return creation.result()
+                if not (self._waiting and self.is_blocked()):
+                    raise asyncio.TimeoutError()
+                self.kept_pending += 1
+                log.info("%s: a member waits for room on the cluster (%d runs waiting); kept pending",
+                         self.name, len(self._waiting))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task in self._trimmed and creation.done() and not creation.cancelled() \
+                    and creation.exception() is None:
+                self._trimmed.discard(task)   # it was ready just as it was trimmed: keep it, leak nothing
+                if task is not None:
+                    task.uncancel()
+                return creation.result()
+            raise
+        finally:
+            if not creation.done():
+                creation.cancel()
+                await asyncio.gather(creation, return_exceptions=True)
 
     async def _create(self) -> None:
         try:
-            item = await asyncio.wait_for(self._factory(), self.create_timeout)
+            item = await self._until_ready()
         except BaseException as exc:
             self._creating -= 1
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task in self._trimmed:
+                self.trimmed_creations += 1   # nobody needed it: no failure, nothing for waiters
+                raise
             self.failed_creations += 1
             self._last_failure = exc if isinstance(exc, Exception) else RunnerHostError(
                 ErrorCode.RUNTIME_ERROR, f"{self.name}: creating a member was cancelled", retryable=True)
@@ -362,6 +442,7 @@ class SlotPool(Generic[T]):
         self.peak_size = max(self.peak_size, self.size)
         self._hand_over()
         self._grow()
+        self._trim_creations()
 
     def _failure_error(self) -> RunnerHostError:
         cause = self._last_failure

@@ -201,3 +201,90 @@ async def test_a_cancelled_wait_gives_a_just_granted_slot_to_the_next_in_line():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert patient.granted  # the slot was not lost
+
+
+# -- a cluster without room: creations stay pending (the autoscaler's demand), bounded ---------------
+class Room:
+    """The cluster's free room as the host sees it, and a gate that holds creations (an actor
+    PENDING_CREATION) until a node joins."""
+
+    def __init__(self) -> None:
+        self.full = True
+        self.node_joined = asyncio.Event()
+
+    def blocked(self) -> bool:
+        return self.full
+
+    def join(self) -> None:
+        self.full = False
+        self.node_joined.set()
+
+
+class PendingFactory(Factory):
+    def __init__(self, room: Room) -> None:
+        super().__init__()
+        self.room = room
+
+    async def __call__(self) -> object:
+        self.started += 1
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        try:
+            await self.room.node_joined.wait()
+            return object()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+async def wait_until(condition, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+async def test_without_room_creations_stay_pending_past_the_timeout_while_runs_wait():
+    room = Room()
+    factory = PendingFactory(room)
+    pool = SlotPool(factory, name="t", max_size=10, max_creating=2, create_timeout=0.05, blocked=room.blocked)
+    waiters = [pool.reserve() for _ in range(5)]
+    await wait_until(lambda: pool.kept_pending >= 4)      # several create_timeouts went by ...
+    assert factory.started == 2 and factory.cancelled == 0 and pool.creating == 2   # ... bounded, kept
+    assert pool.failed_creations == 0 and not any(w.granted for w in waiters)
+    room.join()                                           # the autoscaler added a node
+    await asyncio.gather(*(w.wait(2) for w in waiters))
+    assert pool.size == 5 and factory.peak_running == 2 and pool.failed_creations == 0
+
+
+async def test_without_room_a_creation_nobody_waits_for_is_cancelled_at_once():
+    room = Room()
+    factory = PendingFactory(room)
+    pool = SlotPool(factory, name="t", max_size=10, max_creating=2, create_timeout=60, blocked=room.blocked)
+    waiters = [pool.reserve() for _ in range(3)]
+    await wait_until(lambda: factory.started == 2)
+    waiters[2].cancel()                 # 2 waiters left: both creations still needed
+    await asyncio.sleep(0.01)
+    assert factory.cancelled == 0 and pool.creating == 2
+    waiters[1].cancel()                 # the caller timed out: one creation is surplus
+    await wait_until(lambda: factory.cancelled == 1)
+    assert pool.creating == 1 and pool.trimmed_creations == 1 and pool.failed_creations == 0
+    waiters[0].cancel()
+    await wait_until(lambda: pool.creating == 0)
+    assert factory.cancelled == 2 and factory.started == 2 and pool.waiting == 0
+    room.join()
+    await asyncio.sleep(0.01)
+    assert pool.size == 0               # nothing was created for callers that gave up
+
+
+async def test_with_room_a_creation_not_ready_in_time_is_abandoned_as_before():
+    room = Room()
+    room.full = False                   # the cluster has room: a slow creation is a broken one
+    factory = PendingFactory(room)
+    pool = SlotPool(factory, name="t", max_size=2, create_timeout=0.05, blocked=room.blocked)
+    waiter = pool.reserve()
+    with pytest.raises(RunnerHostError):
+        await waiter.wait(2)
+    assert factory.cancelled == 1 and pool.failed_creations == 1 and pool.kept_pending == 0

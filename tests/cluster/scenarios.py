@@ -8,7 +8,11 @@ everything down. ``tests/cluster/test_*.py`` run it as a subprocess and assert
 on the JSON; run one by hand to watch it (progress goes to stderr):
 
     python tests/cluster/scenarios.py node_loss   # Host.start() directly; 3 nodes; kills both workers
+    python tests/cluster/scenarios.py capacity    # runs wait for run slots until a node with slots joins
     python tests/cluster/scenarios.py serve_app   # deploy/serve.yaml through the Serve controller; 2 nodes
+
+Every node declares ``runnerhost_run_slot`` resources (each RunActor claims one), as the node
+types of cluster.yaml and deploy/rayservice.yaml do.
 
 The cluster lives under its own ``RAY_TMPDIR``, so its address file never leaks
 to a ``ray.init()`` of another process on this machine.
@@ -37,7 +41,11 @@ os.environ.pop("RAY_ADDRESS", None)
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
+
 from actors.host import Host  # noqa: E402
+from actors.placement import RUN_SLOT_RESOURCE  # noqa: E402
+from actors.retry import unwrap  # noqa: E402
 from actors.host_config import HostConfig, PoolConfig, StorageConfig  # noqa: E402
 from protocol.errors import RunnerHostError  # noqa: E402
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy  # noqa: E402
@@ -76,15 +84,20 @@ def throwaway_database() -> Iterator[str]:
 
 
 @contextmanager
-def cluster_of(n_workers: int = 2) -> Iterator[tuple[Cluster, list[Any]]]:
-    """Head + ``n_workers`` worker raylets (1 CPU each); the driver connects to the head."""
+def cluster_of(n_workers: int = 2, run_slots: int = 12, head_slots: int | None = None
+               ) -> Iterator[tuple[Cluster, list[Any]]]:
+    """Head + ``n_workers`` worker raylets (1 CPU and ``run_slots`` run slots each; the head
+    ``head_slots``, default the same); the driver connects to the head."""
     began = time.monotonic()
     cluster = None
+    head_slots = run_slots if head_slots is None else head_slots
     try:
         try:
             cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-                "num_cpus": 1, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
-            workers = [cluster.add_node(num_cpus=1) for _ in range(n_workers)]
+                "num_cpus": 1, "include_dashboard": False, "_system_config": SYSTEM_CONFIG,
+                "resources": {RUN_SLOT_RESOURCE: head_slots}})
+            workers = [cluster.add_node(num_cpus=1, resources={RUN_SLOT_RESOURCE: run_slots})
+                       for _ in range(n_workers)]
             cluster.wait_for_nodes()
             ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR",
                      runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
@@ -117,9 +130,57 @@ async def running_host(config: HostConfig) -> AsyncIterator[Host]:
         await host.close()
 
 
-def node_agent(steps: int, delay_s: float) -> AgentConfig:
-    return AgentConfig(runner_id=NODE_RUNNER, runner_config={"steps": steps, "delay_s": delay_s},
-                       multitask_strategy=MultitaskStrategy.PARALLEL, timeout_s=120)
+def node_agent(steps: int, delay_s: float, gate: str | None = None) -> AgentConfig:
+    """NodeRunner; with ``gate`` each run holds its slot until that file exists (``open_gate``)."""
+    config: dict[str, Any] = {"steps": steps, "delay_s": delay_s}
+    if gate:
+        config["gate"] = gate
+    return AgentConfig(runner_id=NODE_RUNNER, runner_config=config,
+                       multitask_strategy=MultitaskStrategy.PARALLEL, timeout_s=300)
+
+
+def open_gate(gate: str) -> None:
+    Path(gate).touch()
+
+
+async def until(condition: Any, timeout: float, what: str, every: float = 0.1) -> float:
+    """Poll ``condition`` (sync or async) until true; fail loudly after ``timeout``. Seconds taken."""
+    began = time.monotonic()
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return round(time.monotonic() - began, 2)
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+@contextmanager
+def pools_pinned_to(host: Host, node_id: str) -> Iterator[None]:
+    """New pool members (RunActors, runner workers) of ``host`` go to ``node_id`` while inside."""
+    saved = host._actor_opts
+    host._actor_opts = {**saved, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+    try:
+        yield
+    finally:
+        host._actor_opts = saved
+
+
+async def pin_session(host: Host, conv: str, node_id: str) -> None:
+    """Create ``conv``'s harness session actor on ``node_id``, under the name the registry looks
+    up (``get_if_exists``): the registry's ``session_actor`` then finds it instead of placing one."""
+    from actors.session_actor import ConversationSessionActor, session_actor_name
+    key = SessionKey(HARNESS, "claude", conv, None)
+    target = unwrap(await host.registry.runner_target.remote(HARNESS))
+    name = session_actor_name(key, await host.registry.config_version.remote())
+    handle = ConversationSessionActor.options(
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+        {"runner_id": HARNESS, "binding_id": "claude", "conversation_id": conv, "thread_id": None},
+        target, host.storage, host.config.session_idle_s)
+    await asyncio.wait_for(handle.ping.remote(), 60)
 
 
 def message(conv: str, text: str = "hi") -> EventEnvelope:
@@ -226,8 +287,11 @@ def resumed_id(frames: list[dict[str, Any]]) -> str | None:
     return None
 
 
-async def session_node(conv: str) -> str | None:
-    name = SessionKey(HARNESS, "claude", conv, None).actor_name("rh-session")
+async def session_node(host: Host, conv: str) -> str | None:
+    """The node of ``conv``'s session actor, found by the name the registry gives it (None: gone)."""
+    from actors.session_actor import session_actor_name
+    generation = await host.registry.config_version.remote()   # part of session actors' names
+    name = session_actor_name(SessionKey(HARNESS, "claude", conv, None), generation)
     try:
         return await ping_node(ray.get_actor(name, namespace=NAMESPACE))
     except ValueError:
@@ -247,29 +311,34 @@ async def ledger_tail(host: Host, run_id: str) -> dict[str, Any]:
 
 
 async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: str) -> dict[str, Any]:
-    """Placement, then a worker node dies under load.
+    """Placement, then a worker node dies under load, then the other one dies while idle.
+
+    Nothing is left to chance: what must live on a doomed node is put there.
 
     1. Control-plane actors are on the head; warm-up runs execute over the nodes.
-    2. Harness sessions are opened until one lives on a worker node (the victim).
-    3. Long runs and a long harness turn are in flight; the victim is killed.
-    4. Its runs end as recorded retryable failures; the rest complete; new runs
-       complete on the surviving nodes; the session's next turn resumes the
-       external session id from Postgres on another node.
-    5. The other worker dies while the host is idle; runs submitted afterwards
-       show whether the pools still hand out members that died with it.
+    2. A harness session is pinned to the first worker (the victim) and opened there.
+    3. Two more RunActors are pinned to the victim; gated long runs are submitted one at a time
+       (each holds its RunActor) until one runs on a RunActor on the victim; a long harness turn
+       runs in the victim's session. The victim is killed, then the gate opens.
+    4. Its runs end as recorded retryable failures; the rest complete; new runs complete on the
+       surviving nodes; the session's next turn resumes the external session id from Postgres on
+       another node.
+    5. RunActors and a runner worker are pinned to the other worker, which dies while the host is
+       idle; runs submitted afterwards show whether the pools still hand out its dead members.
     """
-    pools = PoolConfig(run_actors_min=9, run_actors_max=16, workers_min=3, workers_max=4, runs_per_worker=2,
+    pools = PoolConfig(run_actors_min=9, run_actors_max=20, workers_min=3, workers_max=6, runs_per_worker=2,
                        health_check_s=1.0)
-    agents = {"long": node_agent(24, 0.5), "short": node_agent(1, 0.05),
+    gate = str(Path(artifacts) / "gate-load")
+    agents = {"long": node_agent(1, 0.0, gate=gate), "short": node_agent(1, 0.05),
               "claude": harness_agent(str(Path(artifacts) / "ws"))}
-    worker_ids = [w.node_id for w in workers]
+    victim, spared = workers[0], workers[1]
+    victim_id = victim.node_id
     out: dict[str, Any] = cluster_ids(cluster, workers)
+    out["victim"] = victim_id
     async with running_host(host_config(url, artifacts, pools, agents)) as host:
         await host.warm_runner(NODE_RUNNER)
-        for _ in range(240):  # Host.start may warm the rest of the RunActor pool in the background
-            if host.run_actors.size >= pools.run_actors_min:
-                break
-            await asyncio.sleep(0.25)
+        # Host.start may warm the rest of the RunActor pool in the background
+        await until(lambda: host.run_actors.size >= pools.run_actors_min, 60, "the RunActor pool's minimum")
         out["control"] = {name: await node_of(getattr(host, name)) for name in ("storage", "registry", "providers")}
         warm = [Tracked(host, f"warm{i}", "short") for i in range(6)]
         await asyncio.wait_for(asyncio.gather(*(r.task for r in warm)), 90)
@@ -277,39 +346,45 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
                          "run_nodes": [runner_node(r.frames) for r in warm]}
         out["pools_before"] = await pool_nodes(host)
 
-        # -- sessions: open until one lives on a worker node --------------------------------------
-        sessions: dict[str, dict[str, Any]] = {}
-        for i in range(6):
-            conv = f"sess{i}"
-            t = Tracked(host, conv, "claude", "hello")
-            await asyncio.wait_for(t.task, 60)
-            sessions[conv] = {"terminal": terminal(t.frames), "sid": (session_ids(t.frames) or [None])[0],
-                              "node": await session_node(conv)}
-            if sessions[conv]["node"] in worker_ids:
-                break
-        out["sessions"] = sessions
-        victim_conv, victim_id = next(((c, s["node"]) for c, s in sessions.items() if s["node"] in worker_ids),
-                                      (None, None))
-        if victim_id is None:  # every session landed on the head: kill the busier worker anyway
-            members = [node for pool in out["pools_before"].values() for node, _ in pool]
-            victim_id = max(worker_ids, key=members.count)
-        victim = next(w for w in workers if w.node_id == victim_id)
-        out["victim"], out["victim_conv"] = victim_id, victim_conv
+        # -- a session on the victim --------------------------------------------------------------
+        conv = "sess-victim"
+        await pin_session(host, conv, victim_id)
+        t = Tracked(host, conv, "claude", "hello")
+        await asyncio.wait_for(t.task, 60)
+        out["victim_conv"] = conv
+        out["sessions"] = {conv: {"terminal": terminal(t.frames), "sid": (session_ids(t.frames) or [None])[0],
+                                  "node": await session_node(host, conv)}}
 
-        # -- load, then the node dies -------------------------------------------------------------
-        runs = [Tracked(host, f"load{i}", "long") for i in range(3)]
-        turn = Tracked(host, victim_conv, "claude", "long turn [[sleep:30]]") if victim_conv else None
-        await asyncio.wait_for(asyncio.gather(*(r.node_seen.wait() for r in runs)), 90)
-        if turn is not None:
-            await asyncio.wait_for(turn.first.wait(), 60)
-            await asyncio.sleep(1.0)  # the harness subprocess is running
-        placed = [{"worker": runner_node(r.frames), "run_actor": await r.run_actor_node()} for r in runs]
-        turn_actor = await turn.run_actor_node() if turn is not None else None
+        # -- load with a run on a RunActor of the victim, then the node dies ----------------------
+        with pools_pinned_to(host, victim_id):
+            await host.run_actors.warm(2)
+        runs: list[Tracked] = []
+        placed: list[dict[str, Any]] = []
+        for i in range(host.run_actors.size + 4):   # each gated run holds a distinct RunActor
+            run = Tracked(host, f"load{i}", "long")
+            await asyncio.wait_for(run.node_seen.wait(), 60)
+            runs.append(run)
+            placed.append({"worker": runner_node(run.frames), "run_actor": await run.run_actor_node()})
+            on_victim = any(p["run_actor"] == victim_id for p in placed)
+            spared_run = any(victim_id not in p.values() for p in placed)
+            if on_victim and spared_run:   # one that dies with the node, one that must not
+                break
+        turn = Tracked(host, conv, "claude", "long turn [[sleep:60]]")
+        await asyncio.wait_for(turn.first.wait(), 60)
+        turn_actor = await turn.run_actor_node()
         out["pools_at_loss"] = await pool_nodes(host)
         log(f"removing {victim_id[:8]}")
         removed_at = time.monotonic()
         cluster.remove_node(victim, allow_graceful=False)
-        tracked = runs + ([turn] if turn is not None else [])
+        # The gate stays shut until the victim's runs have ended: a process of the removed node may
+        # linger a moment, and an open gate would let its run finish as if nothing had happened.
+        doomed = [r for r, p in zip(runs, placed) if victim_id in p.values()] + [turn]
+        try:
+            await until(lambda: all(r.task.done() for r in doomed), 90, "the lost node's runs to end")
+        except AssertionError as exc:
+            out["doomed_not_ended"] = str(exc)   # the tests then see those runs complete or hang
+        open_gate(gate)   # the survivors may finish now
+        tracked = runs + [turn]
         await asyncio.wait_for(asyncio.gather(*(r.task for r in tracked), return_exceptions=True), 120)
         out["inflight_ended_after_s"] = round(time.monotonic() - removed_at, 2)
         inflight = []
@@ -318,10 +393,9 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
                              "terminal": terminal(r.frames), "ledger": await ledger_tail(host, r.run_id),
                              "error": repr(r.task.exception()) if r.task.exception() else None})
         out["inflight"] = inflight
-        if turn is not None:
-            out["turn"] = {"run_actor": turn_actor, "terminal": terminal(turn.frames),
-                           "ledger": await ledger_tail(host, turn.run_id),
-                           "error": repr(turn.task.exception()) if turn.task.exception() else None}
+        out["turn"] = {"run_actor": turn_actor, "terminal": terminal(turn.frames),
+                       "ledger": await ledger_tail(host, turn.run_id),
+                       "error": repr(turn.task.exception()) if turn.task.exception() else None}
         out["pools_after_loss"] = await pool_nodes(host)
 
         # -- life goes on -----------------------------------------------------------------------------
@@ -330,26 +404,27 @@ async def node_loss(cluster: Cluster, workers: list[Any], url: str, artifacts: s
         out["new_runs"] = [{"run_id": r.run_id, "terminal": terminal(r.frames), "worker": runner_node(r.frames),
                             "ledger": await ledger_tail(host, r.run_id) if r.run_id else None,
                             "error": repr(r.task.exception()) if r.task.exception() else None} for r in later]
-        if victim_conv is not None:
-            again = Tracked(host, victim_conv, "claude", "still there? [[argv]]")
-            await asyncio.wait_for(again.task, 90)
-            out["resumed"] = {"terminal": terminal(again.frames), "resume_arg": resumed_id(again.frames),
-                              "node": await session_node(victim_conv)}
+        again = Tracked(host, conv, "claude", "still there? [[argv]]")
+        await asyncio.wait_for(again.task, 90)
+        out["resumed"] = {"terminal": terminal(again.frames), "resume_arg": resumed_id(again.frames),
+                          "node": await session_node(host, conv)}
         out["pools_end"] = await pool_nodes(host)
         out["alive_nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-        out["idle_loss"] = await idle_node_loss(host, cluster, next(w for w in workers if w.node_id != victim_id))
+        out["idle_loss"] = await idle_node_loss(host, cluster, spared)
     return out
 
 
 async def idle_node_loss(host: Host, cluster: Cluster, node: Any) -> dict[str, Any]:
-    """The other worker node dies while nothing runs; once Ray has declared it dead, runs
-    are submitted one after another: how many land on a dead pool member?"""
+    """RunActors and a runner worker are pinned to ``node``, which then dies while nothing runs;
+    once Ray has declared it dead, runs are submitted one after another: does any land on a dead
+    pool member?"""
+    with pools_pinned_to(host, node.node_id):
+        await host.run_actors.warm(2)
+        await host.worker_pools[NODE_RUNNER].warm(1)
     out: dict[str, Any] = {"victim": node.node_id, "pools_at_loss": await pool_nodes(host)}
     cluster.remove_node(node, allow_graceful=False)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 60
-    while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()) and loop.time() < end:
-        await asyncio.sleep(0.25)
+    await until(lambda: not any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()), 60,
+                "Ray to declare the node dead", every=0.25)
     runs = []
     for i in range(6):
         run = Tracked(host, f"idle{i}", "short")
@@ -358,8 +433,100 @@ async def idle_node_loss(host: Host, cluster: Cluster, node: Any) -> dict[str, A
                      "ledger": await ledger_tail(host, run.run_id) if run.run_id else None,
                      "error": repr(run.task.exception()) if run.task.exception() else None})
     out["runs"] = runs
-    await asyncio.sleep(2 * host.config.pools.health_check_s)  # one full upkeep round after the runs
-    out["pools_end"] = await pool_nodes(host)
+
+    async def no_dead_member() -> bool:   # the upkeep has dropped every member that died
+        out["pools_end"] = await pool_nodes(host)
+        return all(n is not None for pool in out["pools_end"].values() for n, _ in pool)
+    try:
+        await until(no_dead_member, 30, "the pools to drop their dead members", every=0.5)
+    except AssertionError:
+        pass   # pools_end, dead members included, is what the test reports on
+    return out
+
+
+# -- capacity: runs wait for run slots until a node with slots joins --------------------------------
+CAPACITY_HEAD_SLOTS = 2
+CAPACITY_NEW_NODE_SLOTS = 4
+CAPACITY_RUNS = 6
+CAPACITY_GIVE_UP = 3   # queued runs cancelled while they wait: their pending creations must go
+
+
+def pending_run_actors() -> list[dict[str, Any]]:
+    """RunActors the GCS holds PENDING_CREATION (waiting for a node with a free run slot)."""
+    return [{"name": a["Name"], "state": a["State"]} for a in ray._private.state.actors().values()
+            if a["Name"].startswith("rh-run-") and a["State"] == "PENDING_CREATION"]
+
+
+def slot_demand(gcs_address: str) -> list[dict[str, Any]]:
+    """The cluster's unmet task/actor resource demand that asks for run slots — what the
+    autoscaler reads to decide that a node must be added."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+    status = get_cluster_status(gcs_address)
+    return [{"bundle": dict(request.bundle), "count": request.count}
+            for demand in status.resource_demands.ray_task_actor_demand
+            for request in demand.bundles_by_count if RUN_SLOT_RESOURCE in request.bundle]
+
+
+async def capacity(cluster: Cluster, workers: list[Any], url: str, artifacts: str) -> dict[str, Any]:
+    """A head with ``CAPACITY_HEAD_SLOTS`` run slots gets ``CAPACITY_RUNS`` gated runs: two run,
+    the rest queue while the pool keeps RunActor creations pending (the autoscaler's demand) past
+    its create timeout. ``CAPACITY_GIVE_UP`` of the waiting callers give up (cancel): the creation
+    nobody needs any more is withdrawn from Ray. A node with run slots joins (what the autoscaler
+    does): the run still waiting starts on a RunActor there; the gate opens and every run that was
+    not cancelled completes."""
+    gate = str(Path(artifacts) / "gate-capacity")
+    pools = PoolConfig(run_actors_min=CAPACITY_HEAD_SLOTS, run_actors_max=8, max_creating=2, grow_after_s=0.2,
+                       create_timeout_s=3.0, health_check_s=0.5, workers_min=1, workers_max=2, runs_per_worker=8)
+    out: dict[str, Any] = cluster_ids(cluster, workers)
+    async with running_host(host_config(url, artifacts, pools, {"gated": node_agent(1, 0.0, gate=gate)})) as host:
+        await host.warm_runner(NODE_RUNNER)
+        await until(lambda: host.run_actors.size >= CAPACITY_HEAD_SLOTS, 60, "the warm RunActors")
+        out["slots_before"] = ray.cluster_resources().get(RUN_SLOT_RESOURCE)
+        out["pool_before"] = host.run_actors.stats()
+        runs = [Tracked(host, f"cap{i}", "gated") for i in range(CAPACITY_RUNS)]
+        await until(lambda: all(r.run_id for r in runs), 60, "every run's first frame")
+        await until(lambda: sum(r.node_seen.is_set() for r in runs) >= CAPACITY_HEAD_SLOTS, 60,
+                    "the runs that fit to start")
+        await until(lambda: host.run_actors.waiting == CAPACITY_RUNS - CAPACITY_HEAD_SLOTS, 30,
+                    "the others to queue")
+        running = [r for r in runs if r.node_seen.is_set()]
+        queued = [r for r in runs if not r.node_seen.is_set()]
+        out["running"] = [{"run_id": r.run_id, "run_actor": await r.run_actor_node()} for r in running]
+        out["queued"] = [{"run_id": r.run_id, "first": r.frames[0]["type"], "queue": r.frames[0]["data"],
+                          "ledger": await ledger_tail(host, r.run_id)} for r in queued]
+        # the pool keeps creations pending past create_timeout_s while the runs wait for them
+        await until(lambda: host.run_actors.kept_pending >= 1, 30, "a creation kept pending past its timeout")
+        out["pending"] = pending_run_actors()
+        out["demand"] = slot_demand(cluster.address)
+        out["pool_waiting"] = host.run_actors.stats()
+        # callers give up: the surplus pending creation is cancelled (and its actor killed)
+        gave_up, queued = queued[1:1 + CAPACITY_GIVE_UP], queued[:1] + queued[1 + CAPACITY_GIVE_UP:]
+        for r in gave_up:
+            await host.cancel(r.run_id, "the caller gave up")
+        await until(lambda: all(r.task.done() for r in gave_up), 30, "the cancelled runs to end")
+        await until(lambda: host.run_actors.trimmed_creations >= 1 and len(pending_run_actors()) == len(queued),
+                    30, "the surplus pending RunActor to be withdrawn")
+        out["gave_up"] = [{"run_id": r.run_id, "terminal": terminal(r.frames), "ledger": await ledger_tail(host, r.run_id)}
+                          for r in gave_up]
+        out["pending_after_cancel"] = pending_run_actors()
+        out["pool_after_cancel"] = host.run_actors.stats()
+        runs = [r for r in runs if r not in gave_up]
+        log(f"{len(queued)} runs queued; {len(out['pending_after_cancel'])} RunActors pending; adding a node")
+        joined_at = time.monotonic()
+        node = cluster.add_node(num_cpus=1, resources={RUN_SLOT_RESOURCE: CAPACITY_NEW_NODE_SLOTS})
+        cluster.wait_for_nodes()
+        out["new_node"] = node.node_id
+        await until(lambda: all(r.node_seen.is_set() for r in queued), 120, "the queued runs to start")
+        out["queued_started_after_s"] = round(time.monotonic() - joined_at, 2)
+        out["started"] = [{"run_id": r.run_id, "run_actor": await r.run_actor_node()} for r in queued]
+        out["slots_after"] = ray.cluster_resources().get(RUN_SLOT_RESOURCE)
+        open_gate(gate)
+        await asyncio.wait_for(asyncio.gather(*(r.task for r in runs), return_exceptions=True), 120)
+        out["runs"] = [{"run_id": r.run_id, "terminal": terminal(r.frames), "ledger": await ledger_tail(host, r.run_id),
+                        "error": repr(r.task.exception()) if r.task.exception() else None} for r in runs]
+        await until(lambda: host.run_actors.creating == 0 and not pending_run_actors(), 30,
+                    "no creation left in flight")
+        out["pool_after"] = host.run_actors.stats()
     return out
 
 
@@ -429,18 +596,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# name -> (scenario, worker nodes, environment the nodes start with)
-SCENARIOS = {"node_loss": (node_loss, 2, None), "serve_app": (serve_app, 1, _serve_env)}
+# name -> (scenario, worker nodes, environment the nodes start with, cluster_of options)
+SCENARIOS = {"node_loss": (node_loss, 2, None, {}), "serve_app": (serve_app, 1, _serve_env, {}),
+             "capacity": (capacity, 0, None, {"head_slots": CAPACITY_HEAD_SLOTS})}
 
 
 def main(name: str) -> None:
-    scenario, n_workers, node_env = SCENARIOS[name]
+    scenario, n_workers, node_env, cluster_options = SCENARIOS[name]
     began = time.monotonic()
     artifacts = tempfile.mkdtemp(prefix="rhc-art")
     try:
         with throwaway_database() as url:
             os.environ.update(node_env(url) if node_env else {})   # raylets (and their workers) inherit it
-            with cluster_of(n_workers) as (cluster, workers):
+            with cluster_of(n_workers, **cluster_options) as (cluster, workers):
                 result = asyncio.run(scenario(cluster, workers, url, artifacts))
     finally:
         shutil.rmtree(artifacts, ignore_errors=True)

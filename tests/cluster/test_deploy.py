@@ -6,11 +6,15 @@
   schema and name the same, importable application builder;
 * ``serve.cluster_app`` refuses to serve a cluster without API keys or without Postgres,
   and builds the real ingress from the environment otherwise;
-* ``actors.placement`` pins the control plane to the head only when there is a head resource.
+* ``actors.placement`` pins the control plane to the head only when there is a head resource;
+* every node type of ``cluster.yaml`` and every group of ``deploy/rayservice.yaml`` declares its
+  ``runnerhost_run_slot`` resources by the rule of ``placement.run_slots_for_memory``, in the form
+  the autoscaler reads (the launcher's validated config; KubeRay's CR-to-autoscaler conversion).
 """
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -66,6 +70,46 @@ def test_cluster_yaml_on_prem_variant_prepares_with_the_local_provider():
     prepared, _ = prepare_local(config)
     node_type = launcher_view(prepared)["available_node_types"]["local.cluster.node"]
     assert (node_type["min_workers"], node_type["max_workers"]) == (1, 2)
+
+
+#: Memory of the instance types cluster.yaml names (the launcher cannot know it offline).
+INSTANCE_MEMORY = {"m5.xlarge": 16 * 2**30}
+
+
+def test_cluster_yaml_node_types_declare_run_slots_by_the_memory_rule():
+    filled = launcher_view(load("cluster.yaml"))
+    for name, node_type in filled["available_node_types"].items():
+        memory = INSTANCE_MEMORY[node_type["node_config"]["InstanceType"]]
+        slots = node_type["resources"].get(placement.RUN_SLOT_RESOURCE)
+        assert slots == placement.run_slots_for_memory(memory), (name, slots)
+    # the autoscaler may add workers for that demand
+    worker = filled["available_node_types"]["ray.worker.runners"]
+    assert worker["max_workers"] > worker["min_workers"]
+
+
+def test_the_slot_rule_matches_what_a_local_node_declares(monkeypatch):
+    assert placement.run_slots_for_memory(16 * 2**30) == 61 and placement.run_slots_for_memory(4 * 2**30) == 15
+    assert placement.run_slots_for_memory(2**20) == 1          # a tiny node still offers one
+    assert placement.node_run_slots(7) == 7                    # configured wins
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert placement.node_run_slots(0) == placement.run_slots_for_memory(total)
+    assert placement.local_ray_resources(5) == {placement.RUN_SLOT_RESOURCE: 5.0}
+    assert placement.run_slot_claim() == {"resources": {placement.RUN_SLOT_RESOURCE: 1}}
+
+
+def test_rayservice_groups_declare_run_slots_the_autoscaler_reads():
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+    spec = load("deploy/rayservice.yaml")["spec"]["rayClusterConfig"]
+    config = _derive_autoscaling_config_from_ray_cr({"metadata": {"name": "runnerhost", "namespace": "default"},
+                                                     "spec": copy.deepcopy(spec)})
+    types = config["available_node_types"]
+    assert len(types) == 1 + len(spec["workerGroupSpecs"])
+    for name, node_type in types.items():
+        resources = node_type["resources"]
+        assert resources.get(placement.RUN_SLOT_RESOURCE) == placement.run_slots_for_memory(resources["memory"]), \
+            (name, resources)
+    [group] = spec["workerGroupSpecs"]
+    assert types[group["groupName"]]["max_workers"] > types[group["groupName"]]["min_workers"]
 
 
 # -- Serve configs ---------------------------------------------------------------------------
