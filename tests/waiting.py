@@ -4,6 +4,11 @@ A test never sleeps for "long enough" (a run to be live, a session to exist, a w
 server to come up); it polls what it can observe — a ledger row, a stream frame, a stats counter,
 a process table — until a deadline, and fails with a message naming what never happened.
 
+Sleeps that stay in the suite are of three kinds only: inside fakes (a fake runner, server or
+factory simulating work), ``sleep(0)`` to let a just-created task run, and letting a product
+clock pass a threshold the test is about (an edit interval, a lease, a grow-after delay) — where
+an observable state exists even then, the test polls it instead.
+
 * :func:`wait_until` (async): ``predicate`` may be a plain or an ``async`` callable; returns its
   first truthy value.
 * :func:`wait_until_sync`: the same for synchronous code (fixtures, threads, subprocess tests);
