@@ -1,10 +1,10 @@
 """Small helpers shared by the actor-layer tests."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from protocol.events import EventEnvelope
+from tests.waiting import wait_until  # noqa: F401  (re-exported: the actor tests' bounded wait)
 
 
 def message(conv: str, text: str = "hi", **kw: Any) -> EventEnvelope:
@@ -38,10 +38,12 @@ async def transcript_of(host, conv: str) -> list[dict[str, Any]]:
     return page["items"]
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(interval)
+async def until_delta(stream) -> list[dict[str, Any]]:
+    """Frames up to and including the first ``message.delta``: the run is provably live in its runner."""
+    frames = []
+    async for frame in stream:
+        frames.append(frame)
+        if frame["type"] == "message.delta":
+            return frames
+        assert frame["type"] not in ("run.completed", "run.failed"), frames
+    raise AssertionError(f"the run ended before streaming a delta: {frames}")

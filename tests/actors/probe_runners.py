@@ -29,12 +29,24 @@ async def _outcome(coro) -> dict[str, Any]:
         return {"ok": False, "code": exc.code.value}
 
 
+async def _wait_for_file(path: Path, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not path.exists():
+        if loop.time() > deadline:
+            raise RuntimeError(f"gate {path.name} never opened")
+        await asyncio.sleep(0.02)
+
+
 class ProbeRunner(Runner):
     """Config ``calls``: [[method, kwargs], …] made after ``sleep_s``; replies with the outcomes as JSON.
 
     ``keep_api: true`` stashes the API client; ``use_stale: true`` makes the
     calls through the client stashed by an earlier run instead of its own.
     ``marker``: a file written when the generator is closed (finally).
+    ``gate``: a file the runner waits for (after its first delta, before the calls), so a test acts
+    while the run is provably live and then lets it go on; never there within ``gate_timeout_s``
+    (default 60): the run fails.
     ``artifact``: ``{"artifact_id", "text"}`` — an inline ``artifact.created`` before the calls.
     """
 
@@ -61,6 +73,8 @@ class ProbeRunner(Runner):
                 yield {"run_id": ctx.run_id, "type": "artifact.created", "data": {
                     "artifact_type": "file", "artifact_id": art["artifact_id"],
                     "content_base64": base64.b64encode(art["text"].encode()).decode()}}
+            if cfg.get("gate"):
+                await _wait_for_file(Path(cfg["gate"]), float(cfg.get("gate_timeout_s", 60)))
             if cfg.get("sleep_s"):
                 await asyncio.sleep(float(cfg["sleep_s"]))
             outcomes = []

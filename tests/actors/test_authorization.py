@@ -8,6 +8,7 @@ import pytest
 from protocol.agents import ResourcePolicy
 from protocol.events import EventEnvelope
 from tests.actors.conftest import probe_agent
+from tests.actors.helpers import until_delta
 
 pytestmark = pytest.mark.ray
 
@@ -75,15 +76,18 @@ async def test_calls_after_the_run_ended_are_unauthorized(host, conv):
     assert [r.get("code") for r in results] == ["unauthorized", "unauthorized"]
 
 
-async def test_snapshot_frozen_at_start_survives_a_config_change(host, conv):
-    await host.put_agent("probe-frozen", probe_agent(sleep_s=1.5, calls=[["history_page", {}]]))
+async def test_snapshot_frozen_at_start_survives_a_config_change(host, conv, tmp_path):
+    gate = tmp_path / "gate"  # the probe makes its call only once the policy has changed
+    await host.put_agent("probe-frozen", probe_agent(gate=str(gate), calls=[["history_page", {}]]))
     stream = await host.submit(message(conv), "probe-frozen")
-    first = await stream.__anext__()
-    assert first["type"] == "run.started"
-    # mid-run, revoke history for this agent
-    await host.put_agent("probe-frozen", probe_agent(sleep_s=0, policy=ResourcePolicy(history=[]),
+    live = await until_delta(stream)  # the run is live in its runner, its call not made yet
+    assert live[0]["type"] == "run.started"
+    # mid-run, revoke history for this agent; then let the run make its call
+    await host.put_agent("probe-frozen", probe_agent(policy=ResourcePolicy(history=[]),
                                                      calls=[["history_page", {}]]))
-    frames = [f async for f in stream]
+    gate.write_text("open")
+    frames = live + [f async for f in stream]
+    assert frames[-1]["type"] == "run.completed", frames[-1]
     during = json.loads([f for f in frames if f["type"] == "message.completed"][0]["data"]["message"]["content"])
     assert during[0]["ok"] is True  # the frozen grant is what counts
     after, _ = await outcomes(host, "probe-frozen", conv)

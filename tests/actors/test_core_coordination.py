@@ -10,6 +10,7 @@ from actors.core.db_retry import DatabaseUnavailable
 from actors.core.steering import SteeringEntry, SteeringQueue
 from protocol.agents import AgentConfig, BindingScope, MultitaskStrategy
 from protocol.errors import ErrorCode, RunnerHostError
+from tests.waiting import wait_until
 
 ECHO = "plugin:builtin/echo/default"
 
@@ -201,16 +202,18 @@ async def test_group_commit_does_not_replay_op_by_op_when_the_database_itself_fa
 
 
 async def test_group_commit_backlog_is_bounded():
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
 
     async def apply(ops):
+        entered.set()
         await release.wait()
         return list(ops)
     gc = GroupCommitter(apply, max_batch=2, max_delay=0.0, max_backlog=3)
     accepted = [asyncio.create_task(gc.submit(i)) for i in range(2)]
-    await asyncio.sleep(0.01)  # these two are in the (stuck) flushing batch ...
+    await asyncio.wait_for(entered.wait(), 5)  # these two are in the (stuck) flushing batch ...
     accepted += [asyncio.create_task(gc.submit(i)) for i in range(2, 5)]
-    await asyncio.sleep(0.01)  # ... and three wait: the backlog is full
+    await wait_until(lambda: gc.backlog == 3, timeout=5, what="three ops waiting behind the stuck batch")
+    assert gc.uncommitted() == [0, 1, 2, 3, 4]  # ... and three wait: the backlog is full
     with pytest.raises(RunnerHostError) as error:
         await gc.submit("one too many")
     assert error.value.code is ErrorCode.RATE_LIMITED and error.value.retryable

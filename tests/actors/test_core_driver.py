@@ -12,6 +12,7 @@ from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
 from tests.actors.inprocess import InProcessPorts, collect, make_driver
+from tests.waiting import wait_until
 
 ECHO = "plugin:builtin/echo/default"
 
@@ -49,12 +50,11 @@ async def env(db):
 
 async def settled(ports: InProcessPorts, driver: RunDriver) -> None:
     """Nothing leaked: no lease, no lane, no run left in the driver."""
-    for _ in range(200):
-        if not driver.runs and driver.slots.leased() == 0 and not ports.registry_logic.index.entries():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"leaked: runs={list(driver.runs)} leased={driver.slots.leased()} "
-                         f"lanes={[e.run_id for e in ports.registry_logic.index.entries()]}")
+    await wait_until(
+        lambda: not driver.runs and driver.slots.leased() == 0 and not ports.registry_logic.index.entries(),
+        timeout=2, interval=0.01,
+        what=lambda: (f"nothing leaked: runs={list(driver.runs)} leased={driver.slots.leased()} "
+                      f"lanes={[e.run_id for e in ports.registry_logic.index.entries()]}"))
 
 
 async def ledger(ports: InProcessPorts, run_id: str) -> tuple[dict, list[dict]]:

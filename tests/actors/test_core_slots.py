@@ -5,6 +5,7 @@ import pytest
 
 from actors.core.slots import SlotPool
 from protocol.errors import ErrorCode, RunnerHostError
+from tests.waiting import wait_until
 
 
 class Factory:
@@ -36,10 +37,7 @@ class Factory:
 
 
 async def settle(pool: SlotPool, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while pool.creating:
-        assert asyncio.get_running_loop().time() < deadline, "creations never finished"
-        await asyncio.sleep(0.005)
+    await wait_until(lambda: not pool.creating, timeout=timeout, interval=0.005, what="the pool's creations to finish")
 
 
 async def test_a_freed_slot_goes_to_the_oldest_waiter_and_no_one_else_wakes():
@@ -81,9 +79,9 @@ async def test_creations_in_flight_cover_waiters_no_second_creation_per_waiter()
     factory = Factory(delay=0.1)
     pool = SlotPool(factory, name="t", max_size=10, slots_per_member=4, max_creating=4)
     waiters = [pool.reserve() for _ in range(4)]
-    await asyncio.sleep(0.01)
-    assert factory.started == 1  # one member brings four slots: one creation serves all four
     await asyncio.gather(*(w.wait(1) for w in waiters))
+    await settle(pool)
+    assert factory.started == 1  # one member brings four slots: one creation serves all four
     assert pool.size == 1 and pool.leased() == 4
 
 

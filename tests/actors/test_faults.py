@@ -1,11 +1,14 @@
 """Killing actors mid-run, through real Ray and Postgres; each fault is shown to have hit.
 
 The tests kill actors, so they run against a host of their own (its own namespace: its own
-storage, registry and provider actors and pools) — no other test depends on what they kill,
-and they pass in any order. A fault is injected only once the scenario it needs is observed
-(the run has streamed a delta; a storage write is blocked inside its transaction), and the
-test asserts the fault's effect, so it fails — never passes by luck — when the scenario did
-not happen.
+storage, registry and provider actors and pools) — no other test depends on what they kill.
+They pass in any order, alone or together: each starts by waiting until the host is whole
+again (:func:`healthy`: every pool at its minimum, every member answering — whatever an
+earlier test killed has been replaced), picks its own victims, and ends by showing that the
+host recovered (:func:`recovered`: nothing leaked, a fresh run completes). A fault is injected
+only once the scenario it needs is observed (the run has streamed a delta; a storage write is
+blocked inside its transaction), and the test asserts the fault's effect, so it fails — never
+passes by luck — when the scenario did not happen.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from actors import constants
 from actors.host import Host
 from actors.host_config import HostConfig, PoolConfig, StorageConfig
 from tests.actors.conftest import AGENTS
-from tests.actors.helpers import collect, message, wait_until
+from tests.actors.helpers import collect, message, until_delta, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -60,17 +63,6 @@ async def counts(pg_url: str, conv: str) -> dict[str, int]:
         await conn.close()
 
 
-async def until_delta(stream) -> list[dict]:
-    """Frames up to and including the first delta: the run is provably live in its actors."""
-    frames = []
-    async for frame in stream:
-        frames.append(frame)
-        if frame["type"] == "message.delta":
-            return frames
-        assert frame["type"] not in ("run.completed", "run.failed"), frames
-    raise AssertionError("the run ended before streaming a delta")
-
-
 async def run_actor_of(host: Host, run_id: str):
     run = host.live[run_id]
     assert run.member is not None, "the run holds no RunActor"
@@ -82,11 +74,44 @@ async def settled(host: Host) -> None:
         lanes = await host.registry.lanes.remote()
         return not host.live and host.run_actors.leased() == 0 and not [
             lane for lane in lanes if lane["host_id"] == host.host_id]
-    await wait_until(idle, timeout=15)
+    await wait_until(idle, timeout=15, what="the host to hold no run, lease or lane")
+
+
+def pools(host: Host) -> list:
+    return [host.run_actors, *host.worker_pools.values()]
+
+
+async def healthy(host: Host) -> None:
+    """Every pool at its minimum and every member (and the storage actor) answering a ping: what
+    an earlier test killed has been replaced (pool upkeep runs twice a second here)."""
+    async def whole() -> bool:
+        if any(pool.size < pool.min_size for pool in pools(host)):
+            return False
+        members = [m for pool in pools(host) for m in pool.members()]
+        try:
+            await asyncio.wait_for(asyncio.gather(host.storage.ready.remote(),
+                                                  *(m.handle.ping.remote() for m in members)), 10)
+        except (ray.exceptions.RayActorError, asyncio.TimeoutError):
+            return False
+        return True
+    await wait_until(whole, timeout=30, interval=0.1,
+                     what=lambda: f"the fault host's pools to be whole: {[p.stats() for p in pools(host)]}")
+    await settled(host)
+
+
+async def recovered(host: Host) -> None:
+    """After a fault: nothing leaked, nobody waits for a slot, and a fresh run completes promptly."""
+    await settled(host)
+    assert host.run_actors.waiting == 0
+    started = time.monotonic()
+    frames = await collect(await host.submit(message(f"c-{uuid.uuid4().hex[:8]}", "fine"), "echo"))
+    assert frames[-1]["type"] == "run.completed" and time.monotonic() - started < 30, frames[-1]
+    await settled(host)
 
 
 async def test_killing_a_run_actor_mid_run_records_a_retryable_failure(fault_host, conv, pg_url):
     host = fault_host
+    await healthy(host)
     stream = await host.submit(message(conv, "w " * 20), "slow")
     seen = await until_delta(stream)
     victim = await run_actor_of(host, seen[0]["run_id"])
@@ -103,11 +128,12 @@ async def test_killing_a_run_actor_mid_run_records_a_retryable_failure(fault_hos
     assert later[-1]["type"] == "run.completed"
     c = await counts(pg_url, conv)
     assert (c["events"], c["runs"], c["dup_events"]) == (2, 2, 0)
-    await settled(host)
+    await recovered(host)
 
 
 async def test_killing_a_runner_worker_mid_run_records_a_retryable_failure(fault_host, conv, pg_url):
     host = fault_host
+    await healthy(host)
     await host.put_agent("slow-pooled", AGENTS["slow"].model_copy(update={"execution": "pool"}))
     stream = await host.submit(message(conv, "w " * 20), "slow-pooled")
     seen = await until_delta(stream)
@@ -122,7 +148,7 @@ async def test_killing_a_runner_worker_mid_run_records_a_retryable_failure(fault
     assert later[-1]["type"] == "run.completed"  # the pool replaced the dead worker
     c = await counts(pg_url, conv)
     assert (c["events"], c["runs"], c["dup_events"]) == (2, 2, 0)
-    await settled(host)
+    await recovered(host)
 
 
 async def test_killing_the_storage_actor_with_a_write_in_flight_loses_and_duplicates_nothing(
@@ -130,6 +156,7 @@ async def test_killing_the_storage_actor_with_a_write_in_flight_loses_and_duplic
     """A row lock held from outside makes the run's final write block inside its transaction; the
     storage actor is killed while pg_stat_activity shows that write waiting — provably in flight."""
     host = fault_host
+    await healthy(host)
     frames = await collect(await host.submit(message(conv, "first"), "echo"))  # the counter row exists
     assert frames[-1]["type"] == "run.completed"
     lock = await asyncpg.connect(dsn(pg_url))
@@ -146,10 +173,18 @@ async def test_killing_the_storage_actor_with_a_write_in_flight_loses_and_duplic
             return bool(await lock.fetchval(
                 "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
                 "and datname = current_database() and pid <> pg_backend_pid()"))
-        await wait_until(blocked, timeout=15)
+        assert (await host.storage.stats.remote())["restarted"] is False, \
+            "the storage actor was restarted before: its restart below could not be told apart"
+        await wait_until(blocked, timeout=15, what="the run's accept to wait on the row lock")
         assert not waiting.done()  # the client has no answer yet: nothing was accepted
         ray.kill(host.storage, no_restart=False)  # it restarts; the host retries its idempotent write
-        await asyncio.sleep(0.5)
+
+        async def restarted() -> bool:  # the new incarnation answers: the killed one, and its write, are gone
+            try:
+                return (await asyncio.wait_for(host.storage.stats.remote(), 10))["restarted"]
+            except asyncio.TimeoutError:
+                return False
+        await wait_until(restarted, timeout=60, interval=0.1, what="the killed storage actor to restart")
         await tx.rollback()
     finally:
         await lock.close()
@@ -159,7 +194,7 @@ async def test_killing_the_storage_actor_with_a_write_in_flight_loses_and_duplic
     assert later[-1]["type"] == "run.completed"
     c = await counts(pg_url, conv)
     assert (c["events"], c["runs"], c["transcript"], c["dup_events"]) == (3, 3, 6, 0)
-    await settled(host)
+    await recovered(host)
 
 
 async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(fault_host, conv, pg_url, monkeypatch):
@@ -167,6 +202,7 @@ async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(fault_host,
     it (here: every one, as if all had been idle that long); a dead one is replaced and the run
     starts on a live one — it never reached the dead one, so it is not a second execution."""
     host = fault_host
+    await healthy(host)
     monkeypatch.setattr(constants, "EXECUTOR_RECHECK_S", 0.0)
     for actor in host.run_actors.members():  # e.g. their node was lost while they were idle
         ray.kill(actor.handle, no_restart=True)
@@ -175,30 +211,29 @@ async def test_dead_idle_run_actors_are_replaced_before_a_run_starts(fault_host,
     assert [f["type"] for f in frames].count("run.started") == 1
     c = await counts(pg_url, conv)
     assert (c["events"], c["runs"], c["dup_events"]) == (1, 1, 0)
-    await settled(host)
+    await recovered(host)
 
 
 async def test_pool_upkeep_replaces_an_idle_run_actor_that_died_unnoticed(fault_host):
     host = fault_host
-    await wait_until(lambda: _true(host.run_actors.idle()), timeout=15)
-    victim = host.run_actors.idle()[0]
+    await healthy(host)
+    victim = (await wait_until(host.run_actors.idle, timeout=15, what="an idle RunActor"))[0]
     ray.kill(victim.handle, no_restart=True)  # nothing runs on it: no run will notice
 
     async def healed() -> bool:
         return (victim not in host.run_actors.members()
                 and host.run_actors.size >= host.config.pools.run_actors_min)
-    await wait_until(healed, timeout=15.0, interval=0.1)  # upkeep runs twice a second here
+    await wait_until(healed, timeout=15.0, interval=0.1,  # upkeep runs twice a second here
+                     what="pool upkeep to replace the idle RunActor killed behind its back")
     alive = await asyncio.gather(*(m.handle.ping.remote() for m in host.run_actors.members()))
     assert len(alive) == host.run_actors.size
-
-
-async def _true(value) -> bool:
-    return bool(value)
+    await recovered(host)
 
 
 async def test_the_sweep_finalizes_runs_of_a_gone_host_and_releases_its_lanes(fault_host, conv, pg_url):
     """What a SIGKILLed host leaves: a running and a queued run on record, lanes in the registry."""
     host = fault_host
+    await healthy(host)
     gone = f"host_gone_{uuid.uuid4().hex[:8]}"
     await host.ports.write("host_heartbeat", host_id=gone)
     conn = await asyncpg.connect(dsn(pg_url))
@@ -226,19 +261,11 @@ async def test_the_sweep_finalizes_runs_of_a_gone_host_and_releases_its_lanes(fa
     async def finalized() -> bool:
         statuses = [(await host.read("run_get", run_id=r))["status"] for r in ids]
         return statuses == ["failed", "failed"]
-    await wait_until(finalized, timeout=20, interval=0.25)  # swept every 0.5 s here
+    await wait_until(finalized, timeout=20, interval=0.25,  # swept every 0.5 s here
+                     what="the sweep to fail the gone host's runs")
     for run_id in ids:
         run = await host.read("run_get", run_id=run_id)
         assert run["status_reason"] == "host.lost"
     rest = await asyncio.wait_for(collect(blocked), 60)  # the lanes were released: it ran
     assert rest[-1]["type"] == "run.completed"
-    await settled(host)
-
-
-async def test_nothing_is_leaked_after_the_faults(fault_host):
-    host = fault_host
-    await settled(host)
-    assert host.run_actors.waiting == 0
-    started = time.monotonic()
-    frames = await collect(await host.submit(message(f"c-{uuid.uuid4().hex[:8]}", "fine"), "echo"))
-    assert frames[-1]["type"] == "run.completed" and time.monotonic() - started < 30
+    await recovered(host)

@@ -1,12 +1,10 @@
 """SPEC §9/§11: deadlines, cancellation, crashes and empty output all end as recorded facts."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.actors.conftest import probe_agent
-from tests.actors.helpers import collect, message, run_to_end, wait_until
+from tests.actors.helpers import collect, message, run_to_end, until_delta, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -23,17 +21,17 @@ async def test_deadline_fails_the_run_as_timeout_and_closes_the_generator(host, 
 
     async def closed():
         return marker.exists()
-    await wait_until(closed, timeout=10)  # the runner's finally ran: its generator was closed
+    await wait_until(closed, timeout=10, what="the runner's finally to run (its generator closed)")
 
 
 async def test_cancel_ends_a_long_run_as_cancelled(host, conv, tmp_path):
     marker = tmp_path / "closed"
     await host.put_agent("probe-cancel", probe_agent(sleep_s=30, marker=str(marker)))
     stream = await host.submit(message(conv), "probe-cancel")
-    first = await stream.__anext__()
-    await asyncio.sleep(0.3)
+    live = await until_delta(stream)  # the probe streamed "probing ", then sleeps 30 s: it is mid-run
+    first = live[0]
     assert (await host.cancel(first["run_id"], "user pressed stop"))["cancel_requested"] is True
-    frames = [first] + await collect(stream)
+    frames = live + await collect(stream)
     assert frames[-1]["type"] == "run.failed" and frames[-1]["data"]["code"] == "run.cancelled"
     assert frames[-1]["data"]["error"] == "user pressed stop"
     run = await host.read("run_get", run_id=first["run_id"])
@@ -41,7 +39,7 @@ async def test_cancel_ends_a_long_run_as_cancelled(host, conv, tmp_path):
 
     async def closed():
         return marker.exists()
-    await wait_until(closed, timeout=10)
+    await wait_until(closed, timeout=10, what="the cancelled runner's finally to run")
     # cancelling a finished run is a conflict, an unknown one is not_found
     from protocol.errors import ErrorCode, RunnerHostError
     with pytest.raises(RunnerHostError) as err:

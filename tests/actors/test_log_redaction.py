@@ -2,7 +2,6 @@
 whichever process logs it (runner worker, RunActor, host), as message, argument or traceback."""
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from protocol.events import EventEnvelope
 from tests.actors.conftest import probe_agent
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -43,10 +43,8 @@ async def test_a_secret_raised_in_a_runner_reaches_no_log_file(host, conv):
     assert secret not in str(frames)
     logs = session_logs()
     # the runner's failure is logged (so the scan looks at the right place) …
-    deadline = time.monotonic() + 10
-    while not files_containing(logs, b"runner plugin:test/crash/default failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert files_containing(logs, b"runner plugin:test/crash/default failed"), "the crash was not logged at all"
+    await wait_until(lambda: files_containing(logs, b"runner plugin:test/crash/default failed"), timeout=10,
+                     interval=0.2, what="the runner's crash to be logged at all (the scan must look at the right place)")
     # … and nowhere with the secret
     assert files_containing(logs, secret.encode()) == []
 

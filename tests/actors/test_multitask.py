@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from protocol.errors import ErrorCode, RunnerHostError
-from tests.actors.helpers import collect, events_of, message, run_to_end, text_of, transcript_of
+from tests.actors.helpers import collect, events_of, message, run_to_end, text_of, transcript_of, until_delta
 
 pytestmark = pytest.mark.ray
 
@@ -20,7 +20,7 @@ async def start(host, conv, agent, text):
 async def test_steer_absorbs_a_second_message_and_audits_it(host, conv):
     stream, first = await start(host, conv, "steer", "one two three four five six")
     assert first["type"] == "run.started", first
-    await stream.__anext__()  # the first delta: the run is live and pulling steering
+    await until_delta(stream)  # the run is live and pulls steering after every delta
     lane = await host.registry.run_actors.remote([first["run_id"]])
     assert lane and lane[0]["actor"] is not None, ("registry lost the active run", lane,
                                                     await host.registry.active_count.remote())
@@ -49,7 +49,7 @@ async def test_unpulled_steering_is_dropped_and_overflow_falls_back(host, conv):
     from tests.actors.conftest import echo_agent
     await host.put_agent("steer-deaf", echo_agent(MultitaskStrategy.STEER, delay_s=0.3, chunks=6))
     stream, first = await start(host, conv, "steer-deaf", "a b c d e f")
-    await asyncio.sleep(0.3)
+    live = await until_delta(stream)  # the run is live in its runner: steering now claims it
     claimed = [await collect(await host.submit(message(conv, f"extra {i}"), "steer-deaf")) for i in range(3)]
     assert all(c[0]["type"] == "event.steered" for c in claimed)
     overflow = await host.submit(message(conv, "one too many"), "steer-deaf")  # capacity is 3
@@ -57,7 +57,9 @@ async def test_unpulled_steering_is_dropped_and_overflow_falls_back(host, conv):
     assert overflow_frames[0]["type"] == "run.queued"  # normal path, after the active run
     assert overflow_frames[-1]["type"] == "run.completed"
     assert "echo: one too many" in text_of(overflow_frames)
-    await collect(stream)
+    frames = [first] + live + await collect(stream)
+    assert frames[-1]["type"] == "run.completed", frames[-1]
+    assert "steered" not in text_of(frames)  # never pulled
     events = await events_of(host, conv)
     assert [e["event_type"] for e in events].count("steering.dropped") == 3
     dropped_sources = [e for e in events if e["event_type"] == "message.received"
@@ -91,9 +93,9 @@ async def test_reject_refuses_and_changes_nothing(host, conv):
 
 async def test_interrupt_cancels_the_active_run_and_keeps_its_facts(host, conv):
     s1, f1 = await start(host, conv, "interrupt", "long " * 10)
-    await asyncio.sleep(0.6)
+    live = await until_delta(s1)  # mid-run: it has streamed, and has more to stream
     frames2 = await run_to_end(host, message(conv, "stop that"), "interrupt")
-    frames1 = [f1] + await collect(s1)
+    frames1 = [f1] + live + await collect(s1)
     assert frames1[-1]["type"] == "run.failed" and frames1[-1]["data"]["code"] == "run.cancelled"
     assert frames2[-1]["type"] == "run.completed"
     assert (await host.read("run_get", run_id=f1["run_id"]))["status"] == "cancelled"
@@ -105,9 +107,9 @@ async def test_rollback_leaves_no_trace_of_the_rolled_back_run(host, conv):
     done = await run_to_end(host, message(conv, "keep me"), "counter")
     assert done[-1]["type"] == "run.completed"
     s1, f1 = await start(host, conv, "rollback", "undo " * 10)
-    await asyncio.sleep(0.6)
+    live = await until_delta(s1)  # mid-run: it has streamed, and has more to stream
     frames2 = await run_to_end(host, message(conv, "after rollback"), "rollback")
-    frames1 = [f1] + await collect(s1)
+    frames1 = [f1] + live + await collect(s1)
     assert frames1[-1]["data"]["code"] == "run.cancelled" and frames2[-1]["type"] == "run.completed"
     contents = [i["content"] for i in await transcript_of(host, conv)]
     assert not any(c.startswith("undo") for c in contents), contents
@@ -117,11 +119,13 @@ async def test_rollback_leaves_no_trace_of_the_rolled_back_run(host, conv):
 
 
 async def test_parallel_runs_overlap(host, conv):
-    loop = asyncio.get_running_loop()
-    began = loop.time()
     words = " ".join(["w"] * 9)  # 10 chunks of 0.3 s each: ~3 s per run
     s1, f1 = await start(host, conv, "slow", words)
     s2, f2 = await start(host, conv, "slow", words)
+    assert f1["type"] == f2["type"] == "run.started"  # neither was queued behind the other
     r1, r2 = await asyncio.gather(collect(s1), collect(s2))
     assert r1[-1]["type"] == r2[-1]["type"] == "run.completed"
-    assert loop.time() - began < 5.0  # back to back would take ≥ 6 s
+    # the ledger shows the overlap: each started before the other finished (no wall-clock threshold)
+    run1 = await host.read("run_get", run_id=f1["run_id"])
+    run2 = await host.read("run_get", run_id=f2["run_id"])
+    assert run1["started_at"] < run2["finished_at"] and run2["started_at"] < run1["finished_at"], (run1, run2)

@@ -1,13 +1,12 @@
 """The openai-agent and LangBot-SDK runners through the real host: Ray actors, Postgres, HTTP model."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
-from tests.actors.helpers import collect, message, run_to_end, text_of
+from tests.actors.helpers import collect, message, run_to_end, text_of, until_delta
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.ray
@@ -87,11 +86,10 @@ async def test_langbot_sdk_runner_reads_history_sets_state_and_pulls_steering(ho
                                             multitask_strategy=MultitaskStrategy.STEER))
     await run_to_end(host, message(conv, "earlier message"), "echo")
     stream = await host.submit(message(conv, "now"), "sdk")
-    first = await stream.__anext__()
-    await asyncio.sleep(0.5)
+    live = await until_delta(stream)  # the runner read history and streams: next it polls steering
     steered = await collect(await host.submit(message(conv, "steer me"), "sdk"))
     assert steered[0]["type"] == "event.steered"
-    frames = [first] + await collect(stream)
+    frames = live + await collect(stream)
     assert frames[-1]["type"] == "run.completed", frames[-1]
     assert [f["type"] for f in frames].count("message.delta") == 2
     final = [f for f in frames if f["type"] == "message.completed"][0]["data"]["message"]["content"]

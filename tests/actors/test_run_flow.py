@@ -38,11 +38,10 @@ async def test_echo_run_streams_frames_and_records_every_fact(host, conv):
 
 
 async def test_host_start_warms_the_worker_pools_of_runners_agents_run_in_a_pool(host):
-    import asyncio
+    from tests.waiting import wait_until
     echo = "plugin:builtin/echo/default"
-    for _ in range(300):  # warming runs in the background after start
+
+    def warm() -> bool:  # warming runs in the background after start
         pool = host.worker_pools.get(echo)
-        if pool is not None and pool.size >= host.config.pools.workers_min:
-            break
-        await asyncio.sleep(0.1)
-    assert host.worker_pools[echo].size >= host.config.pools.workers_min
+        return pool is not None and pool.size >= host.config.pools.workers_min
+    await wait_until(warm, timeout=30, interval=0.1, what=f"the {echo} worker pool to be warmed")

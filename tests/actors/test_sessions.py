@@ -12,7 +12,7 @@ import ray
 from actors.session_actor import session_actor_name
 from protocol.agents import AgentConfig, MultitaskStrategy, ResourcePolicy
 from protocol.sessions import SessionKey
-from tests.actors.helpers import collect, message, run_to_end
+from tests.actors.helpers import collect, message, run_to_end, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -34,6 +34,17 @@ async def harness_agent(host, tmp_path_factory):
 def session_ids(frames):
     return [f["data"]["value"] for f in frames
             if f["type"] == "state.updated" and f["data"]["key"] == "external.session_id"]
+
+
+async def until_session_started(stream) -> list[dict]:
+    """Frames up to the one recording the new native session: the harness subprocess has started it."""
+    frames = []
+    async for frame in stream:
+        frames.append(frame)
+        if session_ids([frame]):
+            return frames
+        assert frame["type"] not in ("run.completed", "run.failed"), frames
+    raise AssertionError(f"the run ended before its harness session started: {frames}")
 
 
 async def session_handle(host, conv):
@@ -72,7 +83,14 @@ async def test_a_lost_session_actor_is_rebuilt_from_postgres(host, harness_agent
     first = await run_to_end(host, message(conv, "remember me"), harness_agent)
     [sid] = session_ids(first)
     ray.kill(await session_handle(host, conv), no_restart=True)
-    await asyncio.sleep(0.5)
+
+    async def gone() -> bool:  # a dead actor's name is released: the next turn must build a new one
+        try:
+            await session_handle(host, conv)
+        except ValueError:
+            return True
+        return False
+    await wait_until(gone, timeout=30, what="the killed session actor's name to be released")
     again = await run_to_end(host, message(conv, "still there? [[argv]]"), harness_agent)
     assert again[-1]["type"] == "run.completed"
     argv = json.loads([f for f in again if f["type"] == "message.completed"][0]["data"]["message"]["content"]
@@ -82,10 +100,9 @@ async def test_a_lost_session_actor_is_rebuilt_from_postgres(host, harness_agent
 
 async def test_cancel_kills_the_harness_turn(host, harness_agent, conv):
     stream = await host.submit(message(conv, "slow [[sleep:30]]"), harness_agent)
-    first = await stream.__anext__()
-    await asyncio.sleep(1.0)
-    await host.cancel(first["run_id"], "stop")
-    frames = [first] + await collect(stream)
+    seen = await asyncio.wait_for(until_session_started(stream), 60)  # the subprocess is live, in its sleep
+    await host.cancel(seen[0]["run_id"], "stop")
+    frames = seen + await collect(stream)
     assert frames[-1]["data"]["code"] == "run.cancelled"
     after = await run_to_end(host, message(conv, "next turn"), harness_agent)
     assert after[-1]["type"] == "run.completed"  # the session is free again

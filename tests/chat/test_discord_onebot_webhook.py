@@ -21,19 +21,13 @@ from protocol.delivery import DeliveryPlan, DeliveryTarget
 from tests.chat.conftest import DISCORD_TOKEN, ONEBOT_TOKEN, WEBHOOK_SECRET, completed, delta, done
 from tests.fakes.platforms.discord import message_create
 from tests.fakes.platforms.onebot import FakeOneBotBridge, group_message, private_message
+from tests.waiting import wait_until
 
 _ids = itertools.count(800_000)
 
 
 async def eventually(check, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    return await wait_until(check, timeout=timeout, what=getattr(check, "__name__", "the check"))
 
 
 # -- Discord -----------------------------------------------------------------------------------
@@ -141,10 +135,12 @@ async def test_onebot_reverse_websocket_in_and_out(storage, waits):
         await bridge.post({"post_type": "request", "request_type": "friend", "user_id": 44, "comment": "hi",
                            "flag": "f1"})
         await bridge.post({"post_type": "meta_event", "meta_event_type": "heartbeat", "status": {}, "interval": 5000})
-        await eventually(lambda: len(events) >= 4)
-        await asyncio.sleep(0.1)
+        # a sentinel after the heartbeat: once it is in, the heartbeat was handled (frames are handled in order)
+        await bridge.post(private_message(3, 42, "sentinel"))
+        await eventually(lambda: len(events) >= 5)
+        assert events.pop().input.text == "sentinel"
         assert [e.event_type for e in events] == ["message.received", "message.received", "group.member_joined",
-                                                  "friend.request_received"]
+                                                  "friend.request_received"]  # the heartbeat made no event
         assert events[0].input.text == "你好" and events[0].conversation_id == "onebot:10001:private:42"
         assert events[1].input.text == " hi [all]" and events[1].delivery.reply_target["group_id"] == 900
         assert events[0].delivery.supports_edit is False

@@ -2,7 +2,6 @@
 its URLs are real routes, its setup calls and verification snippets do what the page says."""
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shlex
@@ -20,6 +19,7 @@ from serve.config import Settings
 from tests.fakes.platforms.onebot import FakeOneBotBridge, private_message
 from tests.fakes.platforms.slack import signed_headers
 from tests.fakes.platforms.telegram import text_update
+from tests.waiting import wait_until
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "platforms"
 
@@ -119,10 +119,7 @@ async def test_onebot_page(monkeypatch):
     await bridge.connect()
     try:
         await bridge.post(private_message(1, 9, "hi"))
-        for _ in range(100):
-            if events:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: events, timeout=5, what="the OneBot message to arrive as an event")
         assert [e.conversation_id for e in events] == ["onebot:3:private:9"]
     finally:
         await bridge.close()

@@ -19,6 +19,7 @@ from protocol.errors import ErrorCode, RunnerHostError
 from protocol.events import EventEnvelope
 from tests.chat.conftest import TELEGRAM_TOKEN, delta, done
 from tests.fakes.platforms.telegram import callback_update
+from tests.waiting import wait_until
 
 _chats = itertools.count(3000)
 
@@ -132,8 +133,11 @@ async def test_foreign_expired_and_invalid_answers_are_refused(parts, storage):
             await interactions.answer(iid, InteractionAnswer(iid, None, values, "7", None), source_event_type="http")
         assert info.value.code is ErrorCode.INVALID_ARGUMENT
     late = await interactions.request(plan, ask("late", expires_at=int(time.time()) + 1)["data"]["payload"])
-    import asyncio
-    await asyncio.sleep(1.2)
+
+    async def late_expired() -> bool:  # expiry is the store's clock passing expires_at, seen on every read
+        rows = await storage.read("interaction_list", run_id=plan.run_id)
+        return any(r["interaction_id"] == late["interaction_id"] and r["status"] == "expired" for r in rows)
+    await wait_until(late_expired, timeout=30, interval=0.1, what="the late interaction to expire")
     with pytest.raises(RunnerHostError) as info:
         await interactions.answer(late["interaction_id"], InteractionAnswer("x", None, {"answer": "yes"}, "7", None),
                                   source_event_type="http")

@@ -7,6 +7,7 @@ on bindings and descriptors.
 from __future__ import annotations
 
 import pytest
+from langbot_plugin.api.entities.builtin.runner import context as runner_context  # dev extra: missing fails
 
 from actors.core.authz import ResourceCatalog, compute_access
 from actors.core.context_builder import build_context
@@ -86,7 +87,6 @@ def test_run_list_is_advertised_with_a_conversation_and_plugin_storage_is_on_by_
 
 
 def test_the_context_validates_as_the_sdk_runner_context():
-    runner_context = pytest.importorskip("langbot_plugin.api.entities.builtin.runner.context")
     ctx = context(config={"model": "gpt"}, data={"params": {"p": 1}, "variables": {"v": "x"}})
     lb = runner_context.RunnerContext.model_validate(ctx.to_wire())
     assert lb.variables == {"v": "x"} and lb.adapter.extra == {"params": {"p": 1}}

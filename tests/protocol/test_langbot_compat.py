@@ -17,28 +17,26 @@ import json
 
 import pytest
 
-pytest.importorskip("langbot_plugin")
-
-from langbot_plugin.api.entities.builtin.provider.message import (  # noqa: E402
+from langbot_plugin.api.entities.builtin.provider.message import (
     ContentElement,
     FunctionCall,
     Message,
     MessageChunk,
     ToolCall,
 )
-from langbot_plugin.api.entities.builtin.runner import context_access as lb_access  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner import delivery as lb_delivery  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner import event as lb_event  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner import input as lb_input  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner import resources as lb_resources  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.context import (  # noqa: E402
+from langbot_plugin.api.entities.builtin.runner import context_access as lb_access
+from langbot_plugin.api.entities.builtin.runner import delivery as lb_delivery
+from langbot_plugin.api.entities.builtin.runner import event as lb_event
+from langbot_plugin.api.entities.builtin.runner import input as lb_input
+from langbot_plugin.api.entities.builtin.runner import resources as lb_resources
+from langbot_plugin.api.entities.builtin.runner.context import (
     AdapterContext as LbAdapterContext,
 )
-from langbot_plugin.api.entities.builtin.runner.context import RunnerContext  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.interaction import (  # noqa: E402
+from langbot_plugin.api.entities.builtin.runner.context import RunnerContext
+from langbot_plugin.api.entities.builtin.runner.interaction import (
     InteractionDeliveryCapabilities,
 )
-from langbot_plugin.api.entities.builtin.runner.result import (  # noqa: E402
+from langbot_plugin.api.entities.builtin.runner.result import (
     ActionRequestedPayload,
     MessageCompletedPayload,
     MessageDeltaPayload,
@@ -49,11 +47,11 @@ from langbot_plugin.api.entities.builtin.runner.result import (  # noqa: E402
     ToolCallCompletedPayload,
     ToolCallStartedPayload,
 )
-from langbot_plugin.api.entities.builtin.runner.runtime import AgentRuntimeContext  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.state import AgentRunState  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.trigger import AgentTrigger  # noqa: E402
+from langbot_plugin.api.entities.builtin.runner.runtime import AgentRuntimeContext
+from langbot_plugin.api.entities.builtin.runner.state import AgentRunState
+from langbot_plugin.api.entities.builtin.runner.trigger import AgentTrigger
 
-from protocol.context import (  # noqa: E402
+from protocol.context import (
     ActorContext,
     AdapterContext,
     AvailableApis,
@@ -76,9 +74,9 @@ from protocol.context import (  # noqa: E402
     ToolResource,
     Trigger,
 )
-from protocol.events import AttachmentRef, ContentPart, RawRef  # noqa: E402
-from protocol.interactions import InteractionSubmission  # noqa: E402
-from protocol.results import ResultValidator, RunResult, Verdict, classify  # noqa: E402
+from protocol.events import AttachmentRef, ContentPart, RawRef
+from protocol.interactions import InteractionSubmission
+from protocol.results import ResultValidator, RunResult, Verdict, classify
 
 RUN_ID = "run_0123456789abcdef"
 

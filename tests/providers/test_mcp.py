@@ -1,20 +1,19 @@
 """McpToolProvider against a tiny real MCP server (MCPServer of the mcp SDK) run as a subprocess."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from actors.providers.tools import BuiltinTools, McpServerConfig, McpToolProvider, ToolRegistry
+from actors.providers.tools import BuiltinTools, McpServerConfig, McpToolProvider, ToolRegistry, _session_closed
 from protocol.errors import ErrorCode, RunnerHostError
+from tests.waiting import wait_until
 
 SERVER = str(Path(__file__).with_name("mcp_tiny_server.py"))
 TOKEN_ENV = "RUNNERHOST_TEST_MCP_TOKEN"
@@ -70,10 +69,8 @@ async def test_stdio_reconnects_after_server_crash():
         with pytest.raises(RunnerHostError) as info:
             await provider.call("crash", {})
         assert info.value.code is ErrorCode.RUNTIME_ERROR
-        for _ in range(50):  # the owner task notices the dead subprocess
-            if provider._task is None or provider._task.done():
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: provider._task is None or provider._task.done(), timeout=10,
+                         what="the session's owner task to notice its server crashed")
         assert (await provider.call("add", {"a": 2, "b": 2}))["text"] == "4"
     finally:
         await provider.aclose()
@@ -84,7 +81,11 @@ async def test_stdio_server_killed_while_idle_is_reconnected_transparently():
     try:
         pid = (await provider.call("pid", {}))["structured"]["result"]
         os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.5)  # the session notices EOF on the server's stdout
+
+        def noticed() -> bool:  # EOF on the server's stdout closed the session (or ended its owner task)
+            client, task = provider._client, provider._task
+            return client is None or task is None or task.done() or _session_closed(client)
+        await wait_until(noticed, timeout=10, what="the MCP session to notice its server was killed")
         assert (await provider.call("add", {"a": 3, "b": 3}))["text"] == "6"
         assert (await provider.call("pid", {}))["structured"]["result"] != pid
     finally:
@@ -114,15 +115,12 @@ async def test_streamable_http_transport():
     proc = subprocess.Popen([sys.executable, SERVER, "--http", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("MCP HTTP server did not start")
-                await asyncio.sleep(0.1)
+        def listening() -> bool:
+            assert proc.poll() is None, f"the MCP HTTP server exited with {proc.returncode}"
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        await wait_until(listening, timeout=20, interval=0.1, retry_on=(OSError,),
+                         what=f"the MCP HTTP server to listen on port {port}")
         os.environ[TOKEN_ENV] = TOKEN
         provider = McpToolProvider(McpServerConfig(
             name="tiny-http", transport="streamable_http", url=f"http://127.0.0.1:{port}/mcp",

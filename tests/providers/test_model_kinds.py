@@ -10,6 +10,7 @@ import json
 import logging
 import math
 
+import litellm  # noqa: F401  (optional at run time — the providers extra — but in the dev extra: a must here)
 import pytest
 
 from actors.providers.models import MAX_RERANK_DOCUMENTS, ModelProviderConfig, ModelRegistry
@@ -20,11 +21,6 @@ from tests.fakes.openai_server import FakeOpenAI
 
 KEY_ENV = "RUNNERHOST_TEST_KINDS_KEY"
 SECRET = "sk-ant-kinds-SECRET-0123456789"
-try:
-    import litellm  # noqa: F401
-except ImportError:  # the optional providers extra
-    litellm = None
-needs_litellm = pytest.mark.skipif(litellm is None, reason="the providers extra (LiteLLM) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +143,6 @@ def anthropic_registry(fake: FakeAnthropic) -> ModelRegistry:
         api_key_env=KEY_ENV, timeout_s=10, default_params={"max_tokens": 256})])
 
 
-@needs_litellm
 async def test_litellm_anthropic_invoke_and_tool_calls(anthropic):
     reg = anthropic_registry(anthropic)
     anthropic.script(FakeAnthropic.text("Hello from Claude", usage=(21, 4)),
@@ -171,7 +166,6 @@ async def test_litellm_anthropic_invoke_and_tool_calls(anthropic):
     assert anthropic.messages_requests()[-1]["tools"][0]["name"] == "calculator"
 
 
-@needs_litellm
 async def test_litellm_anthropic_stream(anthropic):
     reg = anthropic_registry(anthropic)
     anthropic.script(FakeAnthropic.text("streamed from the messages API", usage=(9, 5)))
@@ -184,7 +178,6 @@ async def test_litellm_anthropic_stream(anthropic):
     assert anthropic.messages_requests()[-1]["stream"] is True
 
 
-@needs_litellm
 async def test_litellm_errors_are_mapped_and_scrubbed(anthropic, caplog):
     reg = anthropic_registry(anthropic)
     anthropic.script(FakeAnthropic.error(529, f"overloaded (key {SECRET})"))
@@ -199,7 +192,6 @@ async def test_litellm_errors_are_mapped_and_scrubbed(anthropic, caplog):
     assert info.value.code is ErrorCode.RATE_LIMITED
 
 
-@needs_litellm
 async def test_litellm_counts_tokens_and_knows_the_context_window(anthropic):
     reg = anthropic_registry(anthropic)
     out = await reg.count_tokens("claude", [{"role": "user", "content": "hello there world"}])

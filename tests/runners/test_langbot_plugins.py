@@ -12,20 +12,19 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import langbot_plugin  # noqa: F401  (the dev extra: a missing SDK fails these tests, never skips them)
 import pytest
 
-pytest.importorskip("langbot_plugin")
-
-from actors.core.discovery import discover, load_target  # noqa: E402
-from protocol.logs import SETUP_HOOK  # noqa: E402
-from runners.langbot_sdk.plugins import (  # noqa: E402
+from actors.core.discovery import discover, load_target
+from protocol.logs import SETUP_HOOK
+from runners.langbot_sdk.plugins import (
     configured_runners,
     load_plugin_target,
     parse_plugin_target,
     plugin_target,
     resolve_plugin_dir,
 )
-from serve.config import ConfigError, load_settings  # noqa: E402
+from serve.config import ConfigError, load_settings
 
 PLUGIN = Path(__file__).resolve().parents[1] / "fixtures" / "langbot_plugins" / "turn-counter"
 RUNNER_ID = "plugin:acme/turn-counter/default"

@@ -22,19 +22,17 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-pytest.importorskip("langbot_plugin")
+from langbot_plugin.api.definition.components.runner.runner import Runner as SDKRunner
+from langbot_plugin.api.entities.builtin.provider.message import Message, MessageChunk
+from langbot_plugin.api.entities.builtin.resource.tool import LLMTool
+from langbot_plugin.api.entities.builtin.runner.context import RunnerContext
+from langbot_plugin.api.entities.builtin.runner.errors import AgentAPIException
+from langbot_plugin.api.entities.builtin.runner.manifest import RunnerManifest as SDKRunnerManifest
+from langbot_plugin.api.entities.builtin.runner.result import RunnerResult
+from langbot_plugin.entities.io.actions.enums import PluginToRuntimeAction
+from langbot_plugin.entities.io.errors import ActionCallError, ActionCallTimeoutError
 
-from langbot_plugin.api.definition.components.runner.runner import Runner as SDKRunner  # noqa: E402
-from langbot_plugin.api.entities.builtin.provider.message import Message, MessageChunk  # noqa: E402
-from langbot_plugin.api.entities.builtin.resource.tool import LLMTool  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.context import RunnerContext  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.errors import AgentAPIException  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.manifest import RunnerManifest as SDKRunnerManifest  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.result import RunnerResult  # noqa: E402
-from langbot_plugin.entities.io.actions.enums import PluginToRuntimeAction  # noqa: E402
-from langbot_plugin.entities.io.errors import ActionCallError, ActionCallTimeoutError  # noqa: E402
-
-from protocol.context import (  # noqa: E402
+from protocol.context import (
     AvailableApis,
     ContextAccess,
     ConversationContext,
@@ -49,9 +47,9 @@ from protocol.context import (  # noqa: E402
     ToolResource,
     Trigger,
 )
-from protocol.errors import RunnerHostError, not_found, unauthorized  # noqa: E402
-from protocol.manifest import RunnerManifest  # noqa: E402
-from protocol.pages import (  # noqa: E402
+from protocol.errors import RunnerHostError, not_found, unauthorized
+from protocol.manifest import RunnerManifest
+from protocol.pages import (
     ArtifactMetadata,
     ArtifactReadResult,
     EventPage,
@@ -68,9 +66,9 @@ from protocol.pages import (  # noqa: E402
     SteeringPullResult,
     TranscriptItem,
 )
-from protocol.results import ResultValidator, Verdict  # noqa: E402
-from protocol.runner import Runner, RunnerAPI  # noqa: E402
-from runners.langbot_sdk import (  # noqa: E402
+from protocol.results import ResultValidator, Verdict
+from protocol.runner import Runner, RunnerAPI
+from runners.langbot_sdk import (
     ACTION_TABLE,
     SUPPORTED_ACTIONS,
     HostActionHandler,

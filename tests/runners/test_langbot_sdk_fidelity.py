@@ -17,28 +17,26 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("langbot_plugin")
+from langbot_plugin.api.definition.components.runner.runner import Runner as SDKRunner
+from langbot_plugin.api.entities.builtin.provider.message import Message
+from langbot_plugin.api.entities.builtin.rag.context import RetrievalResultEntry
+from langbot_plugin.api.entities.builtin.runner.context import RunnerContext
+from langbot_plugin.api.entities.builtin.runner.result import RunnerResult
+from langbot_plugin.api.proxies.runner.common import PermissionDeniedError
 
-from langbot_plugin.api.definition.components.runner.runner import Runner as SDKRunner  # noqa: E402
-from langbot_plugin.api.entities.builtin.provider.message import Message  # noqa: E402
-from langbot_plugin.api.entities.builtin.rag.context import RetrievalResultEntry  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.context import RunnerContext  # noqa: E402
-from langbot_plugin.api.entities.builtin.runner.result import RunnerResult  # noqa: E402
-from langbot_plugin.api.proxies.runner.common import PermissionDeniedError  # noqa: E402
-
-from actors.core.authz import ResourceCatalog, compute_access  # noqa: E402
-from actors.core.context_builder import build_context  # noqa: E402
-from actors.core.runner_api import RunIdentity, RunnerApiService  # noqa: E402
-from actors.core.steering import SteeringQueue  # noqa: E402
-from actors.core.storage_service import StorageService  # noqa: E402
-from actors.providers.models import ModelRegistry  # noqa: E402
-from actors.core.api_client import LocalRunnerAPI  # noqa: E402
-from protocol.agents import AgentBinding, AgentConfig, ResourcePolicy  # noqa: E402
-from protocol.errors import ErrorCode, RunnerHostError  # noqa: E402
-from protocol.events import EventEnvelope  # noqa: E402
-from protocol.results import ResultValidator  # noqa: E402
-from runners.langbot_sdk import langbot_runner  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: E402
+from actors.core.authz import ResourceCatalog, compute_access
+from actors.core.context_builder import build_context
+from actors.core.runner_api import RunIdentity, RunnerApiService
+from actors.core.steering import SteeringQueue
+from actors.core.storage_service import StorageService
+from actors.providers.models import ModelRegistry
+from actors.core.api_client import LocalRunnerAPI
+from protocol.agents import AgentBinding, AgentConfig, ResourcePolicy
+from protocol.errors import ErrorCode, RunnerHostError
+from protocol.events import EventEnvelope
+from protocol.results import ResultValidator
+from runners.langbot_sdk import langbot_runner
+from tests.fakes.openai_server import FakeOpenAI, Reply
 
 RUNNER_ID = "plugin:acme/fidelity/default"
 KB_TEXT, KB_VEC = "handbook", "recipes"

@@ -1,7 +1,6 @@
 """The console's HTTP surface on the real Serve app: the UI bundle and the new read endpoints."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -10,6 +9,7 @@ import httpx
 
 from tests.serve.console_runner import REPORT
 from tests.serve.test_http_runs import event, ndjson_frames, wait_status
+from tests.waiting import wait_until
 
 
 async def test_ui_bundle_is_served_with_a_strict_policy(serve_app):
@@ -124,10 +124,9 @@ async def test_steering_audit_over_http_queued_then_injected(client, serve_app, 
             pass
     run_id = first["run_id"]
     await wait_status(client, run_id, "completed")
-    for _ in range(50):
-        audit = (await client.get(f"/v1/runs/{run_id}/steering", headers=serve_app.read)).json()["items"]
-        if audit and audit[0]["status"] != "queued":
-            break
-        await asyncio.sleep(0.1)
+    async def resolved() -> list | None:
+        items = (await client.get(f"/v1/runs/{run_id}/steering", headers=serve_app.read)).json()["items"]
+        return items if items and items[0]["status"] != "queued" else None
+    audit = await wait_until(resolved, timeout=10, interval=0.1, what="the steering audit row to be resolved")
     assert [(a["text"], a["status"]) for a in audit] == [("also this", "injected")]
     assert audit[0]["claimed_at"] and audit[0]["resolved_at"] >= audit[0]["claimed_at"]

@@ -28,7 +28,7 @@ async def test_scraped_run_metrics_equal_the_ledger_after_a_known_mix(client, se
                 runs.append((await ndjson_frames(r))[0]["run_id"])
     started = (await client.post("/v1/events", params={"wait": "false"},
                                  json={"agent_id": f"mx-cancel-{tag}", "event": event(conv, "x y z")})).json()
-    await asyncio.sleep(1.5)
+    await wait_status(client, started["run_id"], "running")  # cancelled mid-run, not before it started
     assert (await client.post(f"/v1/runs/{started['run_id']}/cancel")).status_code == 202
     await wait_status(client, started["run_id"], "cancelled")
 

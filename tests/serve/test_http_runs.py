@@ -1,11 +1,12 @@
 """Runs over real HTTP against the Serve app: NDJSON, SSE, background + join, cancel, reject."""
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import httpx
+
+from tests.waiting import wait_until
 
 TERMINAL = {"run.completed", "run.failed"}
 
@@ -51,12 +52,15 @@ def check_run_frames(frames: list[dict[str, Any]], terminal: str = "run.complete
 
 
 async def wait_status(client: httpx.AsyncClient, run_id: str, want: str, timeout: float = 20) -> dict:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        run = (await client.get(f"/v1/runs/{run_id}")).json()
-        if run.get("status") == want or asyncio.get_running_loop().time() > deadline:
-            return run
-        await asyncio.sleep(0.1)
+    """The run's ledger row once its status is ``want``; fails (showing the last row) if it never is."""
+    last: dict = {}
+
+    async def reached() -> dict | None:
+        nonlocal last
+        last = (await client.get(f"/v1/runs/{run_id}")).json()
+        return last if last.get("status") == want else None
+    return await wait_until(reached, timeout=timeout, interval=0.1,
+                            what=lambda: f"run {run_id} to be {want}: last {last}")
 
 
 async def test_echo_over_ndjson_then_ledger_and_transcript(client: httpx.AsyncClient, conv: str):

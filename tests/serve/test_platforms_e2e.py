@@ -25,6 +25,7 @@ from tests.fakes.platforms.discord import message_create
 from tests.fakes.platforms.onebot import FakeOneBotBridge, private_message
 from tests.fakes.platforms.slack import message_event, signed_headers
 from tests.fakes.platforms.telegram import callback_update, text_update
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.ray
 _ids = itertools.count(int(time.time()) % 100000 * 100)
@@ -163,14 +164,7 @@ async def api(platform_app):
 
 
 async def eventually(check, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check() if asyncio.iscoroutinefunction(check) else check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
+    return await wait_until(check, timeout=timeout, interval=every, what=getattr(check, "__name__", "the check"))
 
 
 async def runs_of(api, conversation_id: str) -> list[dict]:
@@ -204,8 +198,13 @@ async def test_telegram_forged_secret_is_401_and_starts_nothing(api):
         response = await api.post("/v1/platforms/telegram/tg/webhook", json=text_update(next(_ids), chat, "hi"),
                                    headers={**headers, "Authorization": ""})
         assert response.status_code == 401 and response.json()["code"] == "unauthorized"
-    await asyncio.sleep(1)
     assert await runs_of(api, f"telegram:tg:{chat}") == []
+    # a genuine update to the same chat, sent after them, runs: the chat's only run is its own
+    genuine = await api.post("/v1/platforms/telegram/tg/webhook", json=text_update(next(_ids), chat, "hi"), headers=TG)
+    assert genuine.status_code == 200, genuine.text
+    [started] = genuine.json()["runs"]
+    [run] = await finished_run(api, f"telegram:tg:{chat}")
+    assert run["run_id"] == started["run_id"]
 
 
 async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_actor_kill(api, platform_app,
@@ -412,7 +411,11 @@ async def test_expired_interaction_is_refused_over_http(api, platform_app):
         rows = (await api.get("/v1/interactions", params={"conversation_id": conversation})).json()
         return rows or None
     [record] = await eventually(stored)
-    await asyncio.sleep(max(0.0, record["expires_at"] - time.time()) + 1.1)
+
+    async def expired():  # expiry is the ledger's clock passing expires_at, seen on every read
+        rows = (await api.get("/v1/interactions", params={"status": "expired", "conversation_id": conversation})).json()
+        return rows or None
+    await eventually(expired, timeout=max(0.0, record["expires_at"] - time.time()) + 30)
     late = await api.post(f"/v1/interactions/{record['interaction_id']}/submit", json={"values": {"answer": "yes"}})
     assert late.status_code == 409 and late.json()["details"]["status"] == "expired"
     listed = (await api.get("/v1/interactions", params={"status": "expired", "conversation_id": conversation})).json()
