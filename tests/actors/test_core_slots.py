@@ -237,19 +237,12 @@ class PendingFactory(Factory):
             self.running -= 1
 
 
-async def wait_until(condition, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
-
-
 async def test_without_room_creations_stay_pending_past_the_timeout_while_runs_wait():
     room = Room()
     factory = PendingFactory(room)
     pool = SlotPool(factory, name="t", max_size=10, max_creating=2, create_timeout=0.05, blocked=room.blocked)
     waiters = [pool.reserve() for _ in range(5)]
-    await wait_until(lambda: pool.kept_pending >= 4)      # several create_timeouts went by ...
+    await wait_until(lambda: pool.kept_pending >= 4, timeout=2.0, interval=0.005, what="creations kept pending")      # several create_timeouts went by ...
     assert factory.started == 2 and factory.cancelled == 0 and pool.creating == 2   # ... bounded, kept
     assert pool.failed_creations == 0 and not any(w.granted for w in waiters)
     room.join()                                           # the autoscaler added a node
@@ -262,15 +255,15 @@ async def test_without_room_a_creation_nobody_waits_for_is_cancelled_at_once():
     factory = PendingFactory(room)
     pool = SlotPool(factory, name="t", max_size=10, max_creating=2, create_timeout=60, blocked=room.blocked)
     waiters = [pool.reserve() for _ in range(3)]
-    await wait_until(lambda: factory.started == 2)
+    await wait_until(lambda: factory.started == 2, timeout=2.0, interval=0.005, what="two creations started")
     waiters[2].cancel()                 # 2 waiters left: both creations still needed
     await asyncio.sleep(0.01)
     assert factory.cancelled == 0 and pool.creating == 2
     waiters[1].cancel()                 # the caller timed out: one creation is surplus
-    await wait_until(lambda: factory.cancelled == 1)
+    await wait_until(lambda: factory.cancelled == 1, timeout=2.0, interval=0.005, what="one creation cancelled")
     assert pool.creating == 1 and pool.trimmed_creations == 1 and pool.failed_creations == 0
     waiters[0].cancel()
-    await wait_until(lambda: pool.creating == 0)
+    await wait_until(lambda: pool.creating == 0, timeout=2.0, interval=0.005, what="no creation in flight")
     assert factory.cancelled == 2 and factory.started == 2 and pool.waiting == 0
     room.join()
     await asyncio.sleep(0.01)
