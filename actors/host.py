@@ -213,7 +213,7 @@ class Host:
         self.run_actors: SlotPool[PooledActor] = SlotPool(
             self._new_run_actor, name="run slots", slots_per_member=pools.runs_per_actor,
             min_size=pools.run_actors_min, max_size=pools.run_actors_max, blocked=self._no_free_slot,
-            max_creating=pools.max_creating, create_timeout=pools.create_timeout_s,
+            refresh_blocked=self._refresh_capacity, max_creating=pools.max_creating, create_timeout=pools.create_timeout_s,
             grow_after=pools.grow_after_s, max_waiting=pools.queue_max)
         self.worker_pools: dict[str, SlotPool[PooledActor]] = {}
         catalog = catalog or {}
@@ -367,10 +367,12 @@ class Host:
     async def _new_run_actor(self) -> PooledActor:
         address = self._address("run")
         # Always one run slot: with none free it stays PENDING_CREATION — the autoscaler's demand signal.
-        actor = RunActor.options(name=address.name, namespace=address.namespace,
-                                 **self._actor_opts, **run_slot_claim()).remote(
+        # Submitted off the event loop: registering a named actor is a synchronous GCS round trip,
+        # slow while the machine is busy starting processes, and the intake must not wait on it.
+        actor = await asyncio.to_thread(lambda: RunActor.options(
+            name=address.name, namespace=address.namespace, **self._actor_opts, **run_slot_claim()).remote(
             self.storage, self.providers, self.registry, address, self.config.pools.runs_per_actor,
-            self.config.otlp_endpoint)
+            self.config.otlp_endpoint))
         return await _ready(actor, address)
 
     def _worker_pool(self, runner_id: str, target: str) -> SlotPool[PooledActor]:

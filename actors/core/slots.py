@@ -13,7 +13,8 @@ Invariants:
   (the factory is cancelled and must clean up what it started) — except while ``blocked()``
   says the cluster has no room for a member (e.g. no free ``runnerhost_run_slot``): a creation
   that still serves a waiter then stays pending, since a pending RunActor is exactly the demand
-  the Ray autoscaler adds a node for; it is looked at again every ``create_timeout``;
+  the Ray autoscaler adds a node for; it is looked at again every ``create_timeout``, on a fresh
+  look (``refresh_blocked``) rather than the last periodic one;
 * while ``blocked()``, creations nobody needs any more (their waiters gave up or were served by
   a freed slot) are cancelled at once: a pending member nobody waits for would make the
   autoscaler add a node for nothing;
@@ -108,6 +109,7 @@ class SlotPool(Generic[T]):
         max_waiting: int = 10_000,
         overcommit: bool = False,
         blocked: Callable[[], bool] | None = None,
+        refresh_blocked: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if max_size < 1 or min_size < 0 or min_size > max_size or slots_per_member < 1 or max_creating < 1:
             raise ValueError("need 0 <= min_size <= max_size, max_size >= 1, slots_per_member >= 1, "
@@ -123,6 +125,7 @@ class SlotPool(Generic[T]):
         self.max_waiting = max_waiting
         self.overcommit = overcommit
         self._blocked = blocked
+        self._refresh_blocked = refresh_blocked
         self._members: list[_Member[T]] = []
         self._waiting: collections.deque[Reservation[T]] = collections.deque()
         self._creating = 0
@@ -248,6 +251,14 @@ class SlotPool(Generic[T]):
         except Exception as exc:  # a failing probe: act as if there were room (the old timeout rule)
             log.warning("%s: blocked probe failed (%s)", self.name, exc)
             return False
+
+    async def _refresh_room(self) -> None:
+        if self._refresh_blocked is None:
+            return
+        try:
+            await self._refresh_blocked()
+        except Exception as exc:  # keep the last look
+            log.warning("%s: refreshing the room probe failed (%s)", self.name, exc)
 
     async def warm(self, count: int | None = None) -> None:
         """Create members up to ``min_size`` (or ``count`` more), within capacity; waits for them."""
@@ -390,6 +401,8 @@ class SlotPool(Generic[T]):
                 done, _ = await asyncio.wait({creation}, timeout=self.create_timeout)
                 if done:
                     return creation.result()
+                if self._waiting:
+                    await self._refresh_room()  # decide on a fresh look, not the last upkeep's
                 if not (self._waiting and self.is_blocked()):
                     raise asyncio.TimeoutError()
                 self.kept_pending += 1

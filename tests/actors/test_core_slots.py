@@ -279,3 +279,23 @@ async def test_with_room_a_creation_not_ready_in_time_is_abandoned_as_before():
     with pytest.raises(RunnerHostError):
         await waiter.wait(2)
     assert factory.cancelled == 1 and pool.failed_creations == 1 and pool.kept_pending == 0
+
+
+async def test_a_stale_look_that_shows_room_is_refreshed_before_a_pending_creation_is_abandoned():
+    room = Room()
+    factory = PendingFactory(room)
+    looked = {"fresh": 0}
+    stale = {"full": False}            # the last periodic look said "room" (e.g. before the pool filled it)
+
+    async def refresh() -> None:       # a fresh look at the cluster: still full
+        looked["fresh"] += 1
+        stale["full"] = room.full
+
+    pool = SlotPool(factory, name="t", max_size=10, max_creating=1, create_timeout=0.05,
+                    blocked=lambda: stale["full"], refresh_blocked=refresh)
+    waiter = pool.reserve()
+    await wait_until(lambda: pool.kept_pending >= 2, timeout=2.0, interval=0.005, what="the creation kept pending")
+    assert looked["fresh"] >= 2 and pool.failed_creations == 0 and factory.cancelled == 0
+    room.join()
+    await waiter.wait(2)
+    assert pool.size == 1 and pool.failed_creations == 0
