@@ -211,7 +211,7 @@ async def test_telegram_forged_secret_is_401_and_starts_nothing(api):
 async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_actor_kill(api, platform_app,
                                                                                          fake_telegram):
     chat = next(_ids)
-    fake_telegram.fail_next("sendMessage", 429, retry_after=1)
+    fake_telegram.fail_next("sendMessage", 429, retry_after=1, chat_id=chat)
     update = text_update(next(_ids), chat, "one two three four five")
     response = await api.post("/v1/platforms/telegram/tg/webhook", json=update, headers=TG)
     assert response.status_code == 200, response.text
@@ -221,6 +221,10 @@ async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_a
     assert again.status_code == 200 and again.json()["runs"] == []
     await eventually(lambda: fake_telegram.messages(chat))  # streaming has begun
     ray.kill(ray.get_actor("runnerhost-delivery", namespace=platform_app.settings.host.namespace), no_restart=False)
+    # the kill hit mid-run: the ledger still had the run live after it (statuses only move forward)
+    at_kill = await api.get(f"/v1/runs/{started['run_id']}")
+    assert at_kill.status_code == 200, at_kill.text
+    assert at_kill.json()["status"] not in ("completed", "failed", "cancelled", "timeout"), at_kill.json()
     [run] = await finished_run(api, f"telegram:tg:{chat}")
     assert run["run_id"] == started["run_id"] and run["status"] == "completed"
     rows = await deliveries(api, run["run_id"])
@@ -230,6 +234,14 @@ async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_a
     telegram_rows = [r for r in rows if r["platform"] == "telegram"]
     assert [(r["part"], r["status"], r["platform_message_id"]) for r in telegram_rows] == [
         (0, "delivered", str(shown[0]["message_id"]))]
+    # the 429 hit: the fake answered it to this chat's first post, the post was made again, and
+    # the row counts every attempt (the refused one included)
+    served = [(method, status) for method, status, params in fake_telegram.failures_served
+              if str(params.get("chat_id")) == str(chat)]
+    assert served == [("sendMessage", 429)], served
+    posts = [p for m, p in fake_telegram.calls if m == "sendMessage" and str(p.get("chat_id")) == str(chat)]
+    assert len(posts) == 2, posts  # the refused post and the one that shows
+    assert telegram_rows[0]["attempts"] >= 2, telegram_rows
 
 
 # -- Slack ------------------------------------------------------------------------------------------
