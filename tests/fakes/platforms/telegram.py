@@ -139,7 +139,12 @@ class FakeTelegram(ThreadedServer):
         return self._message(int(params["chat_id"]), text, extra)
 
     def m_sendDocument(self, params):
-        return self._message(int(params["chat_id"]), None, {"document": params["document"]})
+        # the Bot API answers a Document object (file_id and file_unique_id are required fields)
+        upload = params["document"]
+        file_id = f"doc{next(self._ids)}"
+        return self._message(int(params["chat_id"]), None, {"document": {
+            "file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": upload["filename"],
+            "file_size": upload["size"]}})
 
     def m_editMessageText(self, params):
         chat_id, message_id, text = int(params["chat_id"]), int(params["message_id"]), params["text"].strip()
