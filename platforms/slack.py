@@ -53,8 +53,11 @@ _STYLES = {"primary": "primary", "danger": "danger"}
 
 def verify(headers: Mapping[str, str], body: bytes, secret: Secret) -> bool:
     verifier = SignatureVerifier(secret.reveal())
-    return verifier.is_valid(body=body, timestamp=headers.get("x-slack-request-timestamp", ""),
-                             signature=headers.get("x-slack-signature", ""))
+    try:
+        return verifier.is_valid(body=body, timestamp=headers.get("x-slack-request-timestamp", ""),
+                                 signature=headers.get("x-slack-signature", ""))
+    except ValueError:  # a missing or non-numeric timestamp: slack_sdk parses it with int()
+        return False
 
 
 def parse(body: bytes, content_type: str, *, connection: str, bot_id: str) -> Inbound:

@@ -216,3 +216,45 @@ async def test_the_results_stream_never_touches_an_explicit_message_in_flight(st
     [row] = [r for r in await storage.read("delivery_parts", run_id=plan.run_id, target_key=target.key)
              if r["part"] == ACTION_PART_BASE]
     assert row["status"] == "sending" and row["last_error"] is None
+
+
+def artifact(seq: int, name: str, raw: bytes, mime_type: str) -> dict:
+    import base64
+    import hashlib
+    return {"type": "artifact.created", "sequence": seq, "data": {
+        "artifact_id": f"art_{seq}", "name": name, "mime_type": mime_type, "size_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(), "content_base64": base64.b64encode(raw).decode()}}
+
+
+async def test_an_artifact_goes_out_as_a_telegram_document_once(storage, telegram, waits, fake_telegram):
+    """``artifact.created`` with inline content → ``sendDocument`` as part 1000, after the text;
+    a repeated terminal (the host retried after a crash) sends no second file."""
+    from actors.core.delivery import FILE_PART_BASE
+    chat = next(_chats)
+    plan = plan_for(f"run_{uuid.uuid4().hex}", chat)
+    raw = b"id,total\n1,42\n"
+    frames = [completed(0, "here is the report"), artifact(1, "report.csv", raw, "text/csv")]
+    engine = service(storage, telegram, waits)
+    await engine.on_frames(plan, frames)
+    records = await engine.on_terminal(plan, done(2))
+    shown = fake_telegram.messages(chat)
+    assert [m["text"] for m in shown] == ["here is the report", None]
+    assert (shown[1]["document"]["file_name"], shown[1]["document"]["file_size"]) == ("report.csv", len(raw))
+    assert [(r["part"], r["status"]) for r in records] == [(0, "delivered"), (FILE_PART_BASE, "delivered")]
+    assert records[1]["platform_message_id"] == str(shown[1]["message_id"]) and records[1]["attempts"] == 1
+    again = await service(storage, telegram, waits).on_terminal(plan, done(2))
+    assert len(fake_telegram.messages(chat)) == 2
+    assert [r["attempts"] for r in again] == [r["attempts"] for r in records]
+    documents = [p for m, p in fake_telegram.calls if m == "sendDocument" and str(p.get("chat_id")) == str(chat)]
+    assert len(documents) == 1
+
+
+async def test_artifacts_stay_home_when_the_target_sends_none(storage, telegram, waits, fake_telegram):
+    chat = next(_chats)
+    target = plan_for("x", chat).targets[0].model_copy(update={"send_artifacts": False})
+    plan = DeliveryPlan(run_id=f"run_{uuid.uuid4().hex}", agent_id="echo", targets=[target])
+    engine = service(storage, telegram, waits)
+    await engine.on_frames(plan, [completed(0, "text only"), artifact(1, "secret.bin", b"\x00\x01", "application/x")])
+    records = await engine.on_terminal(plan, done(2))
+    assert [m["text"] for m in fake_telegram.messages(chat)] == ["text only"]
+    assert [r["part"] for r in records] == [0]

@@ -186,3 +186,65 @@ async def test_webhook_with_wrong_secret_fails_permanently(storage, waits, webho
     assert records[0]["status"] == "failed" and records[0]["attempts"] == 1 and "401" in records[0]["last_error"]
     with pytest.raises(PlatformError):
         await adapter.send_text({}, "again")
+
+
+# -- interactions where the platform has no buttons: the text fallback ----------------------------
+def ask_frame(seq: int) -> dict:
+    return {"type": "action.requested", "sequence": seq, "data": {
+        "action": "interaction.requested", "target": None, "payload": {
+            "interaction_id": "approve", "kind": "choice", "title": "Ship it?", "fallback_text": "Ship it? (yes/no)",
+            "fields": [{"id": "answer", "label": "Answer", "type": "select", "required": True,
+                        "options": [{"value": "yes", "label": "Yes"}, {"value": "no", "label": "No"}]}]}}}
+
+
+def fallback(run_id: str) -> str:
+    from actors.core.interactions import public_id
+    return f"Ship it? (yes/no)\nOptions: Yes, No\n(interaction {public_id(run_id, 'approve')})"
+
+
+async def ask_through(storage, waits, adapter, target: DeliveryTarget, conversation_id: str) -> tuple[str, list]:
+    """A run asks a question through the delivery engine (with the real interaction store)."""
+    from actors.core.delivery import INTERACTION_PART_BASE
+    from actors.core.interactions import InteractionService, public_id
+    run_id = f"run_{uuid.uuid4().hex}"
+    plan = DeliveryPlan(run_id=run_id, agent_id="asker", targets=[target], enable_interactions=True,
+                        origin={"conversation_id": conversation_id, "actor_id": "42"})
+    engine = DeliveryService(storage, lambda _: adapter, DeliveryTuning(), sleep=waits,
+                             interactions=InteractionService(storage).request)
+    await engine.on_frames(plan, [delta(0, "let me check"), ask_frame(1)])
+    records = await engine.on_terminal(plan, done(2))
+    stored = await storage.read("interaction_get", id=public_id(run_id, "approve"))
+    assert stored["status"] == "pending" and stored["conversation_id"] == conversation_id
+    prompts = [r for r in records if r["part"] == INTERACTION_PART_BASE]
+    assert [r["status"] for r in prompts] == ["delivered"]
+    return run_id, records
+
+
+async def test_onebot_renders_an_interaction_as_text(storage, waits):
+    server = OneBotServer(connection="qq", access_token=Secret(ONEBOT_TOKEN), on_event=lambda *_: asyncio.sleep(0))
+    await server.start()
+    bridge = FakeOneBotBridge(f"ws://127.0.0.1:{server.port}/", self_id=10001, access_token=ONEBOT_TOKEN)
+    await bridge.connect()
+    try:
+        await server.wait_connected(5)
+        user = next(_ids)
+        [event] = onebot.parse(private_message(1, user, "deploy?"), connection="qq", bot_id="10001").events
+        target = DeliveryTarget(connection="qq", platform="onebot", reply_target=event.delivery.reply_target,
+                                edit=False, max_message_size=4500)
+        run_id, _ = await ask_through(storage, waits, OneBotAdapter(server), target, event.conversation_id)
+        texts = [[seg["data"]["text"] for seg in s["message"]] for s in bridge.sent if s.get("user_id") == user]
+        assert sorted(texts) == sorted([[fallback(run_id)], ["let me check"]])
+    finally:
+        await bridge.close()
+        await server.close()
+
+
+async def test_webhook_renders_an_interaction_as_text(storage, waits, webhook_receiver):
+    from actors.core.delivery import INTERACTION_PART_BASE
+    adapter = WebhookAdapter(f"{webhook_receiver.base_url}/hook", Secret(WEBHOOK_SECRET))
+    target = DeliveryTarget(connection="hook", platform="webhook", reply_target={"event_id": "e3"},
+                            max_message_size=1 << 20)
+    run_id, _ = await ask_through(storage, waits, adapter, target, f"http:{uuid.uuid4().hex[:8]}")
+    mine = sorted(((r["body"]["part"], r["body"]["text"]) for r in webhook_receiver.received
+                   if r["body"].get("run_id") == run_id))
+    assert mine == [(0, "let me check"), (INTERACTION_PART_BASE, fallback(run_id))]

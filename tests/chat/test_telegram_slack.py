@@ -107,6 +107,9 @@ def test_slack_signature_and_window():
     assert not slack.verify(stale, body, secret)  # replay outside the 5-minute window
     tampered = {k.lower(): v for k, v in signed_headers(SLACK_SIGNING_SECRET, body).items()}
     assert not slack.verify(tampered, body.replace(b"hi", b"ho"), secret)
+    # no headers, or a timestamp that is not a number: refused (not an error, which would be a 500)
+    assert not slack.verify({}, body, secret)
+    assert not slack.verify({**forged, "x-slack-request-timestamp": "soon"}, body, secret)
 
 
 def test_slack_url_verification():

@@ -3,7 +3,8 @@ HarnessRunner → fake_claude (which keeps a real session store and fails a lost
 Claude Code 2.1.x does).
 
 After the store is deleted, the next turn completes in a new native session, the client's stream
-carries ``session.resume_failed`` (and the ledger records it), conversation state and
+carries ``session.resume_failed`` (and the ledger records it, the run's metadata says
+``session.resumed: false`` and the conversation's EventLog holds the system event), conversation state and
 ``agent_runtime_session`` hold the new id, and the turn after resumes the new id.
 """
 from __future__ import annotations
@@ -87,6 +88,16 @@ async def test_a_lost_native_session_is_recovered_through_the_host(ray_session, 
         assert "No conversation found" in action["payload"]["reason"]
         ledger = await host.read("run_events_page", run_id=frames[-1]["run_id"], limit=100)
         assert any(e["type"] == "action.requested" for e in ledger["items"])  # and the record
+        run = await host.read("run_get", run_id=frames[-1]["run_id"])  # the run's ledger metadata says so
+        lost = (run.get("metadata") or {}).get("session")
+        assert lost is not None, run.get("metadata")
+        assert lost["resumed"] is False
+        assert lost["previous_session_id"] == first and lost["new_session_id"] == second
+        events = (await host.read("event_page", scope={"conversation_id": conv}, limit=100))["items"]
+        [lost_event] = [e for e in events if e["event_type"] == "session.resume_failed"]  # and so does the EventLog
+        # the read model exposes no run_id/data columns; the host's id for this record names the run
+        assert lost_event["source"] == "system" and lost_event["conversation_id"] == conv
+        assert lost_event["event_id"] == f"{frames[-1]['run_id']}:session.resume_failed"
         row = await host.read("session_get", owner=owner)
         assert row["external_session_id"] == second
 

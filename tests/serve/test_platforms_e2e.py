@@ -18,6 +18,7 @@ import uuid
 import httpx
 import pytest
 import ray
+from websockets.exceptions import InvalidStatus
 
 from tests.fakes.platforms.tokens import (DISCORD_TOKEN, ONEBOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_TOKEN, TELEGRAM_SECRET,
                                           TELEGRAM_TOKEN, WEBHOOK_SECRET)
@@ -210,7 +211,7 @@ async def test_telegram_forged_secret_is_401_and_starts_nothing(api):
 async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_actor_kill(api, platform_app,
                                                                                          fake_telegram):
     chat = next(_ids)
-    fake_telegram.fail_next("sendMessage", 429, retry_after=1)
+    fake_telegram.fail_next("sendMessage", 429, retry_after=1, chat_id=chat)
     update = text_update(next(_ids), chat, "one two three four five")
     response = await api.post("/v1/platforms/telegram/tg/webhook", json=update, headers=TG)
     assert response.status_code == 200, response.text
@@ -220,6 +221,10 @@ async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_a
     assert again.status_code == 200 and again.json()["runs"] == []
     await eventually(lambda: fake_telegram.messages(chat))  # streaming has begun
     ray.kill(ray.get_actor("runnerhost-delivery", namespace=platform_app.settings.host.namespace), no_restart=False)
+    # the kill hit mid-run: the ledger still had the run live after it (statuses only move forward)
+    at_kill = await api.get(f"/v1/runs/{started['run_id']}")
+    assert at_kill.status_code == 200, at_kill.text
+    assert at_kill.json()["status"] not in ("completed", "failed", "cancelled", "timeout"), at_kill.json()
     [run] = await finished_run(api, f"telegram:tg:{chat}")
     assert run["run_id"] == started["run_id"] and run["status"] == "completed"
     rows = await deliveries(api, run["run_id"])
@@ -229,6 +234,14 @@ async def test_telegram_reply_streams_by_edits_once_despite_429_and_a_delivery_a
     telegram_rows = [r for r in rows if r["platform"] == "telegram"]
     assert [(r["part"], r["status"], r["platform_message_id"]) for r in telegram_rows] == [
         (0, "delivered", str(shown[0]["message_id"]))]
+    # the 429 hit: the fake answered it to this chat's first post, the post was made again, and
+    # the row counts every attempt (the refused one included)
+    served = [(method, status) for method, status, params in fake_telegram.failures_served
+              if str(params.get("chat_id")) == str(chat)]
+    assert served == [("sendMessage", 429)], served
+    posts = [p for m, p in fake_telegram.calls if m == "sendMessage" and str(p.get("chat_id")) == str(chat)]
+    assert len(posts) == 2, posts  # the refused post and the one that shows
+    assert telegram_rows[0]["attempts"] >= 2, telegram_rows
 
 
 # -- Slack ------------------------------------------------------------------------------------------
@@ -256,6 +269,34 @@ async def test_slack_signature_url_verification_and_retry_dedupe(api, fake_slack
     assert shown["text"] == "echo: hi slack" and shown["thread_ts"] == "1699.9"
 
 
+async def test_slack_forged_message_is_401_and_starts_nothing(api, fake_slack):
+    """A message event_callback with a bad signature (wrong secret, or a good signature over other
+    bytes) is refused and starts nothing: no run, no EventLog row, and its event_id is not spent,
+    so the genuine delivery of the same event still runs once."""
+    channel = f"C{next(_ids)}"
+    conversation = f"slack:T1:{channel}"
+    event_id = f"Ev{uuid.uuid4().hex[:10]}"
+    body = json.dumps(message_event(event_id, channel, "forged hi", ts="1700.2")).encode()
+    other = json.dumps(message_event(event_id, channel, "something else", ts="1700.2")).encode()
+    for headers in (signed_headers("wrong-secret", body), signed_headers(SLACK_SIGNING_SECRET, other), {}):
+        forged = await api.post("/v1/platforms/slack/sl/events", content=body,
+                                headers={"Content-Type": "application/json", **headers, "Authorization": ""})
+        assert forged.status_code == 401 and forged.json()["code"] == "unauthorized", forged.text
+        assert "runs" not in forged.json()
+    assert await runs_of(api, conversation) == []
+    logged = await api.get(f"/v1/conversations/{conversation}/events")
+    assert logged.status_code == 200 and logged.json()["items"] == [], logged.text
+    # the same event, signed for real: it is accepted once (the forgeries claimed nothing), which
+    # also shows the checks above looked where a run would have been
+    genuine = await api.post("/v1/platforms/slack/sl/events", content=body,
+                             headers=signed_headers(SLACK_SIGNING_SECRET, body))
+    assert genuine.status_code == 200 and len(genuine.json()["runs"]) == 1, genuine.text
+    [run] = await finished_run(api, conversation)
+    logged = await api.get(f"/v1/conversations/{conversation}/events")
+    assert [e["event_type"] for e in logged.json()["items"]] == ["message.received"]
+    assert run["status"] == "completed"
+
+
 # -- Discord ------------------------------------------------------------------------------------------
 async def test_discord_gateway_message_runs_and_replies(api, platform_app, fake_discord):
     actor = ray.get_actor("runnerhost-discord-dc", namespace=platform_app.settings.host.namespace)
@@ -274,17 +315,26 @@ async def test_onebot_bridge_message_runs_and_replies(api, platform_app):
     actor = ray.get_actor("runnerhost-onebot-qq", namespace=platform_app.settings.host.namespace)
     port = await actor.start.remote()
     url = f"ws://127.0.0.1:{port}/"
-    with pytest.raises(Exception):
-        await FakeOneBotBridge(url, access_token="forged").connect()
+    # a forged token is refused at the handshake (HTTP 401, no WebSocket), so the bridge is never
+    # known and nothing it would post can start a run
+    forged_id = 20003
+    for token in ("forged", None):
+        with pytest.raises(InvalidStatus) as refused:
+            await FakeOneBotBridge(url, self_id=forged_id, access_token=token).connect()
+        assert refused.value.response.status_code == 401
     bridge = FakeOneBotBridge(url, self_id=20002, access_token=ONEBOT_TOKEN)
     await bridge.connect()
     try:
+        async def linked():
+            return await actor.bridges.remote()
+        assert await eventually(linked) == ["20002"]  # the genuine bridge only
         user = next(_ids)
         await bridge.post(private_message(next(_ids), user, "hi qq"))
         [run] = await finished_run(api, f"onebot:20002:private:{user}")
         rows = await deliveries(api, run["run_id"])
         assert [s["message"][0]["data"]["text"] for s in bridge.sent if s.get("user_id") == user] == ["echo: hi qq"]
         assert [r["status"] for r in rows if r["platform"] == "onebot"] == ["delivered"]
+        assert await runs_of(api, f"onebot:{forged_id}:private:{user}") == []
     finally:
         await bridge.close()
 

@@ -3,7 +3,9 @@
 Methods: getMe, sendMessage, editMessageText, sendDocument (multipart), answerCallbackQuery,
 setWebhook, deleteWebhook. Like the real API: a wrong token is 401 ``Unauthorized``; editing to
 the same text is 400 ``message is not modified``; unknown chats / messages are 400.
-``fail_next(method, 429, retry_after=1)`` scripts flood control (``parameters.retry_after``).
+``fail_next(method, 429, retry_after=1)`` scripts flood control (``parameters.retry_after``);
+``chat_id=`` keeps a scripted failure for that chat's calls. ``failures_served`` records each
+scripted failure actually answered, so a fault test can prove its fault hit.
 ``chats[chat_id]`` holds the messages as users would see them (text after the last edit).
 """
 from __future__ import annotations
@@ -34,11 +36,22 @@ class FakeTelegram(ThreadedServer):
         self.webhook: dict[str, Any] = {}
         self.answered_callbacks: list[str] = []
         self._failures: dict[str, deque] = defaultdict(deque)
+        self.failures_served: list[tuple[str, int, dict[str, Any]]] = []  # (method, status, params)
         self._ids = itertools.count(100)
 
-    def fail_next(self, method: str, status: int = 429, *, retry_after: int = 1, description: str | None = None) -> None:
+    def fail_next(self, method: str, status: int = 429, *, retry_after: int = 1, description: str | None = None,
+                  chat_id: int | None = None) -> None:
         with self.lock:
-            self._failures[method].append((status, retry_after, description))
+            self._failures[method].append((status, retry_after, description, chat_id))
+
+    def _take_failure(self, method: str, params: dict[str, Any]) -> tuple[int, int, str | None] | None:
+        queue = self._failures[method]
+        for failure in queue:
+            if failure[3] is None or str(failure[3]) == str(params.get("chat_id")):
+                queue.remove(failure)
+                self.failures_served.append((method, failure[0], params))
+                return failure[:3]
+        return None
 
     def messages(self, chat_id: int) -> list[dict[str, Any]]:
         with self.lock:
@@ -76,7 +89,7 @@ class FakeTelegram(ThreadedServer):
         params = await self._params(request)
         with self.lock:
             self.calls.append((method, params))
-            failure = self._failures[method].popleft() if self._failures[method] else None
+            failure = self._take_failure(method, params)
         if failure is not None:
             status, retry_after, description = failure
             body: dict[str, Any] = {"ok": False, "error_code": status,
@@ -126,7 +139,12 @@ class FakeTelegram(ThreadedServer):
         return self._message(int(params["chat_id"]), text, extra)
 
     def m_sendDocument(self, params):
-        return self._message(int(params["chat_id"]), None, {"document": params["document"]})
+        # the Bot API answers a Document object (file_id and file_unique_id are required fields)
+        upload = params["document"]
+        file_id = f"doc{next(self._ids)}"
+        return self._message(int(params["chat_id"]), None, {"document": {
+            "file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": upload["filename"],
+            "file_size": upload["size"]}})
 
     def m_editMessageText(self, params):
         chat_id, message_id, text = int(params["chat_id"]), int(params["message_id"]), params["text"].strip()
