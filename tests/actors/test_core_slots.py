@@ -23,17 +23,20 @@ class Factory:
         self.running += 1
         self.peak_running = max(self.peak_running, self.running)
         try:
-            if self.hang:
-                await asyncio.Event().wait()
-            await asyncio.sleep(self.delay)
-            if self.fail:
-                raise RuntimeError("cannot create an actor")
-            return object()
+            return await self.create()
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
         finally:
             self.running -= 1
+
+    async def create(self) -> object:
+        if self.hang:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("cannot create an actor")
+        return object()
 
 
 async def settle(pool: SlotPool, timeout: float = 2.0) -> None:
@@ -223,18 +226,9 @@ class PendingFactory(Factory):
         super().__init__()
         self.room = room
 
-    async def __call__(self) -> object:
-        self.started += 1
-        self.running += 1
-        self.peak_running = max(self.peak_running, self.running)
-        try:
-            await self.room.node_joined.wait()
-            return object()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        finally:
-            self.running -= 1
+    async def create(self) -> object:
+        await self.room.node_joined.wait()  # PENDING_CREATION until a node with room joins
+        return object()
 
 
 async def test_without_room_creations_stay_pending_past_the_timeout_while_runs_wait():
