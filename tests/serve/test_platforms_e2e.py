@@ -3,9 +3,8 @@ an inbound message becomes one event and one run, and its reply is delivered exa
 
 Run under the shared lock: ``flock /tmp/rh-ray.lock pytest tests/serve/test_platforms_e2e.py``. It lives
 beside the ``serve_app`` fixture because a session has one Serve HTTP proxy: the platform app is a
-second application on it (own namespace, database and route prefix).
-Until the run path calls delivery itself, the ingress relays each platform run's frames to the
-delivery actor (``serve/platforms.py``), which is what these tests exercise.
+second application on it (own namespace, database and route prefix). The host plans each run's
+delivery (``RunDriver``) and hands its frames to the delivery actor, which records every part.
 """
 from __future__ import annotations
 
