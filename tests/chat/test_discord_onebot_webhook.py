@@ -163,10 +163,15 @@ async def test_onebot_reverse_websocket_in_and_out(storage, waits):
 
 
 # -- generic signed webhook -----------------------------------------------------------------------
+def signed_webhook(receiver, event_id: str) -> tuple[WebhookAdapter, DeliveryTarget]:
+    """The webhook adapter with the right secret, and a target answering ``event_id``."""
+    adapter = WebhookAdapter(f"{receiver.base_url}/hook", Secret(WEBHOOK_SECRET))
+    return adapter, DeliveryTarget(connection="hook", platform="webhook", reply_target={"event_id": event_id},
+                                   max_message_size=1 << 20)
+
+
 async def test_webhook_is_signed_and_retried(storage, waits, webhook_receiver):
-    adapter = WebhookAdapter(f"{webhook_receiver.base_url}/hook", Secret(WEBHOOK_SECRET))
-    target = DeliveryTarget(connection="hook", platform="webhook", reply_target={"event_id": "e1"},
-                            max_message_size=1 << 20)
+    adapter, target = signed_webhook(webhook_receiver, "e1")
     plan = DeliveryPlan(run_id=f"run_{uuid.uuid4().hex}", targets=[target])
     webhook_receiver.fail_next(503, retry_after=2)
     records = await DeliveryService(storage, lambda _: adapter, sleep=waits).on_terminal(plan, completed(0, "done"))
@@ -241,9 +246,7 @@ async def test_onebot_renders_an_interaction_as_text(storage, waits):
 
 async def test_webhook_renders_an_interaction_as_text(storage, waits, webhook_receiver):
     from actors.core.delivery import INTERACTION_PART_BASE
-    adapter = WebhookAdapter(f"{webhook_receiver.base_url}/hook", Secret(WEBHOOK_SECRET))
-    target = DeliveryTarget(connection="hook", platform="webhook", reply_target={"event_id": "e3"},
-                            max_message_size=1 << 20)
+    adapter, target = signed_webhook(webhook_receiver, "e3")
     run_id, _ = await ask_through(storage, waits, adapter, target, f"http:{uuid.uuid4().hex[:8]}")
     mine = sorted(((r["body"]["part"], r["body"]["text"]) for r in webhook_receiver.received
                    if r["body"].get("run_id") == run_id))
