@@ -178,13 +178,21 @@ class ResourceCatalog:
         return (self.tools.get(name) or {}).get("parameters")
 
 
+def named_selection(policy: list[str] | None, config_selection: Any) -> set[str] | None:
+    """policy ∩ runner_config selection: the names a grant can hold whatever exists; ``None``
+    (no policy list, no selection list) means every existing one."""
+    named = None if policy is None else set(policy)
+    if isinstance(config_selection, list):
+        wanted = {str(x) for x in config_selection}
+        named = wanted if named is None else named & wanted
+    return named
+
+
 def _select(policy: list[str] | None, existing: Iterable[str], config_selection: Any) -> list[str]:
     """policy ∩ existing ∩ runner_config selection (``None`` policy = all existing)."""
     pool = list(existing) if policy is None else [x for x in policy if x in set(existing)]
-    if isinstance(config_selection, list):
-        wanted = {str(x) for x in config_selection}
-        pool = [x for x in pool if x in wanted]
-    return pool
+    named = named_selection(policy, config_selection)
+    return pool if named is None else [x for x in pool if x in named]
 
 
 def compute_access(

@@ -38,7 +38,7 @@ from protocol.logs import get_logger
 from protocol.manifest import RunnerDescriptor, RunnerManifest
 
 from .. import constants, metrics, tracing
-from .authz import ResourceCatalog, compute_access
+from .authz import ResourceCatalog, compute_access, named_selection
 from .context_builder import build_context
 from .conversations import Decision
 from .deadlines import effective_timeout_s
@@ -573,12 +573,10 @@ class RunDriver:
         A failed read leaves the catalog as it was (the run is granted what is known)."""
         if not manifest.permissions.knowledge_bases:
             return
-        named = binding.resource_policy.knowledge_bases
-        selection = (binding.runner_config or {}).get("knowledge_bases")
-        if named is None and isinstance(selection, list):
-            named = [str(k) for k in selection]
+        named = named_selection(binding.resource_policy.knowledge_bases,
+                                (binding.runner_config or {}).get("knowledge_bases"))
         if named is not None:
-            if set(named) <= set(self.catalog.knowledge_bases):
+            if named <= set(self.catalog.knowledge_bases):
                 return
         elif time.monotonic() - self._kb_read_at < constants.KNOWLEDGE_CATALOG_TTL_S:
             return
