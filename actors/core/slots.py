@@ -7,8 +7,8 @@ directly — no wake-everyone-and-race).
 
 Invariants:
 
-* members + creations in flight ≤ ``capacity()`` (the configured maximum, further bounded by
-  what the cluster can place — the host passes a function that reads it);
+* members + creations in flight ≤ ``max_size``; what the cluster can place is Ray's to enforce
+  (a member beyond the free run slots stays pending, see ``blocked()`` below);
 * at most ``max_creating`` creations are in flight, each abandoned after ``create_timeout``
   (the factory is cancelled and must clean up what it started) — except while ``blocked()``
   says the cluster has no room for a member (e.g. no free ``runnerhost_run_slot``): a creation
@@ -102,7 +102,6 @@ class SlotPool(Generic[T]):
         slots_per_member: int = 1,
         min_size: int = 0,
         max_size: int = 8,
-        capacity: Callable[[], int] | None = None,
         max_creating: int = 2,
         create_timeout: float = 60.0,
         grow_after: float = 0.0,
@@ -118,7 +117,6 @@ class SlotPool(Generic[T]):
         self._factory = factory
         self.slots_per_member = slots_per_member
         self.min_size, self.max_size = min_size, max_size
-        self._capacity = capacity
         self.max_creating = max_creating
         self.create_timeout = create_timeout
         self.grow_after = grow_after
@@ -163,19 +161,9 @@ class SlotPool(Generic[T]):
     def idle(self) -> list[T]:
         return [m.item for m in self._members if m.leases == 0]
 
-    def capacity(self) -> int:
-        """How many members may exist (or be in creation) right now."""
-        if self._capacity is None:
-            return self.max_size
-        try:
-            return max(0, min(self.max_size, self._capacity()))
-        except Exception as exc:  # a failing probe must not stop the pool: fall back to the maximum
-            log.warning("%s: capacity probe failed (%s); using the configured maximum", self.name, exc)
-            return self.max_size
-
     def stats(self) -> dict[str, int | str]:
         return {"name": self.name, "size": self.size, "leased": self.leased(), "creating": self._creating,
-                "max": self.max_size, "capacity": self.capacity(), "queue_length": self.waiting,
+                "max": self.max_size, "queue_length": self.waiting,
                 "slots_per_member": self.slots_per_member, "created": self.created,
                 "failed_creations": self.failed_creations, "trimmed_creations": self.trimmed_creations,
                 "kept_pending": self.kept_pending, "peak_size": self.peak_size,
@@ -261,9 +249,9 @@ class SlotPool(Generic[T]):
             log.warning("%s: refreshing the room probe failed (%s)", self.name, exc)
 
     async def warm(self, count: int | None = None) -> None:
-        """Create members up to ``min_size`` (or ``count`` more), within capacity; waits for them."""
+        """Create members up to ``min_size`` (or ``count`` more), within ``max_size``; waits for them."""
         target = self.min_size if count is None else self.size + self._creating + count
-        missing = min(target, self.capacity()) - self.size - self._creating
+        missing = min(target, self.max_size) - self.size - self._creating
         tasks = [self._start_creation() for _ in range(max(0, missing))]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -368,7 +356,7 @@ class SlotPool(Generic[T]):
             if still < self.grow_after:  # the line moves (or just formed): check again later
                 self._schedule_growth(self.grow_after - still)
                 return
-        room = min(wanted, self.max_creating - self._creating, self.capacity() - self.size - self._creating)
+        room = min(wanted, self.max_creating - self._creating, self.max_size - self.size - self._creating)
         for _ in range(max(0, room)):
             self._start_creation()
 

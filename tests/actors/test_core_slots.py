@@ -57,14 +57,14 @@ async def test_a_freed_slot_goes_to_the_oldest_waiter_and_no_one_else_wakes():
     assert pool.created == 1  # nothing was created for a line that a release served
 
 
-async def test_growth_is_bounded_by_concurrent_creations_and_by_capacity():
+async def test_growth_is_bounded_by_concurrent_creations_and_by_the_maximum():
     factory = Factory(delay=0.05)
-    pool = SlotPool(factory, name="t", max_size=50, capacity=lambda: 5, max_creating=2)
+    pool = SlotPool(factory, name="t", max_size=5, max_creating=2)
     waiters = [pool.reserve() for _ in range(12)]
     await asyncio.gather(*(w.wait(2) for w in waiters[:5]))
     await settle(pool)
     assert factory.peak_running == 2      # never a storm: two creations at a time
-    assert pool.size == 5 and factory.started == 5  # the cluster had room for five, no more
+    assert pool.size == 5 and factory.started == 5  # room for five, no more
     assert sum(w.granted for w in waiters) == 5
 
 
@@ -174,9 +174,9 @@ async def test_overcommit_pool_never_makes_a_run_wait_while_a_member_exists():
     assert late.member is not leases[0].member  # the least-loaded member
 
 
-async def test_warm_is_bounded_by_max_and_capacity_and_shrink_waits_for_an_empty_line():
+async def test_warm_is_bounded_by_the_maximum_and_shrink_waits_for_an_empty_line():
     factory = Factory(delay=0.01)
-    pool = SlotPool(factory, name="t", min_size=3, max_size=4, capacity=lambda: 3)
+    pool = SlotPool(factory, name="t", min_size=3, max_size=3)
     await asyncio.gather(pool.warm(2), pool.warm(), pool.warm(5))
     assert pool.size == 3
     holders = [pool.reserve() for _ in range(3)]
