@@ -96,3 +96,7 @@ COMMIT_BACKLOG_MAX = _int("COMMIT_BACKLOG_MAX", 20000, minimum=1)
 #: A host writes its heartbeat this often; one silent for HOST_DEAD_AFTER_S is dead.
 HOST_HEARTBEAT_S = _float("HOST_HEARTBEAT_S", 5.0, minimum=0.1)
 HOST_DEAD_AFTER_S = _float("HOST_DEAD_AFTER_S", 20.0, minimum=0.5)
+#: A starting host serves only once its pools hold their minimum (RunActors, the workers of bound
+#: pooled runners) — or after this long, warming the rest while it serves (a cluster still adding
+#: nodes for its run slots must not keep the host from serving forever).
+READY_WARM_TIMEOUT_S = _float("READY_WARM_TIMEOUT_S", 120.0)

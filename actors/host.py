@@ -250,7 +250,8 @@ class Host:
         catalog["knowledge_bases"] = unwrap(await storage.read.remote("knowledge_bases", {}))
         tracing.configure(config.otlp_endpoint)
         host = cls(config, storage, registry, providers, catalog)
-        if not await asyncio.to_thread(_cluster_has, RUN_SLOT_RESOURCE):
+        has_run_slots = await asyncio.to_thread(_cluster_has, RUN_SLOT_RESOURCE)
+        if not has_run_slots:
             log.warning("no node of this Ray cluster declares %r resources: RunActors stay pending until "
                         "one does (declare them per node type, see cluster.yaml; the autoscaler adds such "
                         "nodes on demand)", RUN_SLOT_RESOURCE)
@@ -258,10 +259,16 @@ class Host:
         await host._sweep()  # runs of hosts that are gone end now, not a sweep period later
         for agent_id, agent in config.agents.items():
             await host.put_agent(agent_id, agent, only_if_absent=True)
-        # Serve at once with a couple of warm RunActors; the rest of the pool warms in the
-        # background (each is a process: ~0.4 s apiece, far more on a loaded 2-core machine).
-        await host.run_actors.warm(min(2, config.pools.run_actors_min))
-        host._spawn(host._warm_pools())
+        # Ready means warm: each pool member is a process (~0.4 s of CPU apiece, far more on a
+        # loaded 2-core machine); created under traffic they stall intake while the first runs
+        # wait for them. Bounded: a cluster with no run slot yet warms while it serves.
+        warming = host._spawn(host._warm_pools())
+        if has_run_slots:
+            try:
+                await asyncio.wait_for(asyncio.shield(warming), constants.READY_WARM_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("the pools are not at their minimum after %.0f s; serving while they warm",
+                            constants.READY_WARM_TIMEOUT_S)
         host._heartbeat_loop = host._spawn(host._every(constants.HOST_HEARTBEAT_S, host._heartbeat, "heartbeat"))
         if config.pools.health_check_s > 0:
             host._spawn(host._every(config.pools.health_check_s, host._upkeep_pools, "pool upkeep"))
