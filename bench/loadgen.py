@@ -402,6 +402,8 @@ def submissions_summary(answers: list[tuple[int, str | None, float]]) -> dict[st
 
 
 async def run_submit(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec.get("rate"):
+        return await run_submit_open(spec)
     count, concurrency = int(spec["count"]), int(spec.get("concurrency", 64))
     path, agent_id, prefix = spec.get("path", "/v1/events"), spec["agent_id"], spec.get("prefix", "cap")
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -418,6 +420,36 @@ async def run_submit(spec: dict[str, Any]) -> dict[str, Any]:
         elapsed = time.perf_counter() - began
     out = submissions_summary(answers)
     out.update(concurrency=concurrency, submit_s=round(elapsed, 2))
+    return out
+
+
+async def run_submit_open(spec: dict[str, Any]) -> dict[str, Any]:
+    """``count`` ``?wait=false`` submissions arriving at ``rate`` per second (open loop), each
+    answer timed from its scheduled arrival: the intake's answer time at a stated load, where a
+    closed loop would only show connections ÷ intake throughput."""
+    count, rate = int(spec["count"]), float(spec["rate"])
+    path, agent_id, prefix = spec.get("path", "/v1/events"), spec["agent_id"], spec.get("prefix", "cap")
+    kind = spec.get("arrivals", "poisson")
+    schedule = offsets(kind, rate, count / rate * 2 + 10, spec.get("seed"))[:count]
+    answers: list[tuple[int, str | None, float]] = []
+    lags: list[float] = []
+    async with _client(spec["url"], int(spec.get("max_connections", 512)), timeout=30.0) as client:
+        async def one(i: int, due: float) -> None:
+            lags.append(time.perf_counter() - due)
+            status, first, _ = await _submit_one(client, path, agent_id, f"{prefix}-conv-{i}", f"hold {i}")
+            answers.append((status, first, time.perf_counter() - due))
+        began = time.perf_counter() + 0.05
+        tasks = []
+        for i, offset in enumerate(schedule):
+            delay = began + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, began + offset)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - began
+    out = submissions_summary(answers)
+    out.update(rate=rate, arrivals_process=kind, submit_s=round(elapsed, 2),
+               client_send_lag_ms=summarize_ms(lags))
     return out
 
 

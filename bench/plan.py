@@ -48,13 +48,13 @@ class Plan:
     cap1_goal: int = 150                  # runs_per_actor 1: the goal …
     cap1_max: int = 400                   # … and where the search for the ceiling stops at the latest
     cap1_step: int = 25
-    cap1_budget_s: float = 150.0          # ramp time budget
+    cap1_budget_s: float = 300.0          # ramp time budget (each new RunActor is a process: ~1–2 s apiece here)
     cap1_max_creating: int = 4
     cap32_runs: int = 1000
     cap32_runs_per_actor: int = 32
-    cap_submit_concurrency: int = 64
-    mem_reserve_fraction: float = 0.25    # stop adding runs before less than this share of RAM is free
-    mem_reserve_min_gb: float = 4.0
+    cap32_rate: float = 30.0              # ?wait=false arrivals per second (open loop; 1,000 in ~33 s < hold_s)
+    mem_reserve_fraction: float = 0.15    # stop adding runs before less than this share of RAM is free …
+    mem_reserve_min_gb: float = 4.0       # … or less than this (whichever is more)
     node_run_slots: int = 512             # runnerhost_run_slot the bench's Ray node declares
     profile_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -67,7 +67,7 @@ class Plan:
                    write_max_rows=4_000, write_runs=50, write_concurrency=64, sweep_workers=(1,),
                    sweep_concurrency=(4, 8), sweep_cold_s=4.0, sweep_warmup_s=1.0, sweep_warm_s=2.0,
                    hold_s=6.0, cap1_goal=8, cap1_max=12, cap1_step=4, cap1_budget_s=40.0, cap32_runs=64,
-                   cap_submit_concurrency=16, notes=["quick"])
+                   cap32_rate=20.0, notes=["quick"])
 
     @property
     def quick_run(self) -> bool:

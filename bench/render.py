@@ -122,7 +122,8 @@ def tables(results: Mapping[str, Any]) -> list[TableSpec]:
             t.rows.append([str(many["runs_per_actor"]), f"{fmt(many['peak_running'])} of {fmt(many['runs'])}",
                            fmt(many["refused"]), fmt(many["all_completed"]), fmt(many["pss_per_run_actor_mb"]),
                            fmt(many["runnerhost_pss_gb"], 2), fmt(many["answer_p99_ms"], 0),
-                           f"{fmt(many['run_actors'])} RunActors"])
+                           f"{fmt(many['run_actors'])} RunActors; submissions arriving at "
+                           f"{fmt(many.get('arrivals_per_s'))}/s (open loop)"])
         out.append(t)
     targets = TableSpec("Targets (computed from this run)", ["target", "value", "threshold", "verdict"])
     for tg in results.get("targets", []):

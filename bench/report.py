@@ -267,6 +267,7 @@ def capacity_summary(cap: Mapping[str, Any] | None) -> dict[str, Any] | None:
                             "run_actors": many.get("run_actors"), "peak_running": many.get("peak_running"),
                             "refused": _get(many, "submit", "refused"), "accepted": _get(many, "submit", "accepted"),
                             "answer_p99_ms": _get(many, "submit", "answer_ms", "p99"),
+                            "arrivals_per_s": _get(many, "submit", "rate"),
                             "runnerhost_pss_gb": many.get("runnerhost_pss_gb"),
                             "pss_per_run_actor_mb": many.get("pss_per_run_actor_mb"),
                             "all_completed": many.get("all_completed")} if many else None),
@@ -383,7 +384,9 @@ def evaluate_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     t.append(_target("capacity32_refused", "runs_per_actor 32: refused submissions", _get(many, "refused"), "==", 0))
     t.append(_target("capacity32_pss_gb", "runs_per_actor 32: PSS of all RunnerHost processes, GB",
                      _get(many, "runnerhost_pss_gb"), "<=", 8))
-    t.append(_target("capacity32_wait_false_p99_ms", "runs_per_actor 32: ?wait=false answer p99, ms",
+    rate = _get(many, "arrivals_per_s")
+    t.append(_target("capacity32_wait_false_p99_ms",
+                     f"runs_per_actor 32: ?wait=false answer p99, ms (open loop, {fmt_rate(rate)} arrivals/s)",
                      _get(many, "answer_p99_ms"), "<", 1000))
     return t
 
@@ -422,3 +425,7 @@ def verdict_counts(targets: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     for t in targets:
         out[t["status"]] += 1
     return out
+
+
+def fmt_rate(rate: Any) -> str:
+    return f"{rate:g}" if isinstance(rate, (int, float)) else "?"

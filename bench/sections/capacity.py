@@ -10,10 +10,12 @@ client was told. Memory is PSS from ``/proc/<pid>/smaps_rollup`` (shared pages c
   *before* free memory would fall below ``max(mem_reserve_fraction × RAM, mem_reserve_min_gb)``).
   Reported: the most runs held at once, refusals, PSS per RunActor, and the memory-bound ceiling
   projected from that PSS and the memory still free at the peak (labelled as a projection).
-* ``runs_per_actor = 32`` — ``cap32_runs`` (1,000) submissions at once through
-  ``cap_submit_concurrency`` connections on a pool pre-warmed to ⌈runs ÷ 32⌉ RunActors:
-  accepted vs refused, ``?wait=false`` answer time (p99), the most running at once, PSS of every
-  RunnerHost process at that moment, and whether all of them completed.
+* ``runs_per_actor = 32`` — ``cap32_runs`` (1,000) submissions arriving at ``cap32_rate`` per
+  second (open loop, Poisson: all of them arrive well within ``hold_s``, so all are held at once)
+  on a pool pre-warmed to ⌈runs ÷ 32⌉ RunActors: accepted vs refused, ``?wait=false`` answer time
+  from each scheduled arrival (p99), the most running at once, PSS of every RunnerHost process at
+  that moment, and whether all of them completed. (A closed loop of N connections would report
+  N ÷ intake throughput, not the intake's answer time.)
 
 The node declares ``node_run_slots`` ``runnerhost_run_slot`` resources and the pools' maxima
 are raised for this section only.
@@ -148,7 +150,8 @@ def many_per_actor(ctx: Context) -> dict[str, Any]:
     try:
         with MemorySampler() as memory:
             spec = {"mode": "submit", "url": cluster.url, "path": "/v1/events", "agent_id": "hold32",
-                    "count": runs, "concurrency": plan.cap_submit_concurrency, "prefix": "cap32"}
+                    "count": runs, "rate": plan.cap32_rate, "arrivals": "poisson", "seed": 32,
+                    "prefix": "cap32"}
             submitted = run_client(spec, timeout=600)
             peak, peak_at, final = asyncio.run(_watch(dsn, "hold32", submitted["accepted"], plan.hold_s))
             peak_memory = memory.nearest(peak_at)

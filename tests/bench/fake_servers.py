@@ -58,6 +58,9 @@ class FakeTargets:
                                 status_code=500)
         if behaviour == "slow":
             await asyncio.sleep(0.05)
+        if behaviour == "accept" and request.query_params.get("wait") == "false":  # ?wait=false: 202 after 30 ms
+            await asyncio.sleep(0.03)
+            return JSONResponse({"run_id": run_id, "type": "run.started"}, status_code=202)
 
         async def frames():
             yield _frame(run_id, "run.started", 0, {})

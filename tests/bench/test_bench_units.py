@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 from bench import arrivals, procs
 from bench.__main__ import is_partial, parse_args
 from bench.flame import layer_shares, markdown_table, parse, process_of
-from bench.loadgen import NdjsonJudge, SseJudge, Target, cold_start_summary, run_closed, run_open
+from bench.loadgen import NdjsonJudge, SseJudge, Target, cold_start_summary, run_closed, run_open, run_submit
 from bench.render import README_BEGIN, README_END, markdown, update_readme, write_plot
 from bench.report import assemble_results, evaluate_targets, write_json
 from bench.sections.writes import call_frames, plan_calls, raw_statement
@@ -174,6 +174,20 @@ async def test_open_loop_sends_on_schedule_and_times_from_the_schedule(fake):
     assert out["arrivals"] == 20 and out["completed"] == 20 and out["errors"] == 0
     assert out["latency_ms"]["p50"] >= 50                 # the server's 50 ms, counted from the due time
     assert out["peak_in_flight"] >= 1
+
+
+async def test_open_loop_submissions_are_timed_from_their_scheduled_arrival(fake):
+    fake.arrivals.clear()
+    spec = {"url": fake.url, "path": "/accept/v1/events", "agent_id": "a", "count": 15, "rate": 30.0,
+            "arrivals": "fixed", "prefix": "t"}
+    out = await run_submit(spec)
+    sent = sorted(fake.arrivals)
+    assert len(sent) == out["submitted"] == out["accepted"] == 15 and out["refused"] == 0
+    assert statistics.median([b - a for a, b in zip(sent, sent[1:])]) == pytest.approx(1 / 30, abs=0.012)
+    assert out["first_frames"] == {"run.started": 15} and out["rate"] == 30.0
+    assert out["answer_ms"]["p50"] >= 30                  # the server's 30 ms, counted from the due time
+    refused = await run_submit({**spec, "path": "/http500/v1/events", "count": 3})
+    assert refused["accepted"] == 0 and refused["refused"] == 3 and refused["statuses"] == {"500": 3}
 
 
 # -- memory ----------------------------------------------------------------------------------------------
