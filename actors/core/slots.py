@@ -249,12 +249,22 @@ class SlotPool(Generic[T]):
             log.warning("%s: refreshing the room probe failed (%s)", self.name, exc)
 
     async def warm(self, count: int | None = None) -> None:
-        """Create members up to ``min_size`` (or ``count`` more), within ``max_size``; waits for them."""
-        target = self.min_size if count is None else self.size + self._creating + count
-        missing = min(target, self.max_size) - self.size - self._creating
-        tasks = [self._start_creation() for _ in range(max(0, missing))]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Create members up to ``min_size`` (or ``count`` more), within ``max_size`` and at most
+        ``max_creating`` at a time (process starts in parallel only thrash a small machine); waits
+        for them. A failed creation ends the warm-up (the next upkeep tries again)."""
+        target = min(self.max_size, self.min_size if count is None else self.size + self._creating + count)
+        failures = self.failed_creations
+        mine: set[asyncio.Task] = set()
+        while True:
+            missing = target - self.size - self._creating
+            room = min(missing, self.max_creating - self._creating) if self.failed_creations == failures else 0
+            mine.update(self._start_creation() for _ in range(max(0, room)))
+            mine = {task for task in mine if not task.done()}
+            # wait for ours; while others' creations hold every creation slot, for theirs
+            busy = mine or (set(self._creations) if missing > 0 and self.failed_creations == failures else set())
+            if not busy:
+                return
+            await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
 
     def shrink_idle(self, idle_for: float) -> list[T]:
         """Remove members idle longer than ``idle_for`` down to ``min_size`` (never while runs

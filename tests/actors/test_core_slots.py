@@ -189,6 +189,20 @@ async def test_warm_is_bounded_by_the_maximum_and_shrink_waits_for_an_empty_line
     assert len(pool.shrink_idle(0)) == 2 and pool.size == 1
 
 
+async def test_warm_up_creates_at_most_max_creating_at_once_and_stops_at_a_failure():
+    factory = Factory(delay=0.01)
+    pool = SlotPool(factory, name="t", min_size=7, max_size=8, max_creating=2)
+    await pool.warm()
+    assert pool.size == 7 and factory.started == 7 and factory.peak_running == 2 and not pool.creating
+    await pool.warm(3)  # three more, capped by the maximum
+    assert pool.size == 8 and factory.peak_running == 2
+
+    broken = Factory(delay=0.01, fail=True)
+    pool = SlotPool(broken, name="t", min_size=6, max_size=8, max_creating=2)
+    await asyncio.wait_for(pool.warm(), 2)  # returns: no endless retry of a broken factory
+    assert broken.started == 2 and pool.size == 0 and pool.failed_creations == 2
+
+
 async def test_a_cancelled_wait_gives_a_just_granted_slot_to_the_next_in_line():
     pool = SlotPool(Factory(), name="t", max_size=1, grow_after=10)
     await pool.warm(1)
