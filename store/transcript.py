@@ -43,7 +43,6 @@ from ._common import (
     dialect_name,
     epoch,
     fetch_keyset,
-    insert_for,
     insert_rows,
     like_contains,
     now,
@@ -62,6 +61,12 @@ SEARCH_FILTERS = ("role", "item_type", "run_id", "thread_id")
 _T = Transcript.__table__
 _C = TranscriptCounter.__table__
 _KEYSET = Keyset("transcript", ("seq",), (int,))
+
+
+def _added_to_counter(excluded: Any) -> dict[str, Any]:
+    """``ON CONFLICT`` update of a conversation counter: add the inserted count (a plain function,
+    so the statement is built once and reused)."""
+    return {"last_seq": _C.c.last_seq + excluded.last_seq}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,15 +123,14 @@ class TranscriptStore:
         by_conversation: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_conversation.setdefault(row["conversation_id"], []).append(row)
-        last_seq = {conv: await self._bump(conv, len(by_conversation[conv]))
-                    for conv in sorted(by_conversation)}
+        last_seq = await self._bump({conv: len(conv_rows) for conv, conv_rows in by_conversation.items()})
         # Counter locks are held now, so any concurrent writer of the same ids has committed.
         stored = {} if fresh else await self._existing([e.transcript_id for e in entries if e.transcript_id])
         fresh: list[dict[str, Any]] = []
         for conv, conv_rows in by_conversation.items():
             new = [r for r in conv_rows if r["transcript_id"] not in stored]
             if unused := len(conv_rows) - len(new):
-                await self._bump(conv, -unused)
+                await self._bump({conv: -unused})
             base = last_seq[conv] - len(conv_rows)
             for offset, row in enumerate(new, start=1):
                 row["seq"] = base + offset
@@ -246,12 +250,15 @@ class TranscriptStore:
     def _visible(conversation_id: str):
         return select(_T).where(_T.c.conversation_id == conversation_id, _T.c.reverted.is_(False))
 
-    async def _bump(self, conversation_id: str, n: int) -> int:
-        """Add ``n`` to the conversation's counter (row-locking it); returns the new value."""
-        stmt = insert_for(self._session, _C).values(conversation_id=conversation_id, last_seq=n)
-        stmt = stmt.on_conflict_do_update(index_elements=[_C.c.conversation_id],
-                                          set_={"last_seq": _C.c.last_seq + stmt.excluded.last_seq})
-        return (await self._session.execute(stmt.returning(_C.c.last_seq))).scalar_one()
+    async def _bump(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """Add each count to its conversation's counter, row-locking them, in one statement whose
+        rows go in conversation order (concurrent writers lock shared counters in the same order:
+        no deadlock); the new values by conversation."""
+        rows = [{"conversation_id": conv, "last_seq": counts[conv]} for conv in sorted(counts)]
+        _, returned = await insert_rows(self._session, _C, rows, conflict=("conversation_id",),
+                                        update=_added_to_counter, returning=(_C.c.conversation_id, _C.c.last_seq),
+                                        checked=True)
+        return {row.conversation_id: row.last_seq for row in returned}
 
     async def _existing(self, transcript_ids: list[str]) -> dict[str, TranscriptItem]:
         if not transcript_ids:

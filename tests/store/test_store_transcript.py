@@ -41,6 +41,28 @@ async def test_200_concurrent_appends_get_gap_free_seqs(db, uid):
             assert await store.latest(conv) == (40, page.items[-1].cursor)
 
 
+async def test_concurrent_batches_over_shared_conversations_neither_deadlock_nor_leave_gaps(db, uid):
+    """Each batch bumps the counters of several conversations at once (one statement); batches
+    listing the same conversations in opposite orders must not lock them in opposite orders."""
+    conversations = [uid("conv") for _ in range(4)]
+
+    async def batch(i: int) -> list:
+        order = conversations if i % 2 else conversations[::-1]
+        async with db.transaction() as s:
+            return await TranscriptStore(s).append_many([
+                TranscriptEntry(event_id=f"b{i}-{j}", conversation_id=conv, role="user", content=f"m{i}")
+                for j, conv in enumerate(order * 2)])
+
+    batches = await asyncio.wait_for(asyncio.gather(*(batch(i) for i in range(30))), 60)
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for items in batches:
+        assert len(items) == 8
+        for item in items:
+            seqs[item.conversation_id].append(item.seq)
+    for conv in conversations:
+        assert sorted(seqs[conv]) == list(range(1, 61))  # 30 batches × 2 items, gap-free
+
+
 async def test_append_is_idempotent_on_transcript_id_and_consumes_no_seq(db, uid):
     conv = uid("conv")
     entry = TranscriptEntry(event_id="e1", conversation_id=conv, role="user", content="hi",
