@@ -17,6 +17,7 @@ from protocol.logs import get_logger
 from . import constants
 from .addresses import ActorAddress
 from .core.registry import Registry
+from .process import freeze_startup_objects
 from .retry import reply, unwrap
 
 log = get_logger(__name__)
@@ -33,6 +34,7 @@ class RegistryActor:
         self._registry = Registry(extra_runners)
         self._loaded = False
         self._sessions: dict[str, Any] = {}
+        freeze_startup_objects(collect=True)
 
     async def _ensure_loaded(self) -> None:
         if self._loaded:

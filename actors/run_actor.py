@@ -37,6 +37,7 @@ from .core.run_slot import (
     token_digest,
 )
 from .core.runner_exec import RunnerExecutor
+from .process import freeze_startup_objects
 from .providers_backend import ProviderBackend
 from .retry import call_with_retry, reply, unwrap
 
@@ -146,6 +147,7 @@ class RunActor:
         self._backend = ProviderBackend(storage, providers)
         self._slots = RunSlots(runs_per_actor)
         self._executors: dict[str, RunnerExecutor] = {}
+        freeze_startup_objects()
 
     async def ping(self) -> dict[str, Any]:
         return {"busy": len(self._slots), "node_id": ray.get_runtime_context().get_node_id(),

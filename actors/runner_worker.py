@@ -16,6 +16,7 @@ from protocol.context import RunContext
 from .addresses import ActorAddress
 from .core.discovery import load_target
 from .core.runner_exec import RunnerExecutor
+from .process import freeze_startup_objects
 from .runner_client import ActorRunnerAPI
 
 
@@ -23,6 +24,7 @@ from .runner_client import ActorRunnerAPI
 class RunnerWorker:
     def __init__(self, runner_id: str, target: str) -> None:
         self._executor = RunnerExecutor(load_target(target)(), runner_id)
+        freeze_startup_objects()
 
     async def ping(self) -> dict[str, Any]:
         return {"runner_id": self._executor.runner_id, "active": self._executor.active,

@@ -20,6 +20,7 @@ from .core.batching import GroupCommitter
 from .core.db_retry import DatabaseUnavailable, with_db_retry
 from .core.storage_service import StorageService
 from .host_config import StorageConfig
+from .process import freeze_startup_objects
 from .retry import reply
 
 log = get_logger(__name__)
@@ -39,6 +40,7 @@ class StorageActor:
         self._committer = GroupCommitter(self._apply_batch, max_batch=self.config.max_batch,
                                          max_delay=self.config.max_delay_ms / 1000.0,
                                          max_backlog=constants.COMMIT_BACKLOG_MAX, isolate=_not_unavailable)
+        freeze_startup_objects(collect=True)
 
     def _artifact_factory(self):
         try:
