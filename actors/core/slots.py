@@ -260,9 +260,10 @@ class SlotPool(Generic[T]):
             room = min(missing, self.max_creating - self._creating) if self.failed_creations == failures else 0
             mine.update(self._start_creation() for _ in range(max(0, room)))
             mine = {task for task in mine if not task.done()}
-            # wait for ours; while others' creations hold every creation slot, for theirs
-            busy = mine or (set(self._creations) if missing > 0 and self.failed_creations == failures else set())
-            if not busy:
+            busy = mine
+            if not busy and missing > 0 and self.failed_creations == failures and not self.is_blocked():
+                busy = set(self._creations)  # others' hold every creation slot: wait for a free one
+            if not busy:  # done (or no room on the cluster: their creations may stay pending long)
                 return
             await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
 

@@ -203,6 +203,17 @@ async def test_warm_up_creates_at_most_max_creating_at_once_and_stops_at_a_failu
     assert broken.started == 2 and pool.size == 0 and pool.failed_creations == 2
 
 
+async def test_warm_up_never_waits_on_a_creation_kept_pending_for_the_autoscaler():
+    factory = Factory(hang=True)  # no node has room: the member never comes
+    pool = SlotPool(factory, name="t", min_size=2, max_size=4, max_creating=1, blocked=lambda: True)
+    waiter = pool.reserve()       # its creation holds the one creation slot, pending
+    assert pool.creating == 1
+    await asyncio.wait_for(pool.warm(), 1)  # returns: the host's upkeep is not held hostage
+    assert pool.creating == 1 and factory.started == 1
+    waiter.cancel()
+    await pool.close()
+
+
 async def test_a_cancelled_wait_gives_a_just_granted_slot_to_the_next_in_line():
     pool = SlotPool(Factory(), name="t", max_size=1, grow_after=10)
     await pool.warm(1)
