@@ -89,6 +89,12 @@ def tables(results: Mapping[str, Any]) -> list[TableSpec]:
             t.rows.append([k + (" (headline)" if int(k) == w["headline_frames_per_call"] else ""),
                            fmt_spread(v["actor_rows_per_s"], 0), fmt_spread(v["raw_rows_per_s"], 0),
                            fmt_spread(v["rows_per_commit"], 0), fmt_spread(v["vs_raw"], 2), fmt(v["readback_matches"])])
+        h = w.get("host_path")
+        if h:
+            t.rows.append([f"{fmt(h['frames_per_op'])} per op, coalesced as a host sends them "
+                           f"({fmt(h['ops_per_message'])} ops/message)", fmt(h["rows_per_s"], 0),
+                           fmt(h["raw_rows_per_s"], 0), fmt(h["rows_per_commit"], 0), fmt(h["vs_raw"], 2),
+                           fmt(h["readback_matches"])])
         out.append(t)
     s = results.get("sweep")
     if s:

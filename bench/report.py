@@ -197,7 +197,19 @@ def writes_summary(writes: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"by_frames_per_call": by_k, "headline_frames_per_call": int(headline),
             "vs_raw": _median(_get(by_k, headline, "vs_raw")),
             "readback_matches": all(v["readback_matches"] for v in by_k.values()),
-            "actor_noop_calls_per_s": _get(writes, "actor_noop_calls", "calls_per_s")}
+            "actor_noop_calls_per_s": _get(writes, "actor_noop_calls", "calls_per_s"),
+            "host_path": _host_path(writes.get("host_path"))}
+
+
+def _host_path(h: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The headline's ops sent as a host sends them (coalesced): reported beside it, not a target."""
+    if not h:
+        return None
+    return {"frames_per_op": h.get("frames_per_op"), "vs_raw": h.get("vs_raw"),
+            "rows_per_s": _get(h, "host", "rows_per_s"), "raw_rows_per_s": _get(h, "raw", "rows_per_s"),
+            "ops_per_message": _get(h, "host", "ops_per_message"),
+            "rows_per_commit": _get(h, "host", "rows_per_commit"),
+            "readback_matches": bool(_get(h, "host", "readback_matches"))}
 
 
 # -- sweeps --------------------------------------------------------------------------------------

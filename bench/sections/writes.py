@@ -12,7 +12,10 @@ Honest by construction:
   variant's runs after the window, not what the calls returned (a mismatch is reported);
 * **the realistic size is the headline** — 4 frames per call, what a 1-chunk echo run writes
   (``run.started``, the delta, ``message.completed``, ``run.completed``), repeated ``reps``
-  times; 1, 8 and 64 frames per call are reported beside it.
+  times; 1, 8 and 64 frames per call are reported beside it;
+* **the host's path beside it** — the same 4-frame ops sent as a host sends its runs' writes
+  (coalesced into ``write_many`` messages, two in flight), against raw at that path's rows per
+  commit: what the actor costs when one message carries many runs' ops.
 
 The actor is driven from the bench's driver process with ``write_concurrency`` calls in flight.
 """
@@ -137,6 +140,33 @@ async def actor_variant(storage: Any, dsn: str, run_ids: list[str], per_call: in
             "batches": batches, "rows_per_commit": round(rows / batches, 1) if batches else None}
 
 
+async def host_path_variant(storage: Any, dsn: str, run_ids: list[str], per_call: int, plan: Any) -> dict[str, Any]:
+    """The same ops as :func:`actor_variant`, sent the way a host sends them: through the host's
+    :class:`~actors.core.coalesce.Coalescer` into ``write_many`` (ops of concurrent runs share a
+    message, at most two messages in flight) — what one ingress replica's runs cost the actor."""
+    from actors.core.coalesce import Coalescer
+    from actors.retry import unwrap
+    calls = plan_calls(run_ids, plan.write_max_rows - plan.write_max_rows % per_call, per_call)
+
+    async def send(ops: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        return await storage.write_many.remote(ops)
+
+    coalescer: Coalescer = Coalescer(send, name="bench writes", max_inflight=2)
+
+    async def write(run_id: str, frames: FrameList) -> int:
+        return unwrap(await coalescer.call(("run_events", {"run_id": run_id, "frames": frames})))
+
+    before = await storage.stats.remote()
+    made, acked, elapsed = await drive(calls, write, plan.write_concurrency, plan.write_max_s)
+    after = await storage.stats.remote()
+    rows = await rows_on_record(dsn, run_ids)
+    batches = after["batches"] - before["batches"]
+    return {"frames_per_op": per_call, "ops": made, "messages": coalescer.batches, "rows": rows,
+            "readback_matches": rows == made * per_call, "seconds": round(elapsed, 3),
+            "rows_per_s": round(rows / elapsed, 1), "ops_per_message": round(made / coalescer.batches, 1)
+            if coalescer.batches else None, "rows_per_commit": round(rows / batches, 1) if batches else None}
+
+
 async def raw_variant(dsn: str, run_ids: list[str], per_call: int, rows: int, rows_per_commit: float,
                       max_seconds: float) -> dict[str, Any]:
     """The same rows (same frames, same runs) through the ledger's statement on one asyncpg
@@ -230,8 +260,19 @@ def run(ctx: Context) -> dict[str, Any]:
             log(f"  {k} frame(s)/call (rep {r}): actor {actor['rows_per_s']} rows/s "
                 f"({actor['rows_per_commit']} rows/commit, read back {actor['rows']} of {actor['calls'] * k}), "
                 f"raw {raw['rows_per_s']} rows/s → {entry['vs_raw']}")
+        # the headline's ops again, as a host sends them, against raw at that path's rows per commit
+        k = plan.write_headline_frames
+        ids = [f"run_bw{tag}_host_{i}" for i in range(plan.write_runs)]
+        await seed_runs(dsn, ids)
+        host = await host_path_variant(storage, dsn, ids, k, plan)
+        raw_ids = [f"{i}_raw" for i in ids]
+        await seed_runs(dsn, raw_ids)
+        raw = await raw_variant(dsn, raw_ids, k, host["rows"], host["rows_per_commit"] or 1, plan.write_max_s * 4)
+        host_path = {"frames_per_op": k, "host": host, "raw": raw, "vs_raw": ratio(host["rows_per_s"], raw["rows_per_s"])}
+        log(f"  {k} frame(s)/op, coalesced as a host sends them ({host['ops_per_message']} ops/message): "
+            f"{host['rows_per_s']} rows/s, raw {raw['rows_per_s']} rows/s → {host_path['vs_raw']}")
         noop = await actor_noop_calls(storage, 2000 if not plan.quick_run else 300, plan.write_concurrency)
-        return {"variants": out, "actor_noop_calls": noop}
+        return {"variants": out, "host_path": host_path, "actor_noop_calls": noop}
 
     try:
         result = asyncio.run(go())
