@@ -44,7 +44,10 @@ def test_waiting_runs_keep_bounded_run_actor_creations_pending_as_autoscaler_dem
     waiting = report["pool_waiting"]
     assert waiting["queue_length"] == RUNS - HEAD_SLOTS
     assert waiting["creating"] == MAX_CREATING and waiting["kept_pending"] >= 1   # not abandoned
-    assert waiting["failed_creations"] == 0 and waiting["size"] == HEAD_SLOTS
+    # none abandoned while runs waited (a warm-up creation that outlived the scenario's short
+    # create timeout on a loaded machine is the start's business, not this claim's)
+    assert waiting["failed_creations"] == report["pool_before"]["failed_creations"]
+    assert waiting["size"] == HEAD_SLOTS
     assert 1 <= len(report["pending"]) <= MAX_CREATING, report["pending"]
     # the GCS reports the unmet run-slot demand: what the autoscaler turns into a new node
     assert report["demand"] and all(d["bundle"].get("runnerhost_run_slot") == 1 for d in report["demand"])
@@ -57,7 +60,8 @@ def test_a_creation_nobody_waits_for_any_more_is_withdrawn(report):
         assert run["ledger"]["status"] == "cancelled", run
     after = report["pool_after_cancel"]
     assert after["queue_length"] == STILL_WAITING and after["creating"] == STILL_WAITING
-    assert after["trimmed_creations"] == MAX_CREATING - STILL_WAITING and after["failed_creations"] == 0
+    assert after["trimmed_creations"] == MAX_CREATING - STILL_WAITING
+    assert after["failed_creations"] == report["pool_before"]["failed_creations"]  # withdrawn, not failed
     assert len(report["pending_after_cancel"]) == STILL_WAITING, report["pending_after_cancel"]
 
 
