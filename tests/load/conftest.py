@@ -11,7 +11,10 @@
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
@@ -21,6 +24,7 @@ import ray
 from ray import serve
 
 from actors.host_config import PoolConfig
+from bench.procs import busy_cores, machine_jiffies
 from serve.config import ApiKey, HostSettings, ServerSettings, Settings, StorageSettings, hash_key
 from serve.deployment import build_app, serve_logging
 from tests.conftest import pg_database
@@ -117,3 +121,16 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
                            pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1,
                                             workers_max=2)) as app:
         yield app
+
+
+async def machine_quiet(max_busy_cores: float = 0.7, timeout: float = 60.0) -> float | None:
+    """Wait, at most ``timeout`` s, until the whole machine spends under ``max_busy_cores`` over one
+    second (earlier modules' processes winding down on the same 2 cores would be measured as our
+    latency); the last reading, whatever it was — the caller reports it, never skips."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = machine_jiffies()
+        await asyncio.sleep(1.0)
+        busy = busy_cores(before, machine_jiffies(), os.cpu_count() or 1)
+        if busy is None or busy < max_busy_cores or time.monotonic() > deadline:
+            return busy
