@@ -31,7 +31,7 @@ run: $(RUN_STAMP)
 
 ## make test: the whole suite (needs Postgres at 127.0.0.1:5432, see README; tests/bench runs the peer)
 test: $(STAMP) $(PEER_STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 ## make bench: the performance harness (~20–25 min); writes bench/results.json, bench/results.png and
 ## the README's Performance block. `$(PY) -m bench --quick` is a smoke run.

@@ -118,7 +118,7 @@ def load_app(ray_session, load_pg_url, tmp_path_factory) -> Iterator[LoadApp]:
     # RunActors are leased one per run: the warm pool covers most of the clients, the rest grow on
     # demand (~0.4 s each), and a killed one is replaced.
     with serve_application(LOAD_APP, ROUTE_PREFIX, load_pg_url, str(tmp_path_factory.mktemp("load-data")),
-                           pools=PoolConfig(run_actors_min=16, run_actors_max=48, workers_min=1,
+                           pools=PoolConfig(run_actors_min=8, run_actors_max=48, workers_min=1,
                                             workers_max=2)) as app:
         yield app
 
