@@ -27,6 +27,11 @@ from store.engine import Database
 from store.migrate import upgrade_async
 from store.scratch import create_database, database_url, drop_database
 
+#: A starting host serves once its pools hold their minimum (actors.constants.READY_WARM_TIMEOUT_S);
+#: the suite's fixtures cap that wait so pool warm-up overlaps the tests as it did before — the few
+#: tests that need a warm pool wait for it themselves. Exported before any Ray process starts.
+os.environ.setdefault("RUNNERHOST_READY_WARM_TIMEOUT_S", "10")
+
 PG_ADMIN_DSN = os.environ.get("RUNNERHOST_TEST_PG_DSN",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
 #: A password the test server (trust auth) ignores; tests look for it where it must never be.
