@@ -62,8 +62,8 @@ class Plan:
     @classmethod
     def quick(cls, sections: tuple[str, ...] = SECTIONS) -> "Plan":
         """Every code path, tiny counts: a smoke run (numbers are noise)."""
-        return cls(sections=sections, reps=1, conversations=20, warmup_s=1.0, duration_s=3.0, noop=False,
-                   open_warmup_s=0.5, open_duration_s=3.0, write_frames_per_call=(1, 4), write_max_s=1.5,
+        return cls(sections=sections, reps=1, conversations=20, warmup_s=1.0, duration_s=2.0, noop=False,
+                   open_warmup_s=0.5, open_duration_s=2.0, write_frames_per_call=(1, 4), write_max_s=1.5,
                    write_max_rows=4_000, write_runs=50, write_concurrency=64, sweep_workers=(1,),
                    sweep_concurrency=(4, 8), sweep_cold_s=4.0, sweep_warmup_s=1.0, sweep_warm_s=2.0,
                    hold_s=6.0, cap1_goal=8, cap1_max=12, cap1_step=4, cap1_budget_s=40.0, cap32_runs=64,

@@ -1,7 +1,7 @@
 """A quick run of the real harness (``python -m bench --quick --only peer,openloop,writes``): fresh Ray + Serve,
 RunnerHost on SQLite and on Postgres, LangGraph's in-memory server, the storage actor against raw
 asyncpg — then the results document is checked against the raw measurements it carries: every
-headline recomputed from its windows, nothing typed in. Bounded (< 3 minutes on 2 busy cores);
+headline recomputed from its windows, nothing typed in. Bounded (2–2.5 minutes on 2 busy cores, 5 at most);
 run it under the Ray lock: ``flock /tmp/rh-ray.lock pytest tests/bench``.
 
 Needs the peer's virtualenv (``make peer-venv``; ``make test`` builds it).
@@ -29,7 +29,7 @@ def test_a_quick_run_reports_what_it_measured(tmp_path):
     readme_before = (REPO / "README.md").read_text()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "peer,openloop,writes", "--out", str(tmp_path)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=175)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
