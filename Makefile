@@ -33,7 +33,7 @@ run: $(RUN_STAMP)
 test: $(STAMP) $(PEER_STAMP)
 	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
-## make bench: the performance harness (~20–25 min); writes bench/results.json, bench/results.png and
+## make bench: the performance harness (~25–30 min); writes bench/results.json, bench/results.png and
 ## the README's Performance block. `$(PY) -m bench --quick` is a smoke run.
 bench: $(STAMP) $(PEER_STAMP)
 	$(PY) -m bench

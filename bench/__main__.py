@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): the performance harness of RunnerHost.
 
-    python -m bench                        # the full run (~20–25 min on 2 quiet cores)
+    python -m bench                        # the full run (~25–30 min on 2 quiet cores)
     python -m bench --quick                # every section with tiny counts: a smoke run (noise)
     python -m bench --only peer,writes     # a subset of: peer, openloop, writes, sweep, capacity
     python -m bench --only peer --profile /tmp/prof   # + py-spy per hot process; then:
