@@ -257,11 +257,12 @@ class SlotPool(Generic[T]):
         mine: set[asyncio.Task] = set()
         while True:
             missing = target - self.size - self._creating
-            room = min(missing, self.max_creating - self._creating) if self.failed_creations == failures else 0
+            failed = self.failed_creations != failures
+            room = 0 if failed else min(missing, self.max_creating - self._creating)
             mine.update(self._start_creation() for _ in range(max(0, room)))
             mine = {task for task in mine if not task.done()}
             busy = mine
-            if not busy and missing > 0 and self.failed_creations == failures and not self.is_blocked():
+            if not busy and missing > 0 and not failed and not self.is_blocked():
                 busy = set(self._creations)  # others' hold every creation slot: wait for a free one
             if not busy:  # done (or no room on the cluster: their creations may stay pending long)
                 return
